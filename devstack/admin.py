@@ -1,0 +1,122 @@
+"""The devstack's admin interface (plain HTTP, loopback only): stats, faults, rotation, minting.
+
+Tests and benchmarks drive the emulators through here. It is never part of the function app.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .controls import FaultPlan, Stats, fault_from_json
+from .directory import Directory, Secret
+from .graph import Graph
+from .issuer import AuthContext, Issuer
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json_endpoint(fn: Callable[[dict[str, Any]], Any]) -> Handler:
+    """POST handlers take a JSON object and answer JSON; bad input is a 400, never a 500."""
+    async def endpoint(request: Request) -> Response:
+        try:
+            data = await request.json() if (await request.body()) else {}
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            return JSONResponse(fn(data))
+        except (ValueError, KeyError, TypeError) as err:
+            return JSONResponse({"error": str(err) or type(err).__name__}, status_code=400)
+    return endpoint
+
+
+class Admin:
+    def __init__(self, directory: Directory, issuer: Issuer, graph: Graph, stats: Stats,
+                 faults: FaultPlan, info: Callable[[], dict[str, Any]]):
+        self.directory, self.issuer, self.graph = directory, issuer, graph
+        self.stats, self.faults, self.info = stats, faults, info
+
+    def rotate_secret(self, data: dict[str, Any]) -> dict[str, Any]:
+        app = self.directory.default.app_by_name(data["app"])
+        secret = Secret(id=str(uuid.uuid4()), value=f"devstack-only~{app.name}~{uuid.uuid4().hex}")
+        if data.get("revoke_previous"):
+            app.secrets.clear()
+        app.secrets.append(secret)
+        return {"id": secret.id, "value": secret.value}
+
+    def expire_secrets(self, data: dict[str, Any]) -> dict[str, Any]:
+        app = self.directory.default.app_by_name(data["app"])
+        for s in app.secrets:
+            s.expires = int(time.time()) - 1
+        return {"expired": len(app.secrets)}
+
+    def rotate_signing_key(self, data: dict[str, Any]) -> dict[str, Any]:
+        key = self.issuer.keys.rotate()
+        return {"kid": key.kid, "published": [k.kid for k in self.issuer.keys.published]}
+
+    def revoke(self, data: dict[str, Any]) -> dict[str, Any]:
+        user = self.directory.default.user_by_login(data["user"])
+        if user is None:
+            raise KeyError(f"no user {data['user']!r}")
+        return {"revoked_at": self.graph.revoke(user, data.get("at"))}
+
+    def mint(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A user or app access token with chosen lifetime and claim overrides (tests, benchmarks)."""
+        tenant = self.directory.default
+        client = tenant.app_by_name(data.get("client", "desktop-client"))
+        requested = tenant.resolve_scopes(data.get("scope", "api://middletier/access_as_user"))
+        if requested is None:
+            raise ValueError("scope names no resource")
+        if data.get("user"):
+            user = tenant.user_by_login(data["user"])
+            if user is None:
+                raise KeyError(f"no user {data['user']!r}")
+            claims = self.issuer.user_access_claims(
+                tenant, client, user, requested.resource, requested.scopes or requested.resource.scopes,
+                AuthContext(mfa=bool(data.get("mfa"))), "0", lifetime=data.get("lifetime"))
+        else:
+            claims = self.issuer.app_access_claims(tenant, client, requested.resource,
+                                                   data.get("roles", []), "1")
+            if data.get("lifetime") is not None:
+                claims["exp"] = claims["iat"] + int(data["lifetime"])
+        claims.update(data.get("claims") or {})
+        for name in data.get("remove", []):
+            claims.pop(name, None)
+        return {"access_token": self.issuer.keys.sign(claims), "claims": claims}
+
+    def set_fault(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.faults.add(fault_from_json(data))
+        return {"faults": self.faults.describe()}
+
+    async def get_stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats.snapshot())
+
+    async def reset_stats(self, request: Request) -> Response:
+        self.stats.reset()
+        return JSONResponse({"reset": True})
+
+    async def faults_endpoint(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.faults.clear()
+        return JSONResponse({"faults": self.faults.describe()})
+
+    async def info_endpoint(self, request: Request) -> Response:
+        return JSONResponse(self.info())
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/info", self.info_endpoint),
+            Route("/stats", self.get_stats),
+            Route("/stats/reset", self.reset_stats, methods=["POST"]),
+            Route("/faults", self.faults_endpoint, methods=["GET", "DELETE"]),
+            Route("/faults", _json_endpoint(self.set_fault), methods=["POST"]),
+            Route("/rotate/signing-key", _json_endpoint(self.rotate_signing_key), methods=["POST"]),
+            Route("/rotate/secret", _json_endpoint(self.rotate_secret), methods=["POST"]),
+            Route("/expire/secrets", _json_endpoint(self.expire_secrets), methods=["POST"]),
+            Route("/graph/revoke", _json_endpoint(self.revoke), methods=["POST"]),
+            Route("/mint", _json_endpoint(self.mint), methods=["POST"]),
+        ])

@@ -1,0 +1,89 @@
+"""``python -m devstack up | info | token | stats`` — the contract in DESIGN.md."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .state import read_runtime, state_dir
+
+DEFAULT_SCOPE = "api://middletier/access_as_user"
+
+
+def _running(args: argparse.Namespace) -> dict[str, Any]:
+    info = read_runtime(state_dir(args.state))
+    if info is None:
+        raise SystemExit("devstack is not running (start it with `make run` or `python -m devstack up`)")
+    return info
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from . import stack
+    ports = {} if args.port is None else {name: args.port for name in stack.DEFAULT_PORTS}
+    built = stack.build(state_dir(args.state), host=args.host, ports=ports)
+
+    def ready(info: dict[str, Any]) -> None:
+        if args.ready_json:
+            print(json.dumps({"ready": info}), flush=True)
+        else:
+            print(stack.describe(info), flush=True)
+
+    stack.run(built, ready)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = _running(args)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"authority {info['authority']}\nCA bundle {info['ca_bundle']}")
+        for name, url in info["endpoints"].items():
+            print(f"{name:22} {url}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .client import sign_in
+    info = _running(args)
+    if args.user not in info["users"]:
+        print(f"unknown user {args.user!r}; known: {', '.join(info['users'])}", file=sys.stderr)
+        return 2
+    result = sign_in(info, args.user, args.scope.split())
+    if "access_token" not in result:
+        print(f"{result.get('error')}: {str(result.get('error_description', '')).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(result["access_token"])
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .client import session
+    info = _running(args)
+    stats = session(info["ca_bundle"]).get(info["endpoints"]["admin"] + "/stats", timeout=10).json()
+    print(json.dumps(stats, indent=2) if args.json else "\n".join(f"{k}: {v['total']}" for k, v in stats.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("--state", help="state folder (default: .devstack in the project, or $DEVSTACK_STATE)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local stack in the foreground")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, help="0 = free ports for every service (tests)")
+    up.add_argument("--ready-json", action="store_true", help="print one JSON line when ready")
+    up.set_defaults(func=cmd_up)
+    info = sub.add_parser("info", help="endpoints, ids, secrets and CA of the running stack")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+    token = sub.add_parser("token", help="sign in by device code and print an access token")
+    token.add_argument("--user", default="alice")
+    token.add_argument("--scope", default=DEFAULT_SCOPE)
+    token.set_defaults(func=cmd_token)
+    stats = sub.add_parser("stats", help="request counters per emulator endpoint")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+    args = parser.parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,120 @@
+"""Client authentication at the token endpoint: secret, certificate assertion, or none.
+
+Accepts every shape the SDKs send (PROTOCOL.md §1c): secret in the body or HTTP Basic;
+assertions signed RS256 or PS256, identified by ``x5t`` or ``x5t#S256``, with integer or
+float times and padded or unpadded base64url. Rejects what Entra rejects, with its codes.
+"""
+from __future__ import annotations
+
+import base64
+import time
+import urllib.parse
+from collections import OrderedDict
+from typing import Mapping
+
+import jwt
+
+from .aadsts import AadError
+from .directory import App, Tenant
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+PUBLIC, SECRET, CERTIFICATE = "0", "1", "2"
+_JTI_MEMORY = 50_000
+
+
+class JtiCache:
+    """Assertion ids seen within their lifetime: a replayed assertion is refused."""
+
+    def __init__(self, limit: int = _JTI_MEMORY):
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._limit = limit
+
+    def add(self, jti: str, exp: float) -> bool:
+        now = time.time()
+        while self._seen and (len(self._seen) >= self._limit or next(iter(self._seen.values())) < now):
+            self._seen.popitem(last=False)
+        if jti in self._seen:
+            return False
+        self._seen[jti] = exp
+        return True
+
+
+def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    value = headers.get("authorization", "")
+    if not value.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
+    except ValueError:
+        return None
+    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
+
+
+def authenticate(tenant: Tenant, form: Mapping[str, str], headers: Mapping[str, str],
+                 token_urls: set[str], jtis: JtiCache, *, require: bool = True) -> tuple[App, str]:
+    """Return the calling app and how it authenticated ('0' public, '1' secret, '2' cert)."""
+    basic = _basic(headers)
+    client_id = form.get("client_id") or (basic[0] if basic else "")
+    if not client_id:
+        raise AadError(900144, {"param": "client_id"})
+    app = tenant.app_by_client_id(client_id)
+    if app is None:
+        raise AadError(700016, {"client_id": client_id, "tenant": tenant.id})
+    secret = form.get("client_secret") or (basic[1] if basic else None)
+    assertion = form.get("client_assertion")
+    if app.public or not app.confidential:
+        if secret or assertion:
+            raise AadError(700025)
+        return app, PUBLIC
+    if secret:
+        return app, _check_secret(app, secret)
+    if assertion:
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise AadError(900144, {"param": "client_assertion_type"})
+        return app, _check_assertion(app, assertion, token_urls, jtis)
+    if require:
+        raise AadError(7000218)
+    return app, PUBLIC
+
+
+def _check_secret(app: App, value: str) -> str:
+    secret = app.secret_matches(value)
+    if secret is None:
+        raise AadError(7000215, {"client_id": app.client_id})
+    if secret.expires is not None and secret.expires < time.time():
+        raise AadError(7000222, {"client_id": app.client_id})
+    return SECRET
+
+
+def _check_assertion(app: App, assertion: str, token_urls: set[str], jtis: JtiCache) -> str:
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.PyJWTError:
+        raise AadError(50027) from None
+    thumb = header.get("x5t#S256") or header.get("x5t")
+    # MSAL Python pads its base64url thumbprints ('='); Entra accepts both forms.
+    cert = app.cert_thumbprints.get(thumb.rstrip("=")) if isinstance(thumb, str) else None
+    if cert is None:
+        raise AadError(700027, {"reason": "The key was not found., Thumbprint of key used by "
+                                          f"client: '{thumb}'"})
+    if header.get("alg") not in ("RS256", "PS256"):
+        raise AadError(700027, {"reason": "The signature algorithm is not supported."})
+    try:
+        claims = jwt.decode(assertion, cert.public_key(), algorithms=["RS256", "PS256"],
+                            options={"verify_aud": False, "verify_exp": False, "verify_nbf": False,
+                                     "verify_iat": False})
+    except jwt.PyJWTError:
+        raise AadError(700027, {"reason": "The provided signature value did not match the "
+                                          "expected signature value."}) from None
+    now = time.time()
+    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+    if not isinstance(exp, (int, float)) or exp < now or (isinstance(nbf, (int, float)) and nbf > now + 300):
+        raise AadError(700024)
+    if claims.get("aud") not in token_urls:
+        raise AadError(700023)
+    if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
+        raise AadError(700027, {"reason": "The issuer and subject must be the client id."})
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jtis.add(jti, exp):
+        raise AadError(700027, {"reason": "The assertion identifier (jti) was missing or already used."})
+    return CERTIFICATE

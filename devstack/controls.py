@@ -1,0 +1,98 @@
+"""Test and benchmark controls: counters per endpoint and injected faults.
+
+They live on the devstack's admin interface only; the function app never sees them. All
+emulators run on one event loop, so plain dicts are safe without locks.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Stats:
+    """Nested counters: stats.count('entra.token', grant='obo', client='x') and friends."""
+
+    def __init__(self) -> None:
+        self.totals: Counter[str] = Counter()
+        self.by: defaultdict[str, defaultdict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+
+    def count(self, endpoint: str, **labels: str | None) -> None:
+        self.totals[endpoint] += 1
+        for label, value in labels.items():
+            if value is not None:
+                self.by[endpoint][label][value] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for endpoint, total in sorted(self.totals.items()):
+            entry: dict[str, Any] = {"total": total}
+            for label, counter in sorted(self.by.get(endpoint, {}).items()):
+                entry[f"by_{label}"] = dict(sorted(counter.items()))
+            out[endpoint] = entry
+        return out
+
+    def reset(self) -> None:
+        self.totals.clear()
+        self.by.clear()
+
+
+@dataclass
+class Fault:
+    """What to do to the next ``count`` matching requests (``None``: until cleared)."""
+
+    service: str                 # entra | graph | keyvault | identity
+    endpoint: str = "*"          # token | devicecode | discovery | jwks | me | users | secrets | ...
+    count: int | None = 1
+    latency_ms: int = 0          # added before answering (or before failing)
+    status: int | None = None    # answer with this HTTP status (5xx, 429)
+    retry_after: int | None = None
+    aadsts: int | None = None    # Entra only: answer with this AADSTS error
+    grant: str | None = None     # Entra token endpoint only: match one grant type
+    user: str | None = None      # match one user (name), where the service knows it
+    fired: int = 0
+
+    def matches(self, service: str, endpoint: str, grant: str | None, user: str | None) -> bool:
+        return (self.service == service and self.endpoint in ("*", endpoint)
+                and (self.grant is None or self.grant == grant)
+                and (self.user is None or self.user == user))
+
+
+@dataclass
+class FaultPlan:
+    faults: list[Fault] = field(default_factory=list)
+
+    def add(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def take(self, service: str, endpoint: str, *, grant: str | None = None,
+             user: str | None = None) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(service, endpoint, grant, user):
+                fault.fired += 1
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [asdict(f) for f in self.faults]
+
+
+async def delay(fault: Fault | None) -> None:
+    if fault is not None and fault.latency_ms > 0:
+        await asyncio.sleep(fault.latency_ms / 1000)
+
+
+def fault_from_json(data: dict[str, Any]) -> Fault:
+    allowed = {k: data[k] for k in ("service", "endpoint", "count", "latency_ms", "status",
+                                    "retry_after", "aadsts", "grant", "user") if k in data}
+    if "service" not in allowed:
+        raise ValueError("'service' is required")
+    return Fault(**allowed)

@@ -1,0 +1,252 @@
+"""The emulated directory: tenants, app registrations, users and consent, from a TOML file.
+
+It answers the questions Entra answers before it issues a token: who is this client, which
+resource does a scope belong to, has the client been granted it, does a policy want MFA.
+"""
+from __future__ import annotations
+
+import hmac
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .aadsts import AadError
+
+DEFAULT_TENANT_FILE = Path(__file__).with_name("tenant.toml")
+OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
+_NS = uuid.UUID("0d7c5f3a-52f4-4b1e-9a2b-5e3c1d0f6a7b")
+
+
+@dataclass
+class Secret:
+    id: str
+    value: str
+    expires: int | None = None  # epoch seconds; None = never
+
+
+@dataclass
+class App:
+    name: str
+    client_id: str
+    display_name: str = ""
+    identifier_uris: list[str] = field(default_factory=list)
+    access_token_version: int = 2
+    default_resource: bool = False
+    public: bool = False
+    confidential: bool = False
+    scopes: list[str] = field(default_factory=list)
+    app_roles: list[str] = field(default_factory=list)
+    pre_authorized: list[str] = field(default_factory=list)
+    certificates: list[str] = field(default_factory=list)
+    secrets: list[Secret] = field(default_factory=list)
+    delegated_grants: dict[str, list[str]] = field(default_factory=dict)
+    app_grants: dict[str, list[str]] = field(default_factory=dict)
+    redirect_uris: list[str] = field(default_factory=list)
+    spa_redirect_uris: list[str] = field(default_factory=list)
+    # thumbprints of registered certificates, filled in by the stack: b64url sha1 / sha256 -> PEM
+    cert_thumbprints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sp_oid(self) -> str:
+        """The service principal's object id: stable, distinct from the app id."""
+        return str(uuid.uuid5(_NS, "sp:" + self.client_id))
+
+    def canonical_scope(self, name: str) -> str | None:
+        for s in self.scopes:
+            if s.lower() == name.lower():
+                return s
+        return None
+
+    def secret_matches(self, value: str) -> Secret | None:
+        for s in self.secrets:
+            if hmac.compare_digest(s.value.encode(), value.encode()):
+                return s
+        return None
+
+
+@dataclass
+class User:
+    name: str
+    oid: str
+    display_name: str
+    upn: str
+    password: str
+    given_name: str = ""
+    surname: str = ""
+    job_title: str | None = None
+    mfa_code: str | None = None
+    mfa_required_for: list[str] = field(default_factory=list)
+    enabled: bool = True
+
+
+@dataclass
+class Requested:
+    """The resource part of a scope request, resolved."""
+
+    resource: App
+    scopes: list[str]          # canonical scope names on the resource ('.default' expanded)
+    as_requested: list[str]    # the strings the client sent, for the response's `scope`
+    default: bool = False      # the client asked for '<resource>/.default'
+    oidc: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tenant:
+    id: str
+    name: str
+    domain: str
+    apps: list[App]
+    users: list[User]
+    policy_ids: list[str]
+
+    def app_by_client_id(self, client_id: str) -> App | None:
+        for a in self.apps:
+            if a.client_id == client_id:
+                return a
+        return None
+
+    def app_by_name(self, name: str) -> App:
+        for a in self.apps:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def app_by_resource(self, identifier: str) -> App | None:
+        ident = identifier.rstrip("/").lower()
+        for a in self.apps:
+            if a.client_id.lower() == ident or ident in (u.rstrip("/").lower() for u in a.identifier_uris):
+                return a
+        return None
+
+    def user_by_login(self, login: str) -> User | None:
+        login = login.strip().lower()
+        for u in self.users:
+            if login in (u.name, u.upn.lower(), u.oid):
+                return u
+        return None
+
+    def user_by_oid(self, oid: str) -> User | None:
+        for u in self.users:
+            if u.oid == oid:
+                return u
+        return None
+
+    def default_resource(self) -> App:
+        for a in self.apps:
+            if a.default_resource:
+                return a
+        raise AadError(500011, {"resource": "https://graph.microsoft.com", "tenant": self.id})
+
+    # --- scopes and consent -------------------------------------------------------
+    def resolve_scopes(self, scope: str) -> Requested | None:
+        """Map a space-separated scope string to one resource, as Entra does.
+
+        Bare names belong to the default resource (Graph); '<uri-or-appid>/<name>' to the app
+        with that identifier. More than one resource in a request is AADSTS28000.
+        """
+        requested = [s for s in scope.split() if s]
+        oidc = [s for s in requested if s.lower() in OIDC_SCOPES]
+        resource: App | None = None
+        names: list[str] = []
+        forms: list[str] = []
+        default = False
+        for item in requested:
+            if item.lower() in OIDC_SCOPES:
+                continue
+            if "/" in item:
+                ident, _, name = item.rpartition("/")
+                app = self.app_by_resource(ident)
+                if app is None:
+                    raise AadError(500011, {"resource": ident, "tenant": self.id})
+            else:
+                app, name = self.default_resource(), item
+            if resource is not None and app is not resource:
+                raise AadError(28000, {"scope": scope})
+            resource = app
+            forms.append(item)
+            if name == ".default":
+                default = True
+                continue
+            canonical = app.canonical_scope(name)
+            if canonical is None:
+                raise AadError(70011, {"scope": item})
+            names.append(canonical)
+        if resource is None:
+            return None
+        return Requested(resource, names, forms, default, oidc)
+
+    def consented_scopes(self, client: App, resource: App) -> list[str]:
+        """Delegated permissions the client may use on the resource for any user."""
+        if resource is client:
+            return list(client.scopes)
+        granted = list(client.delegated_grants.get(resource.name, []))
+        if client.name in resource.pre_authorized:
+            granted += resource.scopes
+        return granted
+
+    def check_consent(self, client: App, requested: Requested) -> list[str]:
+        """Return the scopes to put in the token, or raise AADSTS65001."""
+        granted = self.consented_scopes(client, requested.resource)
+        if requested.default:
+            names = sorted(set(granted) | set(requested.scopes))
+        else:
+            names = requested.scopes
+        missing = [s for s in names if s not in granted]
+        if missing:
+            raise AadError(65001, {"client_id": client.client_id, "client_name": client.display_name},
+                           suberror="consent_required")
+        return names
+
+    def mfa_policy_for(self, user: User, resource: App) -> str | None:
+        """The id of the Conditional Access policy that wants MFA for this user and resource."""
+        if resource.name in user.mfa_required_for and self.policy_ids:
+            return self.policy_ids[0]
+        return None
+
+
+@dataclass
+class Directory:
+    tenants: list[Tenant]
+
+    def tenant(self, segment: str) -> Tenant:
+        """Resolve the authority's tenant segment: id, domain, 'common' or 'organizations'."""
+        seg = segment.lower()
+        for t in self.tenants:
+            if seg in (t.id, t.domain.lower(), "common", "organizations"):
+                return t
+        raise AadError(90002, {"tenant": segment})
+
+    def tenant_by_id(self, tid: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.id == tid), None)
+
+    @property
+    def default(self) -> Tenant:
+        return self.tenants[0]
+
+
+def _app(raw: dict[str, Any]) -> App:
+    raw = dict(raw)
+    secrets = [Secret(**s) for s in raw.pop("secrets", [])]
+    return App(secrets=secrets, **raw)
+
+
+def _user(raw: dict[str, Any], domain: str) -> User:
+    raw = dict(raw)
+    raw.setdefault("upn", f"{raw['name']}@{domain}")
+    return User(**raw)
+
+
+def load_directory(path: Path = DEFAULT_TENANT_FILE) -> Directory:
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    tenants = []
+    for t in data["tenants"]:
+        tenants.append(Tenant(
+            id=t["id"], name=t["name"], domain=t["domain"],
+            apps=[_app(a) for a in t.get("apps", [])],
+            users=[_user(u, t["domain"]) for u in t.get("users", [])],
+            policy_ids=[p["id"] for p in t.get("policies", [])],
+        ))
+    return Directory(tenants)

@@ -1,0 +1,236 @@
+"""The Entra ID v2 emulator's HTTP surface: discovery, JWKS, token, device code, sign-in page."""
+from __future__ import annotations
+
+import html
+import secrets
+import urllib.parse
+from typing import Any, Mapping
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from .aadsts import AadError
+from .controls import FaultPlan, Stats, delay
+from .directory import Directory, Tenant
+from .grants import Grants, capabilities, grant_name, mfa_challenge
+from .issuer import AuthContext, Issuer, v2_issuer
+
+JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+FORM_LIMIT = 64 * 1024
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """application/x-www-form-urlencoded, first value wins; unknown parameters are kept and ignored."""
+    return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+class Entra:
+    def __init__(self, directory: Directory, issuer: Issuer, stats: Stats, faults: FaultPlan):
+        self.directory = directory
+        self.issuer = issuer
+        self.stats = stats
+        self.faults = faults
+        self.grants = Grants(directory, issuer, self.token_urls)
+
+    @property
+    def instance(self) -> str:
+        return self.issuer.instance
+
+    def token_urls(self, tenant: Tenant, segment: str) -> set[str]:
+        """Audiences Entra accepts in a client assertion: the token endpoint as the client named it."""
+        return {f"{self.instance}/{seg}/oauth2/v2.0/token" for seg in (tenant.id, tenant.domain, segment)}
+
+    # --- helpers ----------------------------------------------------------------------
+    def _error(self, err: AadError, request: Request) -> JSONResponse:
+        return JSONResponse(err.body(request.headers.get("client-request-id")),
+                            status_code=err.http_status, headers=JSON_HEADERS)
+
+    async def _fault(self, endpoint: str, request: Request, grant: str | None = None) -> Response | None:
+        fault = self.faults.take("entra", endpoint, grant=grant)
+        if fault is None:
+            return None
+        await delay(fault)
+        if fault.aadsts is not None:
+            claims = None
+            if fault.aadsts in (50076, 50079, 53003):
+                claims = mfa_challenge(self.directory.default.policy_ids[0] if self.directory.default.policy_ids
+                                       else "00000000-0000-0000-0000-000000000000")
+            return self._error(AadError(fault.aadsts, {}, claims=claims), request)
+        if fault.status is not None:
+            headers = dict(JSON_HEADERS)
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
+            error = "temporarily_unavailable" if fault.status >= 429 else "invalid_request"
+            body = AadError(90033, {}, error=error, status=fault.status).body(
+                request.headers.get("client-request-id"))
+            return JSONResponse(body, status_code=fault.status, headers=headers)
+        return None
+
+    # --- metadata ---------------------------------------------------------------------
+    def openid_configuration(self, segment: str, tenant: Tenant) -> dict[str, Any]:
+        generic = segment.lower() in ("common", "organizations", "consumers")
+        path = segment if generic else tenant.id
+        base = f"{self.instance}/{path}"
+        issuer = f"{self.instance}/{{tenantid}}/v2.0" if generic else v2_issuer(self.instance, tenant.id)
+        return {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": issuer,
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
+                                 "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time",
+                                 "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash",
+                                 "c_hash", "email"],
+            "kerberos_endpoint": f"{base}/kerberos",
+            "tenant_region_scope": "WW",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+
+    async def discovery(self, request: Request) -> Response:
+        self.stats.count("entra.discovery")
+        if (r := await self._fault("discovery", request)) is not None:
+            return r
+        segment = request.path_params["tenant"]
+        try:
+            tenant = self.directory.tenant(segment)
+        except AadError as err:
+            return self._error(err, request)
+        return JSONResponse(self.openid_configuration(segment, tenant),
+                            headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
+
+    async def jwks(self, request: Request) -> Response:
+        self.stats.count("entra.jwks")
+        if (r := await self._fault("jwks", request)) is not None:
+            return r
+        segment = request.path_params.get("tenant", "common")
+        try:
+            self.directory.tenant(segment)
+        except AadError as err:
+            return self._error(err, request)
+        issuer = f"{self.instance}/{{tenantid}}/v2.0"
+        return JSONResponse(self.issuer.keys.jwks(issuer),
+                            headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
+
+    async def instance_discovery(self, request: Request) -> Response:
+        host = urllib.parse.urlsplit(self.instance).netloc
+        tenant = self.directory.default.id
+        return JSONResponse({
+            "tenant_discovery_endpoint": f"{self.instance}/{tenant}/v2.0/.well-known/openid-configuration",
+            "api-version": request.query_params.get("api-version", "1.1"),
+            "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+        })
+
+    async def user_realm(self, request: Request) -> Response:
+        upn = request.path_params["upn"]
+        domain = upn.rpartition("@")[2]
+        return JSONResponse({"ver": "1.0", "account_type": "Managed", "domain_name": domain,
+                             "cloud_instance_name": "microsoftonline.com",
+                             "cloud_audience_urn": "urn:federation:MicrosoftOnline"})
+
+    # --- token and device code -------------------------------------------------------------
+    async def token(self, request: Request) -> Response:
+        body = await request.body()
+        form = parse_form(body[:FORM_LIMIT])
+        grant = grant_name(form.get("grant_type", ""))
+        if (r := await self._fault("token", request, grant)) is not None:
+            self.stats.count("entra.token", grant=grant, outcome=f"fault-{r.status_code}")
+            return r
+        try:
+            outcome = self.grants.token(request.path_params["tenant"], form, request.headers)
+        except AadError as err:
+            self.stats.count("entra.token", grant=grant, outcome=f"AADSTS{err.code}",
+                             client=self._client_label(form))
+            return self._error(err, request)
+        self.stats.count("entra.token", grant=grant, outcome="ok", client=outcome.client.name,
+                         user=outcome.user.name if outcome.user else None)
+        return JSONResponse(outcome.body, headers=JSON_HEADERS)
+
+    def _client_label(self, form: Mapping[str, str]) -> str | None:
+        cid = form.get("client_id")
+        for t in self.directory.tenants:
+            if cid and (app := t.app_by_client_id(cid)):
+                return app.name
+        return "unknown" if cid else None
+
+    async def devicecode(self, request: Request) -> Response:
+        form = parse_form((await request.body())[:FORM_LIMIT])
+        self.stats.count("entra.devicecode", client=self._client_label(form))
+        if (r := await self._fault("devicecode", request)) is not None:
+            return r
+        try:
+            answer = self.grants.start_device_flow(request.path_params["tenant"], form,
+                                                   f"{self.instance}/devicelogin")
+        except AadError as err:
+            return self._error(err, request)
+        return JSONResponse(answer, headers=JSON_HEADERS)
+
+    # --- the verification page a user opens for device code sign-in ----------------------------
+    async def devicelogin(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _login_page("Enter the code displayed on your device, then sign in.")
+        form = parse_form((await request.body())[:FORM_LIMIT])
+        flow = self.grants.pending_by_user_code(form.get("code", ""))
+        if flow is None:
+            return _login_page("That code was not recognised or has expired.", status=400)
+        user = flow.tenant.user_by_login(form.get("username", ""))
+        if user is None or not secrets.compare_digest(user.password.encode(), form.get("password", "").encode()):
+            return _login_page("Your account or password is incorrect.", status=400, code=form.get("code", ""))
+        mfa = False
+        if flow.needs_mfa(user):
+            otp = form.get("otp", "")
+            if not otp or not user.mfa_code:
+                return _login_page("Approve the sign-in: enter the code from your authenticator app.",
+                                   status=401, code=form.get("code", ""), username=user.upn, otp=True)
+            if not secrets.compare_digest(otp.encode(), user.mfa_code.encode()):
+                return _login_page("That verification code is not correct.", status=400,
+                                   code=form.get("code", ""), username=user.upn, otp=True)
+            mfa = True
+        flow.user = user
+        flow.auth = AuthContext(mfa=mfa, capabilities=capabilities(flow.claims))
+        self.stats.count("entra.devicelogin", user=user.name)
+        return HTMLResponse(f"<!doctype html><title>Signed in</title><h1>{html.escape(flow.client.display_name)}</h1>"
+                            "<p id=done>You have signed in to the application on your device. "
+                            "You may now close this window.</p>")
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/common/discovery/instance", self.instance_discovery),
+            Route("/common/userrealm/{upn}", self.user_realm),
+            Route("/devicelogin", self.devicelogin, methods=["GET", "POST"]),
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", self.discovery),
+            Route("/{tenant}/discovery/v2.0/keys", self.jwks),
+            Route("/{tenant}/discovery/keys", self.jwks),
+            Route("/{tenant}/oauth2/v2.0/token", self.token, methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["POST"]),
+        ])
+
+
+def _login_page(message: str, *, status: int = 200, code: str = "", username: str = "",
+                otp: bool = False) -> HTMLResponse:
+    otp_field = ('<label>One-time code <input name="otp" autocomplete="one-time-code" autofocus></label>'
+                 if otp else "")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sign in (devstack)</title></head>
+<body><h1>Sign in to your account</h1><p id="message">{html.escape(message)}</p>
+<form method="post" action="/devicelogin">
+<label>Code <input name="code" value="{html.escape(code)}" required></label>
+<label>Email <input name="username" value="{html.escape(username)}" required></label>
+<label>Password <input name="password" type="password" required></label>
+{otp_field}<button type="submit">Sign in</button></form></body></html>"""
+    return HTMLResponse(page, status_code=status)

@@ -1,0 +1,197 @@
+"""Minting tokens with Entra's claims, so MSAL builds accounts and caches as it does for real.
+
+Access tokens are v2.0 for APIs that accept them and v1.0 for resource-owned APIs such as
+Graph; ``sub`` is pairwise per app; ``aio`` is opaque to everyone but us, so we keep the
+sign-in's authentication methods there (that is what lets OBO demand MFA). Refresh tokens
+are opaque too: AES-GCM sealed, so the emulator holds no per-token state.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .directory import App, Requested, Tenant, User
+from .signing import KeySet, b64url, json_b64url
+
+DEFAULT_LIFETIME = 3599
+REFRESH_LIFETIME = 90 * 24 * 3600
+
+
+def v2_issuer(instance: str, tid: str) -> str:
+    return f"{instance}/{tid}/v2.0"
+
+
+def v1_issuer(tid: str) -> str:
+    return f"https://sts.windows.net/{tid}/"
+
+
+def pairwise_sub(oid: str, client_id: str) -> str:
+    return b64url(hashlib.sha256(f"{oid}|{client_id}".encode()).digest())[:43]
+
+
+def client_info(oid: str, tid: str) -> str:
+    return json_b64url({"uid": oid, "utid": tid})
+
+
+@dataclass
+class AuthContext:
+    """How the user signed in; travels inside ``aio`` and refresh tokens."""
+
+    mfa: bool = False
+    capabilities: list[str] = field(default_factory=list)
+
+    def to_aio(self) -> str:
+        return json_b64url({"m": int(self.mfa), "r": secrets.token_hex(4)})
+
+    @classmethod
+    def from_aio(cls, aio: Any) -> "AuthContext":
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(str(aio) + "=" * (-len(str(aio)) % 4)))
+            return cls(mfa=bool(raw.get("m")))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+
+class Issuer:
+    def __init__(self, keys: KeySet, instance: str, state: Path, lifetime: int = DEFAULT_LIFETIME):
+        self.keys = keys
+        self.instance = instance
+        self.lifetime = lifetime
+        key_file = state / "refresh-token.key"
+        if not key_file.is_file():
+            key_file.write_bytes(AESGCM.generate_key(bit_length=256))
+            key_file.chmod(0o600)
+        self._aead = AESGCM(key_file.read_bytes())
+
+    # --- access tokens --------------------------------------------------------------
+    def user_access_claims(self, tenant: Tenant, client: App, user: User, resource: App,
+                           scopes: list[str], auth: AuthContext, client_auth: str,
+                           audience: str | None = None, lifetime: int | None = None) -> dict[str, Any]:
+        now = int(time.time())
+        v1 = resource.access_token_version == 1
+        claims: dict[str, Any] = {
+            "aud": audience or (resource.identifier_uris[0] if v1 and resource.identifier_uris
+                                else resource.client_id),
+            "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
+            "iat": now, "nbf": now, "exp": now + (self.lifetime if lifetime is None else lifetime),
+            "aio": auth.to_aio(),
+            "name": user.display_name,
+            "oid": user.oid,
+            "rh": "0." + b64url(os.urandom(24)),
+            "scp": " ".join(scopes),
+            "sub": pairwise_sub(user.oid, resource.client_id),
+            "tid": tenant.id,
+            "uti": b64url(os.urandom(16)),
+            "ver": "1.0" if v1 else "2.0",
+        }
+        if v1:
+            claims.update(appid=client.client_id, appidacr=client_auth, upn=user.upn,
+                          unique_name=user.upn, given_name=user.given_name,
+                          family_name=user.surname, acr="1",
+                          amr=["pwd", "mfa"] if auth.mfa else ["pwd"])
+        else:
+            claims.update(azp=client.client_id, azpacr=client_auth, preferred_username=user.upn)
+        if "cp1" in [c.lower() for c in auth.capabilities]:
+            claims["xms_cc"] = ["cp1"]
+        return claims
+
+    def app_access_claims(self, tenant: Tenant, client: App, resource: App, roles: list[str],
+                          client_auth: str) -> dict[str, Any]:
+        now = int(time.time())
+        v1 = resource.access_token_version == 1
+        claims: dict[str, Any] = {
+            "aud": resource.identifier_uris[0] if v1 and resource.identifier_uris else resource.client_id,
+            "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
+            "iat": now, "nbf": now, "exp": now + self.lifetime,
+            "aio": AuthContext().to_aio(),
+            "idtyp": "app",
+            "oid": client.sp_oid, "sub": client.sp_oid,
+            "rh": "0." + b64url(os.urandom(24)),
+            "tid": tenant.id,
+            "uti": b64url(os.urandom(16)),
+            "ver": "1.0" if v1 else "2.0",
+        }
+        if v1:
+            claims.update(appid=client.client_id, appidacr=client_auth)
+        else:
+            claims.update(azp=client.client_id, azpacr=client_auth)
+        if roles:
+            claims["roles"] = roles
+        return claims
+
+    def id_token(self, tenant: Tenant, client: App, user: User, nonce: str | None) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": client.client_id, "iss": v2_issuer(self.instance, tenant.id),
+            "iat": now, "nbf": now, "exp": now + 3600, "aio": AuthContext().to_aio(),
+            "name": user.display_name, "oid": user.oid, "preferred_username": user.upn,
+            "rh": "0." + b64url(os.urandom(24)), "sub": pairwise_sub(user.oid, client.client_id),
+            "tid": tenant.id, "uti": b64url(os.urandom(16)), "ver": "2.0",
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        return self.keys.sign(claims, x5t=False)
+
+    # --- refresh tokens -------------------------------------------------------------
+    def seal_refresh(self, tenant: Tenant, client: App, user: User, auth: AuthContext) -> str:
+        payload = json.dumps({"t": tenant.id, "c": client.client_id, "u": user.oid, "m": int(auth.mfa),
+                              "cc": auth.capabilities, "x": int(time.time()) + REFRESH_LIFETIME}).encode()
+        nonce = os.urandom(12)
+        return "1." + b64url(nonce + self._aead.encrypt(nonce, payload, b"rt"))
+
+    def open_refresh(self, token: str) -> dict[str, Any] | None:
+        """The refresh token's content, or None when it is not ours, tampered or expired."""
+        if not token.startswith("1."):
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token[2:] + "=" * (-len(token[2:]) % 4))
+            data = json.loads(self._aead.decrypt(raw[:12], raw[12:], b"rt"))
+        except (ValueError, InvalidTag):
+            return None
+        return data if data.get("x", 0) > time.time() else None
+
+    # --- responses --------------------------------------------------------------------
+    def user_response(self, tenant: Tenant, client: App, user: User, requested: Requested | None,
+                      scopes: list[str], auth: AuthContext, client_auth: str, *,
+                      want_client_info: bool, nonce: str | None = None) -> dict[str, Any]:
+        """The token endpoint's JSON for grants that act for a user."""
+        oidc = requested.oidc if requested else []
+        body: dict[str, Any] = {"token_type": "Bearer"}
+        if requested is not None:
+            claims = self.user_access_claims(tenant, client, user, requested.resource, scopes, auth,
+                                             client_auth)
+            scope_out = list(requested.as_requested)
+            body.update(scope=" ".join(scope_out + [s for s in oidc if s != "offline_access"]),
+                        expires_in=self.lifetime, ext_expires_in=self.lifetime,
+                        access_token=self.keys.sign(claims))
+        else:  # only OIDC scopes: Entra gives a Graph token for the userinfo endpoint
+            body.update(scope=" ".join(s for s in oidc if s != "offline_access"),
+                        expires_in=self.lifetime, ext_expires_in=self.lifetime,
+                        access_token=self.keys.sign({"aud": "https://graph.microsoft.com",
+                                                     "iss": v1_issuer(tenant.id), "oid": user.oid,
+                                                     "tid": tenant.id, "scp": "openid",
+                                                     "exp": int(time.time()) + self.lifetime}))
+        lowered = [s.lower() for s in oidc]
+        if "offline_access" in lowered:
+            body["refresh_token"] = self.seal_refresh(tenant, client, user, auth)
+        if "openid" in lowered:
+            body["id_token"] = self.id_token(tenant, client, user, nonce)
+        if want_client_info:
+            body["client_info"] = client_info(user.oid, tenant.id)
+        return body
+
+    def app_response(self, tenant: Tenant, client: App, resource: App, roles: list[str],
+                     client_auth: str) -> dict[str, Any]:
+        claims = self.app_access_claims(tenant, client, resource, roles, client_auth)
+        return {"token_type": "Bearer", "expires_in": self.lifetime, "ext_expires_in": self.lifetime,
+                "access_token": self.keys.sign(claims)}

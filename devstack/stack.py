@@ -1,0 +1,188 @@
+"""Assemble the emulators and serve them: one process, one event loop, one port each.
+
+Ports are bound before the apps are built, so ``--port 0`` (tests) gets free ports and the
+issuer URLs inside tokens name the port actually served.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import uvicorn
+
+from .admin import Admin
+from .controls import FaultPlan, Stats
+from .directory import DEFAULT_TENANT_FILE, Directory, load_directory
+from .entra import Entra
+from .graph import Graph
+from .issuer import Issuer
+from .signing import AppCertificate, KeySet, ensure_app_certificate
+from .state import runtime_file, write_runtime
+from .tls import TlsFiles, ensure_tls
+
+DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "admin": 8440}
+log = logging.getLogger("devstack")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Stack:
+    state: Path
+    host: str
+    directory: Directory
+    tls: TlsFiles
+    sockets: dict[str, socket.socket]
+    entra: Entra
+    graph: Graph
+    admin: Admin
+    certificates: dict[str, AppCertificate]
+
+    def url(self, name: str) -> str:
+        scheme = "http" if name == "admin" else "https"
+        return f"{scheme}://{self.host}:{self.sockets[name].getsockname()[1]}"
+
+    def info(self) -> dict[str, Any]:
+        tenant = self.directory.default
+        instance = self.url("entra")
+        apps = {}
+        for app in tenant.apps:
+            apps[app.name] = {
+                "client_id": app.client_id, "display_name": app.display_name,
+                "identifier_uris": app.identifier_uris, "scopes": app.scopes, "app_roles": app.app_roles,
+                "public": app.public, "secrets": [s.value for s in app.secrets],
+                "certificates": [{"name": c, "pem": str(self.certificates[c].pem_path),
+                                  "pfx": str(self.certificates[c].pfx_path),
+                                  "thumbprint": self.certificates[c].sha1_hex}
+                                 for c in app.certificates],
+            }
+        return {
+            "tenant_id": tenant.id, "tenant_domain": tenant.domain,
+            "instance": instance, "authority": f"{instance}/{tenant.id}",
+            "ca_cert": str(self.tls.ca_cert), "ca_bundle": str(self.tls.bundle),
+            "state": str(self.state),
+            "endpoints": {
+                "entra": instance,
+                "openid_configuration": f"{instance}/{tenant.id}/v2.0/.well-known/openid-configuration",
+                "jwks": f"{instance}/{tenant.id}/discovery/v2.0/keys",
+                "token": f"{instance}/{tenant.id}/oauth2/v2.0/token",
+                "devicelogin": f"{instance}/devicelogin",
+                "graph": self.url("graph"), "graph_me": f"{self.url('graph')}/v1.0/me",
+                "admin": self.url("admin"),
+            },
+            "apps": apps,
+            "users": {u.name: {"oid": u.oid, "upn": u.upn, "password": u.password,
+                               "display_name": u.display_name, "mfa_code": u.mfa_code}
+                      for u in tenant.users},
+        }
+
+
+def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
+          tenant_file: Path = DEFAULT_TENANT_FILE) -> Stack:
+    state.mkdir(parents=True, exist_ok=True)
+    tls = ensure_tls(state / "tls")
+    chosen = {**DEFAULT_PORTS, **(ports or {})}
+    sockets = {name: bind(host, port) for name, port in chosen.items()}
+    instance = f"https://{host}:{sockets['entra'].getsockname()[1]}"
+    directory = load_directory(tenant_file)
+    certificates: dict[str, AppCertificate] = {}
+    for tenant in directory.tenants:
+        for app in tenant.apps:
+            for name in app.certificates:
+                cert = certificates.setdefault(name, ensure_app_certificate(state / "certs", name))
+                app.cert_thumbprints[cert.x5t] = cert.cert
+                app.cert_thumbprints[cert.x5t_s256] = cert.cert
+    issuer = Issuer(KeySet(state / "keys"), instance, state)
+    stats, faults = Stats(), FaultPlan()
+    entra = Entra(directory, issuer, stats, faults)
+    graph = Graph(directory, issuer, stats, faults)
+    stack_ref: list[Stack] = []
+    admin = Admin(directory, issuer, graph, stats, faults, lambda: stack_ref[0].info())
+    stack = Stack(state, host, directory, tls, sockets, entra, graph, admin, certificates)
+    stack_ref.append(stack)
+    return stack
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server that leaves signal handling to the stack (several servers, one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _config(app: Any, tls: TlsFiles | None) -> uvicorn.Config:
+    kwargs: dict[str, Any] = dict(log_level="warning", access_log=False, lifespan="off",
+                                  http="httptools", loop="uvloop", timeout_keep_alive=30)
+    if tls is not None:
+        kwargs.update(ssl_certfile=str(tls.server_cert), ssl_keyfile=str(tls.server_key))
+    return uvicorn.Config(app, **kwargs)
+
+
+async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
+    apps = {"entra": (stack.entra.app(), stack.tls), "graph": (stack.graph.app(), stack.tls),
+            "admin": (stack.admin.app(), None)}
+    servers = {name: _Server(_config(app, tls)) for name, (app, tls) in apps.items()}
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers.values():
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(server.serve(sockets=[stack.sockets[name]]))
+             for name, server in servers.items()]
+    while not all(s.started for s in servers.values()):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.01)
+    if all(s.started for s in servers.values()):
+        info = stack.info()
+        write_runtime(stack.state, info)
+        on_ready(info)
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        runtime_file(stack.state).unlink(missing_ok=True)
+
+
+def run(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
+    import uvloop
+    uvloop.run(serve(stack, on_ready))
+
+
+def describe(info: dict[str, Any]) -> str:
+    e = info["endpoints"]
+    return "\n".join([
+        "devstack is up (Ctrl-C stops it)",
+        f"  Entra ID authority   {info['authority']}",
+        f"  device sign-in page  {e['devicelogin']}",
+        f"  Graph-like API       {e['graph_me']}",
+        f"  admin (loopback)     {e['admin']}",
+        f"  CA certificate       {info['ca_cert']}",
+        f"  CA bundle            {info['ca_bundle']}",
+    ])
+
+
+def ssl_context(info: dict[str, Any]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=info["ca_cert"])
+
+
+def dumps(info: dict[str, Any]) -> str:
+    return json.dumps(info, indent=2, sort_keys=True)

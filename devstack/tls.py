@@ -1,0 +1,147 @@
+"""Local certificate authority and server certificate for the devstack's HTTPS endpoints.
+
+Every Microsoft SDK refuses plain-http authorities and bearer tokens over http, so the
+emulators serve TLS with a certificate from a CA generated once per checkout. Clients get
+the CA explicitly: ``ca.pem`` alone, or ``bundle.pem`` (the machine's roots plus ours) for
+processes that also talk to real hosts. ``bundle.pem`` exists because ``requests`` lets
+``REQUESTS_CA_BUNDLE`` override ``Session.verify``: pointing that variable at the combined
+bundle is the one setting that works for MSAL, azure-core and plain ``requests`` at once.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SERVER_NAMES = ("localhost",)
+SERVER_IPS = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    bundle: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "middletier devstack"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _issue_ca(now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = _name("middletier devstack local CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _issue_server(ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate,
+                  now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
+    alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost")).issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        # Browsers cap leaf lifetimes; 397 days keeps Chromium (SPA tests) happy.
+        .not_valid_after(now + dt.timedelta(days=397))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def system_roots() -> bytes:
+    """The roots this machine already trusts, so the bundle does not break real hosts."""
+    for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+        path = os.environ.get(var)
+        if path and Path(path).is_file():
+            return Path(path).read_bytes()
+    try:
+        import certifi
+        return Path(certifi.where()).read_bytes()
+    except ImportError:  # pragma: no cover - requests always brings certifi
+        return b""
+
+
+def _leaf_is_current(path: Path, now: dt.datetime) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return cert.not_valid_after_utc - now > dt.timedelta(days=7)
+
+
+def ensure_tls(folder: Path) -> TlsFiles:
+    """Create the CA and server certificate once; reuse them on later runs.
+
+    Reuse matters: users may have imported ``ca.pem`` into a browser or OS store.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem",
+                     folder / "bundle.pem")
+    ca_key_path = folder / "ca-key.pem"
+    now = dt.datetime.now(dt.timezone.utc)
+    if not (files.ca_cert.is_file() and ca_key_path.is_file()):
+        ca_key, ca_cert = _issue_ca(now)
+        _write_private(ca_key_path, _pem_key(ca_key))
+        files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        files.server_cert.unlink(missing_ok=True)
+    if not _leaf_is_current(files.server_cert, now) or not files.server_key.is_file():
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+        key, cert = _issue_server(ca_key, ca_cert, now)  # type: ignore[arg-type]
+        _write_private(files.server_key, _pem_key(key))
+        files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    ca_pem = files.ca_cert.read_bytes()
+    roots = system_roots()
+    if ca_pem in roots:  # REQUESTS_CA_BUNDLE already points at our bundle
+        roots = roots.replace(ca_pem, b"")
+    bundle = roots.rstrip(b"\n") + b"\n" + ca_pem if roots.strip() else ca_pem
+    if not files.bundle.is_file() or files.bundle.read_bytes() != bundle:
+        files.bundle.write_bytes(bundle)
+    return files
