@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from .state import read_runtime, state_dir
+from .state import PROJECT_ROOT, read_runtime, state_dir
 
 DEFAULT_SCOPE = "api://middletier/access_as_user"
 
@@ -20,17 +22,45 @@ def _running(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from . import stack
+    from .settings_file import write_local_settings
     ports = {} if args.port is None else {name: args.port for name in stack.DEFAULT_PORTS}
-    built = stack.build(state_dir(args.state), host=args.host, ports=ports)
+    state = state_dir(args.state)
+    built = stack.build(state, host=args.host, ports=ports)
+    children: list[subprocess.Popen[bytes]] = []
 
     def ready(info: dict[str, Any]) -> None:
         if args.ready_json:
             print(json.dumps({"ready": info}), flush=True)
         else:
             print(stack.describe(info), flush=True)
+        if args.no_host:
+            return
+        settings = PROJECT_ROOT / "local.settings.json"
+        if write_local_settings(settings, info):
+            print(f"  wrote {settings} (wired to this devstack)", flush=True)
+        children.append(subprocess.Popen([sys.executable, "-m", "devstack", "--state", str(state), "host",
+                                          "--app", str(PROJECT_ROOT), "--settings", str(settings)]))
+        print(CALL_HINT, flush=True)
 
-    stack.run(built, ready)
+    try:
+        stack.run(built, ready)
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(timeout=15)
     return 0
+
+
+CALL_HINT = """
+Call the API as alice (copy-paste):
+  curl -s -H "Authorization: Bearer $(.venv/bin/python -m devstack token --user alice)" http://localhost:7071/api/me
+"""
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from .funchost import serve_app
+    return serve_app(Path(args.app).resolve(), Path(args.settings) if args.settings else None,
+                     state_dir(args.state), host=args.host, port=args.port, ready_json=args.ready_json)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -74,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, help="0 = free ports for every service (tests)")
     up.add_argument("--ready-json", action="store_true", help="print one JSON line when ready")
+    up.add_argument("--no-host", action="store_true", help="emulators only, no local Functions host")
     up.set_defaults(func=cmd_up)
+    host = sub.add_parser("host", help="serve a function app the way `func start` does")
+    host.add_argument("--app", default=str(PROJECT_ROOT), help="the function app folder (host.json)")
+    host.add_argument("--settings", help="local.settings.json (default: the app folder's)")
+    host.add_argument("--host", default="127.0.0.1")
+    host.add_argument("--port", type=int, help="default: Host.LocalHttpPort or 7071; 0 = a free port")
+    host.add_argument("--ready-json", action="store_true")
+    host.set_defaults(func=cmd_host)
     info = sub.add_parser("info", help="endpoints, ids, secrets and CA of the running stack")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)

@@ -128,7 +128,7 @@ class _Server(uvicorn.Server):
 
 def _config(app: Any, tls: TlsFiles | None) -> uvicorn.Config:
     kwargs: dict[str, Any] = dict(log_level="warning", access_log=False, lifespan="off",
-                                  http="httptools", loop="uvloop", timeout_keep_alive=30)
+                                  http="httptools", loop="uvloop", timeout_keep_alive=30, timeout_graceful_shutdown=2)
     if tls is not None:
         kwargs.update(ssl_certfile=str(tls.server_cert), ssl_keyfile=str(tls.server_key))
     return uvicorn.Config(app, **kwargs)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,16 +15,27 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def drain(stream: Any, log: Path) -> None:
+    """Keep reading a child's pipe into a log file so the child never blocks on a full pipe."""
+    def pump() -> None:
+        with open(log, "a") as out:
+            for line in stream:
+                out.write(line)
+                out.flush()
+    threading.Thread(target=pump, daemon=True).start()
+
+
 def start_devstack(state: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start `python -m devstack up` and wait for its ready line (no sleeps, no fixed ports)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--state", str(state), "up", "--port", "0", "--ready-json"],
+        [sys.executable, "-m", "devstack", "--state", str(state), "up", "--port", "0", "--ready-json", "--no-host"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if line.startswith('{"ready"'):
+            drain(proc.stdout, state / "devstack.log")
             return proc, json.loads(line)["ready"]
     proc.wait(timeout=10)
     raise RuntimeError("devstack exited before it was ready:\n" + "".join(lines))
@@ -73,3 +85,57 @@ def admin(devstack: dict[str, Any]) -> Iterator[Admin]:
     a = Admin(devstack)
     yield a
     a.clear_faults()
+
+
+def start_host(state: Path, settings_file: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start the local Functions host (`python -m devstack host`) on a free port; wait for ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "--state", str(state), "host", "--app", str(ROOT),
+         "--settings", str(settings_file), "--port", "0", "--ready-json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(state / "host.log", "w"), text=True, env=dict(os.environ))
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith('{"ready"'):
+        proc.kill()
+        proc.wait(timeout=10)
+        raise RuntimeError("function host did not start:\n" + line + (state / "host.log").read_text())
+    drain(proc.stdout, state / "host.stdout.log")
+    ready = json.loads(line)["ready"]
+    ready["log"] = str(state / "host.log")
+    return proc, ready
+
+
+class HostFactory:
+    """Start function hosts wired to a devstack, with setting overrides per test."""
+
+    def __init__(self, tmp: pytest.TempPathFactory):
+        self._tmp = tmp
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def __call__(self, info: dict[str, Any], **overrides: str) -> dict[str, Any]:
+        from devstack.settings_file import local_settings
+        folder = self._tmp.mktemp("host")
+        settings = local_settings(info, port=0)
+        settings["Values"].update(overrides)
+        path = folder / "local.settings.json"
+        path.write_text(json.dumps(settings))
+        proc, ready = start_host(folder, path)
+        self._procs.append(proc)
+        ready["proc"] = proc
+        return ready
+
+    def close(self) -> None:
+        for proc in self._procs:
+            stop(proc)
+
+
+@pytest.fixture(scope="session")
+def host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
+    factory = HostFactory(tmp_path_factory)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def function_host(devstack: dict[str, Any], host_factory: HostFactory) -> dict[str, Any]:
+    return host_factory(devstack)

@@ -1,0 +1,292 @@
+"""A local Azure Functions host for Python v1-model apps, standing in for `func start`.
+
+It reads what `func start` reads — ``host.json`` (routePrefix), every ``*/function.json``
+(route, methods, authLevel, scriptFile, entryPoint) and ``local.settings.json`` (``Values``
+into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.CORS``,
+``Host.CORSCredentials``) — builds real ``azure.functions.HttpRequest`` objects and runs
+sync functions in a thread pool, as the Python worker does.
+
+Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them
+locally) so that ``authLevel: function`` can be tested, and ``Values`` override variables
+already in the environment, so a generated settings file fully describes a run.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import azure.functions as func
+
+log = logging.getLogger("funchost")
+MAX_BODY = 100 * 1024 * 1024  # the Functions host's request size limit
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Function:
+    name: str
+    route: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    auth_level: str
+    entry: Callable[..., Any]
+    wants_context: bool
+    is_async: bool
+    directory: Path
+
+
+@dataclass
+class HostSettings:
+    port: int = 7071
+    cors: tuple[str, ...] = ()
+    cors_credentials: bool = False
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class Context:
+    """The parts of ``azure.functions.Context`` a function reads."""
+
+    def __init__(self, name: str, directory: Path):
+        self.invocation_id = str(uuid.uuid4())
+        self.function_name = name
+        self.function_directory = str(directory)
+        self.trace_context = None
+        self.retry_context = None
+
+
+def read_local_settings(path: Path | None) -> HostSettings:
+    if path is None or not path.is_file():
+        return HostSettings()
+    data = json.loads(path.read_text())
+    host = data.get("Host") or {}
+    cors = tuple(o.strip() for o in str(host.get("CORS", "")).split(",") if o.strip())
+    values = {str(k): str(v) for k, v in (data.get("Values") or {}).items()}
+    return HostSettings(int(host.get("LocalHttpPort", 7071)), cors, bool(host.get("CORSCredentials", False)), values)
+
+
+_SEGMENT = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?(\?)?\}")
+_CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "guid": r"[0-9a-fA-F-]{36}", "alpha": r"[A-Za-z]+",
+                "bool": r"(?i:true|false)", None: r"[^/]+"}
+
+
+def route_pattern(prefix: str, route: str) -> re.Pattern[str]:
+    """Compile an ASP.NET-style route template (``users/{id:int}``, ``{*rest}``, ``{x?}``)."""
+    template = "/".join(p for p in (prefix.strip("/"), route.strip("/")) if p)
+    out, pos = "", 0
+    for m in _SEGMENT.finditer(template):
+        out += re.escape(template[pos:m.start()])
+        catch_all, name, constraint, optional = m.groups()
+        body = r".*" if catch_all else _CONSTRAINTS.get(constraint, r"[^/]+")
+        group = f"(?P<{name}>{body})"
+        if optional or catch_all:
+            if out.endswith("/"):
+                out = out[:-1] + f"(?:/{group})?"
+            else:
+                out += group + "?"
+        else:
+            out += group
+        pos = m.end()
+    out += re.escape(template[pos:])
+    return re.compile("/" + out + "/?", re.IGNORECASE)
+
+
+def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
+    host = json.loads((app_dir / "host.json").read_text())
+    prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api")
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    functions = []
+    for fj in sorted(app_dir.glob("*/function.json")):
+        spec = json.loads(fj.read_text())
+        trigger = next((b for b in spec.get("bindings", []) if b.get("type") == "httpTrigger"), None)
+        if trigger is None or spec.get("disabled"):
+            continue
+        name = fj.parent.name
+        script = spec.get("scriptFile", "__init__.py")
+        module_name = name if script == "__init__.py" else f"{name}.{Path(script).stem}"
+        module = importlib.import_module(module_name)
+        entry = getattr(module, spec.get("entryPoint", "main"))
+        route = trigger.get("route") or name
+        methods = frozenset(m.upper() for m in trigger.get("methods") or
+                            ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+        params = inspect.signature(entry).parameters
+        functions.append(Function(name, route, route_pattern(prefix, route), methods,
+                                  trigger.get("authLevel", "function").lower(), entry, "context" in params,
+                                  inspect.iscoroutinefunction(entry), fj.parent))
+    return prefix, functions
+
+
+def ensure_keys(path: Path) -> dict[str, str]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    keys = {"master": secrets.token_urlsafe(32), "default": secrets.token_urlsafe(32)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys))
+    path.chmod(0o600)
+    return keys
+
+
+class FunctionsHost:
+    """An ASGI app that routes to the functions; one instance per host process."""
+
+    def __init__(self, functions: list[Function], settings: HostSettings, keys: dict[str, str],
+                 threads: int | None = None):
+        self.functions = functions
+        self.settings = settings
+        self.keys = keys
+        count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or min(32, (os.cpu_count() or 1) + 4)
+        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
+
+    def _authorized(self, fn: Function, headers: dict[str, str], query: dict[str, str]) -> bool:
+        if fn.auth_level == "anonymous":
+            return True
+        presented = headers.get("x-functions-key") or query.get("code") or ""
+        allowed = [self.keys["master"]] if fn.auth_level == "admin" else [self.keys["master"], self.keys["default"]]
+        return any(secrets.compare_digest(presented.encode(), k.encode()) for k in allowed)
+
+    def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        if not origin or not self.settings.cors:
+            return []
+        if "*" in self.settings.cors and not self.settings.cors_credentials:
+            out = [(b"access-control-allow-origin", b"*")]
+        elif origin in self.settings.cors or "*" in self.settings.cors:
+            out = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+        else:
+            return []
+        if self.settings.cors_credentials:
+            out.append((b"access-control-allow-credentials", b"true"))
+        return out
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        method = scope["method"]
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        cors = self._cors_headers(headers.get("origin"))
+        if path == "/admin/host/status":
+            await _respond(send, 200, [(b"content-type", b"application/json")], b'{"state":"Running"}')
+            return
+        if method == "OPTIONS" and "access-control-request-method" in headers and cors:
+            allow = [(b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+                     (b"access-control-allow-headers",
+                      headers.get("access-control-request-headers", "authorization").encode("latin-1")),
+                     (b"access-control-max-age", b"600")]
+            await _respond(send, 204, cors + allow, b"")
+            return
+        for fn in self.functions:
+            match = fn.pattern.fullmatch(path)
+            if match and method in fn.methods:
+                break
+        else:
+            await _respond(send, 404, cors, b"")
+            return
+        if not self._authorized(fn, headers, query):
+            await _respond(send, 401, cors, b"")
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _respond(send, 413, cors, b"")
+            return
+        host = headers.get("host", "localhost")
+        qs = scope.get("query_string", b"").decode("latin-1")
+        url = f"http://{host}{path}" + (f"?{qs}" if qs else "")
+        request = func.HttpRequest(method, url, headers=headers, params=query,
+                                   route_params={k: v for k, v in match.groupdict().items() if v is not None},
+                                   body=body)
+        status, out_headers, out_body = await self._invoke(fn, request)
+        await _respond(send, status, out_headers + cors, out_body)
+
+    async def _invoke(self, fn: Function, request: func.HttpRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        args: dict[str, Any] = {"req": request}
+        if fn.wants_context:
+            args["context"] = Context(fn.name, fn.directory)
+        try:
+            if fn.is_async:
+                result = await fn.entry(**args)
+            else:
+                ctx = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, lambda: ctx.run(fn.entry, **args))
+        except Exception:
+            log.exception("Executed 'Functions.%s' (Failed)", fn.name)
+            return 500, [], b""
+        if not isinstance(result, func.HttpResponse):
+            log.error("Executed 'Functions.%s' (Failed): returned %s, not an HttpResponse", fn.name,
+                      type(result).__name__)
+            return 500, [], b""
+        headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in result.headers.items()]
+        if not any(k == b"content-type" for k, _ in headers):
+            ctype = result.mimetype + (f"; charset={result.charset}" if result.charset else "")
+            headers.append((b"content-type", ctype.encode("latin-1")))
+        return result.status_code, headers, result.get_body() or b""
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: str = "127.0.0.1",
+              port: int | None = None, ready_json: bool = False) -> int:
+    """Load settings and functions, then serve until SIGINT/SIGTERM (the `func start` lifecycle)."""
+    import uvicorn
+
+    from .stack import bind
+    settings = read_local_settings(settings_path or app_dir / "local.settings.json")
+    os.environ.update(settings.values)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
+    prefix, functions = load_functions(app_dir)
+    keys = ensure_keys(state / "functions-keys.json")
+    app = FunctionsHost(functions, settings, keys)
+    sock = bind(host, settings.port if port is None else port)
+    url = f"http://{host}:{sock.getsockname()[1]}"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            listing = [{"name": f.name, "route": f"/{prefix}/{f.route}".replace("//", "/"),
+                        "methods": sorted(f.methods), "authLevel": f.auth_level} for f in functions]
+            if ready_json:
+                print(json.dumps({"ready": {"url": url, "functions": listing, "keys": keys}}), flush=True)
+            else:
+                print("Functions:", flush=True)
+                for f in listing:
+                    print(f"  {f['name']}: [{','.join(f['methods'])}] {url}{f['route']}", flush=True)
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="httptools",
+                            loop="uvloop", timeout_keep_alive=30, timeout_graceful_shutdown=2)
+    Server(config).run(sockets=[sock])
+    return 0

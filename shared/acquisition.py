@@ -1,0 +1,158 @@
+"""On-Behalf-Of token acquisition: silent from the user's partition first, OBO on a miss.
+
+One ``msal.ConfidentialClientApplication`` per process (per tenant when multi-tenant), built
+on first use and reused. Entra's answers are mapped to the app's error types here, so the
+rest of the app never sees an MSAL dict.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msal
+import requests
+
+from .config import AzureAdSettings
+from .credentials import MsalCredential
+from .errors import ApiError, AuthenticationError, ClaimsChallenge, CredentialError, UpstreamError
+from .outbound import OutboundSession
+from .token_cache import PartitionStore, PartitionedTokenCache, partition_key, use_partition
+from .validation import Caller
+
+log = logging.getLogger("middletier.tokens")
+
+CHALLENGE_CODES = {50076, 50079, 53003, 50158, 65001, 65004, 50105}
+CALLER_TOKEN_CODES = {50013, 50027, 500131, 500133, 500137, 700024}
+CONFIG_CODES = {70011, 500011, 28000, 65005, 90009}
+
+
+@dataclass
+class Counters:
+    silent_hits: int = 0
+    obo_calls: int = 0
+    credential_reloads: int = 0
+
+
+class TokenAcquirer:
+    def __init__(self, settings: AzureAdSettings, load_credential: Callable[[], MsalCredential],
+                 session: OutboundSession, store: PartitionStore | None = None):
+        self.settings = settings
+        self._load_credential = load_credential
+        self._session = session
+        self.store = store or PartitionStore()
+        self.cache = PartitionedTokenCache()
+        self._apps: dict[str, msal.ConfidentialClientApplication] = {}
+        self._credential: MsalCredential | None = None
+        self._lock = threading.Lock()
+        self.counters = Counters()
+
+    # --- the MSAL app -------------------------------------------------------------------------
+    def _app(self, tenant: str) -> msal.ConfidentialClientApplication:
+        app = self._apps.get(tenant)
+        if app is not None:
+            return app
+        with self._lock:
+            if tenant not in self._apps:
+                if self._credential is None:
+                    self._credential = self._load_credential()
+                self._apps[tenant] = self._call_entra(lambda: msal.ConfidentialClientApplication(
+                    self.settings.client_id, client_credential=self._credential,
+                    authority=f"{self.settings.instance}{tenant}", token_cache=self.cache,
+                    http_client=self._session,
+                    instance_discovery=not self.settings.disable_instance_discovery))
+            return self._apps[tenant]
+
+    def _reload_credential(self) -> None:
+        """Entra refused our credential: it may have rotated. Load it again, rebuild the apps."""
+        with self._lock:
+            self._credential = self._load_credential()
+            self._apps.clear()
+            self.counters.credential_reloads += 1
+
+    def _tenant_for(self, caller: Caller) -> str:
+        return caller.tid if self.settings.multi_tenant else self.settings.tenant_id
+
+    # --- acquisition --------------------------------------------------------------------------
+    def for_user(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
+                 claims_challenge: str | None = None) -> str:
+        """An access token for ``scopes`` on behalf of the caller; ApiError on any failure."""
+        exp = caller.claims.get("exp")
+        part = self.store.get_or_create(partition_key(assertion),
+                                        float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
+        with use_partition(part):
+            if claims_challenge is None:
+                token = self._silent(caller, scopes)
+                if token is not None:
+                    return token
+            result = self._obo(assertion, caller, scopes, claims_challenge)
+            if _is_invalid_client(result):
+                log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
+                          result.get("error_codes"))
+                self._reload_credential()
+                result = self._obo(assertion, caller, scopes, claims_challenge)
+            return self._token_or_raise(result)
+
+    def _silent(self, caller: Caller, scopes: tuple[str, ...]) -> str | None:
+        app = self._app(self._tenant_for(caller))
+        accounts = app.get_accounts()
+        if not accounts:
+            return None
+        result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))
+        if result and "access_token" in result:
+            self.counters.silent_hits += 1
+            return str(result["access_token"])
+        return None  # nothing cached, or the refresh failed: a fresh OBO decides
+
+    def _obo(self, assertion: str, caller: Caller, scopes: tuple[str, ...], claims: str | None) -> dict[str, Any]:
+        app = self._app(self._tenant_for(caller))
+        self.counters.obo_calls += 1
+        return self._call_entra(lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
+                                                                       claims_challenge=claims))
+
+    def _call_entra(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except requests.Timeout:
+            raise UpstreamError("entra", "The identity provider did not answer in time.", 504) from None
+        except requests.HTTPError as err:
+            retry = err.response.headers.get("Retry-After") if err.response is not None else None
+            raise UpstreamError("entra", "The identity provider is unavailable.", 503,
+                                int(retry) if retry and retry.isdigit() else None) from None
+        except requests.RequestException:
+            raise UpstreamError("entra", "The identity provider could not be reached.", 503) from None
+        except ValueError as err:  # MSAL: authority metadata could not be loaded
+            raise UpstreamError("entra", f"The identity provider's metadata is unavailable ({type(err).__name__}).",
+                                503) from None
+
+    def _token_or_raise(self, result: dict[str, Any]) -> str:
+        if "access_token" in result:
+            return str(result["access_token"])
+        error = str(result.get("error", ""))
+        codes = {c for c in result.get("error_codes") or [] if isinstance(c, int)}
+        summary = f"{error} (AADSTS{','.join(map(str, sorted(codes)))})" if codes else error
+        if result.get("claims") or error in ("interaction_required", "consent_required") or codes & CHALLENGE_CODES:
+            reason = "consent_required" if (result.get("suberror") == "consent_required" or 65001 in codes) \
+                else "interaction_required"
+            raise ClaimsChallenge(
+                "The user must sign in again to satisfy the identity provider: " + summary,
+                claims=result.get("claims"), reason=reason, aadsts=sorted(codes), client_id=self.settings.client_id,
+                authorization_uri=f"{self.settings.instance}{self.settings.tenant_id}/oauth2/v2.0/authorize")
+        if codes & CALLER_TOKEN_CODES:
+            raise AuthenticationError("The identity provider did not accept the token for delegation: " + summary)
+        if _is_invalid_client(result):
+            raise CredentialError("The identity provider refused this app's client credential: " + summary,
+                                  sorted(codes))
+        if codes & CONFIG_CODES or error in ("invalid_scope", "invalid_resource"):
+            raise ApiError("The downstream API's scopes are not valid for this app: " + summary, 500,
+                           "Configuration error", "configuration_error")
+        if error in ("temporarily_unavailable", "throttled") or self._session.last_status() == 429:
+            raise UpstreamError("entra", "The identity provider is throttling or unavailable: " + summary, 503,
+                                self._session.last_retry_after())
+        raise UpstreamError("entra", "The identity provider refused the exchange: " + summary, 502)
+
+
+def _is_invalid_client(result: dict[str, Any]) -> bool:
+    return result.get("error") == "invalid_client"

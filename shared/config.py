@@ -1,0 +1,218 @@
+"""Typed settings from the environment, named as Microsoft.Identity.Web names them.
+
+Functions app settings use ``__`` for nesting (``AzureAd__ClientId``), and arrays are
+``__0``, ``__1``... (``AzureAd__ClientCredentials__0__SourceType``). Settings are read and
+validated once per process; a bad one raises ``ConfigurationError`` naming the key and never
+the value, because values are often secrets.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+GENERIC_TENANTS = ("common", "organizations")
+
+
+@dataclass(frozen=True)
+class CredentialDescription:
+    """One entry of ``AzureAd__ClientCredentials``; tried in order, like MIW."""
+
+    source_type: str
+    values: Mapping[str, str]
+    key: str  # the settings prefix, for error messages
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.values.get(name, default)
+
+    def require(self, name: str) -> str:
+        value = self.values.get(name)
+        if not value:
+            raise ConfigurationError(f"{self.key}__{name}", "is required for SourceType " + self.source_type)
+        return value
+
+
+@dataclass(frozen=True)
+class AzureAdSettings:
+    instance: str                 # https://login.microsoftonline.com/ (no tenant)
+    tenant_id: str                # GUID, or 'organizations' / 'common' for multi-tenant
+    client_id: str
+    audiences: tuple[str, ...]    # client id + App ID URI(s)
+    scopes: tuple[str, ...]       # accepted delegated scopes (scp)
+    app_permissions: tuple[str, ...]  # accepted app roles (roles)
+    credentials: tuple[CredentialDescription, ...]
+    disable_instance_discovery: bool = False
+    allowed_tenants: tuple[str, ...] = ()
+    clock_skew_seconds: int = 300
+    metadata_refresh_seconds: int = 24 * 3600
+    timeout_seconds: float = 10.0
+
+    @property
+    def authority(self) -> str:
+        return f"{self.instance}{self.tenant_id}"
+
+    @property
+    def multi_tenant(self) -> bool:
+        return self.tenant_id.lower() in GENERIC_TENANTS
+
+
+@dataclass(frozen=True)
+class DownstreamApi:
+    name: str
+    base_url: str
+    relative_path: str
+    scopes: tuple[str, ...]
+    connect_timeout: float = 3.05
+    read_timeout: float = 10.0
+
+    def url(self, path: str | None = None) -> str:
+        rel = self.relative_path if path is None else path
+        return self.base_url.rstrip("/") + ("/" + rel.lstrip("/") if rel else "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    azure_ad: AzureAdSettings
+    downstream: Mapping[str, DownstreamApi] = field(default_factory=dict)
+    request_budget_seconds: float = 25.0
+
+    def downstream_api(self, name: str) -> DownstreamApi:
+        try:
+            return self.downstream[name]
+        except KeyError:
+            raise ConfigurationError(f"DownstreamApis__{name}__BaseUrl", "is not set") from None
+
+
+# --- parsing helpers --------------------------------------------------------------------------
+def _get(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
+    value = env.get(key)
+    if value is None or not value.strip():
+        return default
+    return value.strip()
+
+
+def _require(env: Mapping[str, str], key: str) -> str:
+    value = _get(env, key)
+    if value is None:
+        raise ConfigurationError(key, "is required")
+    return value
+
+
+def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """A list setting: space/comma separated in one value, or indexed ``key__0``, ``key__1``..."""
+    items: list[str] = []
+    if (value := _get(env, key)) is not None:
+        items += [s for s in re.split(r"[\s,]+", value) if s]
+    i = 0
+    while (value := _get(env, f"{key}__{i}")) is not None:
+        items.append(value)
+        i += 1
+    return tuple(items)
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool = False) -> bool:
+    value = _get(env, key)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ConfigurationError(key, "must be true or false")
+
+
+def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float = 0.001,
+            maximum: float = 86400 * 7) -> float:
+    value = _get(env, key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(key, "must be a number") from None
+    if not minimum <= number <= maximum:
+        raise ConfigurationError(key, f"must be between {minimum:g} and {maximum:g}")
+    return number
+
+
+def _https_url(env: Mapping[str, str], key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ConfigurationError(key, "must be an absolute https:// URL")
+    return value
+
+
+def _guid(key: str, value: str) -> str:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ConfigurationError(key, "must be a GUID") from None
+    return value
+
+
+def _credentials(env: Mapping[str, str]) -> tuple[CredentialDescription, ...]:
+    found: list[CredentialDescription] = []
+    i = 0
+    while True:
+        prefix = f"AzureAd__ClientCredentials__{i}"
+        source = _get(env, f"{prefix}__SourceType")
+        if source is None:
+            break
+        values = {k[len(prefix) + 2:]: v for k, v in env.items() if k.startswith(prefix + "__") and v}
+        found.append(CredentialDescription(source, values, prefix))
+        i += 1
+    if (secret := _get(env, "AzureAd__ClientSecret")) is not None:  # MIW's shorthand
+        found.append(CredentialDescription("ClientSecret", {"ClientSecret": secret}, "AzureAd__ClientSecret"))
+    return tuple(found)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting the app uses; raise ConfigurationError on the first bad one."""
+    env = os.environ if env is None else env
+    instance = _https_url(env, "AzureAd__Instance", _get(env, "AzureAd__Instance", "https://login.microsoftonline.com/"))
+    if not instance.endswith("/"):
+        instance += "/"
+    tenant_id = _require(env, "AzureAd__TenantId")
+    if tenant_id.lower() not in GENERIC_TENANTS:
+        _guid("AzureAd__TenantId", tenant_id)
+    client_id = _guid("AzureAd__ClientId", _require(env, "AzureAd__ClientId"))
+    audiences = (client_id, *_list(env, "AzureAd__Audience"), *_list(env, "AzureAd__Audiences"))
+    scopes = _list(env, "AzureAd__Scopes")
+    roles = _list(env, "AzureAd__AppPermissions")
+    if not scopes and not roles:
+        raise ConfigurationError("AzureAd__Scopes", "or AzureAd__AppPermissions is required: "
+                                 "a token without a required scope or role must be refused")
+    azure_ad = AzureAdSettings(
+        instance=instance, tenant_id=tenant_id, client_id=client_id, audiences=tuple(dict.fromkeys(audiences)),
+        scopes=scopes, app_permissions=roles, credentials=_credentials(env),
+        disable_instance_discovery=_bool(env, "AzureAd__DisableInstanceDiscovery"),
+        allowed_tenants=_list(env, "AzureAd__AllowedTenants"),
+        clock_skew_seconds=int(_number(env, "AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)),
+        metadata_refresh_seconds=int(_number(env, "AzureAd__MetadataRefreshSeconds", 24 * 3600,
+                                             minimum=60, maximum=7 * 86400)),
+        timeout_seconds=_number(env, "AzureAd__TimeoutSeconds", 10.0, maximum=120),
+    )
+    return Settings(azure_ad=azure_ad, downstream=_downstream_apis(env),
+                    request_budget_seconds=_number(env, "MiddleTier__RequestBudgetSeconds", 25.0, maximum=230))
+
+
+def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:
+    names = sorted({k.split("__")[1] for k in env if k.startswith("DownstreamApis__") and k.count("__") >= 2})
+    apis = {}
+    for name in names:
+        prefix = f"DownstreamApis__{name}"
+        base = _https_url(env, f"{prefix}__BaseUrl", _require(env, f"{prefix}__BaseUrl"))
+        scopes = _list(env, f"{prefix}__Scopes")
+        if not scopes:
+            raise ConfigurationError(f"{prefix}__Scopes", "is required")
+        apis[name] = DownstreamApi(
+            name=name, base_url=base, relative_path=_get(env, f"{prefix}__RelativePath", "") or "",
+            scopes=scopes,
+            connect_timeout=_number(env, f"{prefix}__ConnectTimeoutSeconds", 3.05, maximum=60),
+            read_timeout=_number(env, f"{prefix}__TimeoutSeconds", 10.0, maximum=120))
+    return apis

@@ -1,0 +1,67 @@
+"""The one per-process app context: settings, HTTP session, signing keys, MSAL, built on first use.
+
+A cold start pays for it once; a warm instance reuses it. A configuration error is kept too,
+so a misconfigured instance logs it once, not once per request.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Mapping
+
+from .acquisition import TokenAcquirer
+from .config import Settings, load_settings
+from .credentials import load_credential
+from .errors import ConfigurationError
+from .outbound import OutboundSession
+from .signing_keys import SigningKeys
+
+log = logging.getLogger("middletier")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    session: OutboundSession
+    keys: SigningKeys
+    tokens: TokenAcquirer
+
+
+def build_context(env: Mapping[str, str] | None = None) -> AppContext:
+    settings = load_settings(env)
+    ad = settings.azure_ad
+    session = OutboundSession(default_timeout=(min(3.05, ad.timeout_seconds), ad.timeout_seconds))
+    keys = SigningKeys(f"{ad.instance}{ad.tenant_id}/v2.0/.well-known/openid-configuration", session,
+                       refresh_seconds=ad.metadata_refresh_seconds, timeout=ad.timeout_seconds)
+    tokens = TokenAcquirer(ad, lambda: load_credential(ad.credentials), session)
+    return AppContext(settings, session, keys, tokens)
+
+
+_lock = threading.Lock()
+_context: AppContext | None = None
+_failure: ConfigurationError | None = None
+
+
+def app_context() -> AppContext:
+    global _context, _failure
+    if _context is not None:
+        return _context
+    with _lock:
+        if _context is None:
+            if _failure is not None:
+                raise _failure
+            try:
+                _context = build_context()
+            except ConfigurationError as err:
+                log.error("configuration error: %s", err.detail)
+                _failure = err
+                raise
+        return _context
+
+
+def reset_context() -> None:
+    """Forget the context (tests; a settings change needs a restart in production anyway)."""
+    global _context, _failure
+    with _lock:
+        _context, _failure = None, None

@@ -1,0 +1,88 @@
+"""Calling a named downstream API with the acquired token, and reading its answer carefully.
+
+A 401 carrying a CAE claims challenge is raised as ``DownstreamChallenge`` so the pipeline can
+redo OBO with those claims once; other failures become the app's error types (DESIGN.md).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+import requests
+import urllib3
+
+from .config import DownstreamApi
+from .errors import DownstreamRejected, UpstreamError
+from .outbound import OutboundSession
+
+PASS_THROUGH = {403, 404, 409, 410, 412}
+MAX_BODY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DownstreamResponse:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class DownstreamChallenge(Exception):
+    """The downstream API wants a token with more claims (CAE, step-up)."""
+
+    def __init__(self, claims: str):
+        super().__init__("downstream claims challenge")
+        self.claims = claims
+
+
+_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def challenge_claims(www_authenticate: str) -> str | None:
+    """The decoded ``claims`` of an ``insufficient_claims`` Bearer challenge, else None."""
+    params = dict(_PARAM.findall(www_authenticate or ""))
+    if params.get("error") != "insufficient_claims" or not params.get("claims"):
+        return None
+    raw = params["claims"]
+    try:
+        return base64.urlsafe_b64decode(raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def get(session: OutboundSession, api: DownstreamApi, token: str, *, path: str | None = None,
+        correlation_id: str | None = None) -> DownstreamResponse:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    if correlation_id:
+        headers["client-request-id"] = correlation_id
+    try:
+        response = session.get(api.url(path), headers=headers, timeout=(api.connect_timeout, api.read_timeout),
+                               allow_redirects=False, stream=True)
+    except requests.Timeout:
+        raise UpstreamError(api.name, f"The downstream API {api.name} did not answer in time.", 504) from None
+    except requests.RequestException:
+        raise UpstreamError(api.name, f"The downstream API {api.name} could not be reached.", 502) from None
+    with response:
+        try:
+            body = response.raw.read(MAX_BODY + 1, decode_content=True)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            status = 504 if "timed out" in str(err).lower() else 502
+            raise UpstreamError(api.name, f"The downstream API {api.name} broke off its answer.", status) from None
+    if len(body) > MAX_BODY:
+        raise UpstreamError(api.name, f"The downstream API {api.name} answered with too large a body.", 502)
+    status = response.status_code
+    if 200 <= status < 300:
+        return DownstreamResponse(status, response.headers.get("Content-Type", "application/json"), body)
+    if status == 401:
+        claims = challenge_claims(response.headers.get("WWW-Authenticate", ""))
+        if claims:
+            raise DownstreamChallenge(claims)
+        raise UpstreamError(api.name, f"The downstream API {api.name} refused the delegated token.", 502)
+    if status == 429 or status == 503:
+        retry = response.headers.get("Retry-After", "")
+        raise UpstreamError(api.name, f"The downstream API {api.name} is throttling or unavailable.", 503,
+                            int(retry) if retry.isdigit() else None)
+    if status in PASS_THROUGH:
+        raise DownstreamRejected(status, f"The downstream API {api.name} answered {status}.")
+    raise UpstreamError(api.name, f"The downstream API {api.name} answered {status}.", 502)

@@ -1,0 +1,117 @@
+"""The app's failures as a small typed hierarchy, each knowing its HTTP answer.
+
+Everything the request path can go wrong with ends up as one of these, and ``problem()``
+turns it into status + headers + an RFC 9457 ``application/problem+json`` body in one place.
+Messages are written for the caller and never contain a token, secret or assertion.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ApiError(Exception):
+    detail: str
+    status: int = 500
+    title: str = "Internal Server Error"
+    code: str = "server_error"
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.detail)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def bearer_challenge(**params: str | None) -> str:
+    """``WWW-Authenticate: Bearer realm="", k="v", ...`` (RFC 6750 §3), empty params dropped."""
+    parts = ['realm=""'] + [f'{k}="{_quote(v)}"' for k, v in params.items() if v]
+    return "Bearer " + ", ".join(parts)
+
+
+class AuthenticationError(ApiError):
+    """401: the caller's credentials are missing or unusable."""
+
+    def __init__(self, detail: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(detail, 401, "Unauthorized", error or "unauthorized",
+                         {"WWW-Authenticate": bearer_challenge(error=error, error_description=detail if error else None)})
+
+
+class InsufficientScope(ApiError):
+    """403: a valid token without a required scope or app role."""
+
+    def __init__(self, required: tuple[str, ...], detail: str = "The token lacks a required scope or app role.") -> None:
+        scope = " ".join(required)
+        super().__init__(detail, 403, "Forbidden", "insufficient_scope",
+                         {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", scope=scope,
+                                                               error_description=detail)},
+                         {"required": list(required)})
+
+
+class ClaimsChallenge(ApiError):
+    """401 with a claims challenge: the client must sign the user in again (consent, MFA, CAE).
+
+    The challenge follows the MSAL "claims challenge" pattern for middle tiers: the client's
+    MSAL reads ``claims`` (base64) from ``WWW-Authenticate`` and re-acquires with it.
+    """
+
+    def __init__(self, detail: str, *, claims: str | None, authorization_uri: str, client_id: str,
+                 reason: str = "interaction_required", aadsts: list[int] | None = None) -> None:
+        encoded = base64.b64encode(claims.encode()).decode() if claims else None
+        header = bearer_challenge(authorization_uri=authorization_uri, client_id=client_id,
+                                  error="insufficient_claims" if claims else reason,
+                                  error_description=detail, claims=encoded)
+        extra: dict[str, Any] = {"reason": reason}
+        if claims:
+            extra["claims"] = claims
+        if aadsts:
+            extra["aadsts"] = aadsts
+        super().__init__(detail, 401, "Unauthorized", "insufficient_claims" if claims else reason,
+                         {"WWW-Authenticate": header}, extra)
+
+
+class ConfigurationError(ApiError):
+    """500: a setting is missing or malformed. Names the key, never the value."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"Setting {key} {problem}.", 500, "Configuration error", "configuration_error",
+                         extra={"setting": key})
+        self.key = key
+
+
+class CredentialError(ApiError):
+    """500: Entra refused our own client credential. An operator problem, not the caller's."""
+
+    def __init__(self, detail: str, aadsts: list[int] | None = None) -> None:
+        super().__init__(detail, 500, "Credential error", "invalid_client", extra={"aadsts": aadsts or []})
+
+
+class UpstreamError(ApiError):
+    """502/503/504: Entra, Key Vault or the downstream API failed or was too slow."""
+
+    def __init__(self, service: str, detail: str, status: int = 502, retry_after: int | None = None) -> None:
+        titles = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        super().__init__(detail, status, titles.get(status, "Bad Gateway"), "upstream_error", headers,
+                         {"upstream": service})
+
+
+class DownstreamRejected(ApiError):
+    """A downstream 4xx that is meaningful to the caller (404, 403, 409...)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail, status, {403: "Forbidden", 404: "Not Found", 409: "Conflict"}.get(status, "Error"),
+                         "downstream_rejected", extra={"upstream": "downstream"})
+
+
+def problem(err: ApiError, *, trace_id: str | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+    body: dict[str, Any] = {"type": f"urn:middletier:problem:{err.code}", "title": err.title,
+                            "status": err.status, "detail": err.detail, "error": err.code, **err.extra}
+    if trace_id:
+        body["trace_id"] = trace_id
+    return err.status, dict(err.headers), body

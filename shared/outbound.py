@@ -1,0 +1,46 @@
+"""The process's outbound HTTP session: pooled, bounded, and honest about the last answer.
+
+MSAL turns Entra's 4xx answers into dicts and drops the status line and headers; the session
+remembers, per thread, the last response's status and ``Retry-After`` so a 429 from Entra
+can be forwarded as 503 + ``Retry-After``. Retries happen only on connection failures
+(nothing was sent), once: never on a token POST that may have been processed.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+
+class OutboundSession(requests.Session):
+    """``default_timeout`` applies to every call that names none: MSAL ignores its own ``timeout``
+    argument when given an ``http_client``, and no outbound call may go without a deadline."""
+
+    def __init__(self, default_timeout: float | tuple[float, float] = (3.05, 10.0), pool_size: int = 32) -> None:
+        super().__init__()
+        self.default_timeout = default_timeout
+        self._last = threading.local()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
+                              max_retries=Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0,
+                                                backoff_factor=0.1, raise_on_status=False))
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self._last.status, self._last.retry_after = None, None
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        response = super().request(method, url, *args, **kwargs)
+        self._last.status = response.status_code
+        self._last.retry_after = response.headers.get("Retry-After")
+        return response
+
+    def last_retry_after(self) -> int | None:
+        value = getattr(self._last, "retry_after", None)
+        return int(value) if isinstance(value, str) and value.isdigit() else None
+
+    def last_status(self) -> int | None:
+        return getattr(self._last, "status", None)

@@ -1,0 +1,134 @@
+"""The tenant's OIDC metadata and signing keys, cached per process.
+
+Like Microsoft.Identity.Web: keys are refreshed every ``refresh_seconds`` (24 h by default),
+and a token signed with an unknown ``kid`` triggers one refetch, rate-limited, so a key
+rollover costs one JWKS request instead of an outage. When the JWKS endpoint is down, keys
+already held keep serving; only a cold start without keys fails (503).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jwt
+import requests
+
+from .errors import UpstreamError
+
+log = logging.getLogger("middletier.keys")
+
+
+@dataclass(frozen=True)
+class Metadata:
+    issuer: str
+    jwks_uri: str
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key: Any                  # the cryptography public key
+    issuer: str | None        # the JWKS entry's "issuer", when Entra publishes one
+
+
+class SigningKeys:
+    def __init__(self, metadata_url: str, session: requests.Session, *, refresh_seconds: float = 24 * 3600,
+                 unknown_kid_interval: float = 300, timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.metadata_url = metadata_url
+        self._session = session
+        self._refresh = refresh_seconds
+        self._unknown_interval = unknown_kid_interval
+        self._timeout = timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._metadata: Metadata | None = None
+        self._keys: dict[str, SigningKey] = {}
+        self._fetched_at = float("-inf")
+        self._unknown_refetch_at = float("-inf")
+        self.fetches = 0
+
+    @property
+    def metadata(self) -> Metadata:
+        self._ensure_fresh()
+        assert self._metadata is not None
+        return self._metadata
+
+    def get(self, kid: str) -> SigningKey | None:
+        """The key for ``kid``; None if the tenant does not publish it (after one refetch)."""
+        self._ensure_fresh()
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        with self._lock:
+            key = self._keys.get(kid)  # another thread may have refetched meanwhile
+            if key is None and self._clock() - self._unknown_refetch_at >= self._unknown_interval:
+                self._unknown_refetch_at = self._clock()
+                self._fetch_or_keep()
+                key = self._keys.get(kid)
+        return key
+
+    def _ensure_fresh(self) -> None:
+        if self._clock() - self._fetched_at < self._refresh and self._keys:
+            return
+        with self._lock:
+            if self._clock() - self._fetched_at < self._refresh and self._keys:
+                return
+            self._fetch_or_keep()
+
+    def _fetch_or_keep(self) -> None:
+        try:
+            self._fetch()
+        except UpstreamError:
+            if not self._keys:
+                raise
+            log.warning("signing-key refresh failed; keeping %d cached keys", len(self._keys))
+
+    def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        try:
+            response = self._session.get(url, timeout=(min(3.05, self._timeout), self._timeout))
+        except requests.Timeout:
+            raise UpstreamError("entra", f"Timed out fetching the {what}.", 504) from None
+        except requests.RequestException:
+            raise UpstreamError("entra", f"Could not reach the identity provider for the {what}.", 503) from None
+        if response.status_code != 200:
+            raise UpstreamError("entra", f"The identity provider answered {response.status_code} for the {what}.", 503,
+                                _retry_after(response))
+        try:
+            body = response.json()
+        except ValueError:
+            raise UpstreamError("entra", f"The {what} is not JSON.", 502) from None
+        if not isinstance(body, dict):
+            raise UpstreamError("entra", f"The {what} is not a JSON object.", 502)
+        return body
+
+    def _fetch(self) -> None:
+        if self._metadata is None:
+            doc = self._get_json(self.metadata_url, "OpenID metadata")
+            if not isinstance(doc.get("issuer"), str) or not isinstance(doc.get("jwks_uri"), str):
+                raise UpstreamError("entra", "The OpenID metadata lacks issuer or jwks_uri.", 502)
+            self._metadata = Metadata(doc["issuer"], doc["jwks_uri"])
+        jwks = self._get_json(self._metadata.jwks_uri, "signing keys")
+        keys: dict[str, SigningKey] = {}
+        for raw in jwks.get("keys") or []:
+            if not isinstance(raw, dict) or raw.get("kty") != "RSA" or raw.get("use", "sig") != "sig":
+                continue
+            try:
+                parsed = jwt.PyJWK(raw, algorithm="RS256")
+            except jwt.PyJWTError:
+                continue
+            if parsed.key_id:
+                keys[parsed.key_id] = SigningKey(parsed.key, raw.get("issuer"))
+        if not keys:
+            raise UpstreamError("entra", "The identity provider published no usable signing keys.", 502)
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self.fetches += 1
+        log.info("fetched %d signing keys", len(keys))
+
+
+def _retry_after(response: requests.Response) -> int | None:
+    value = response.headers.get("Retry-After", "")
+    return int(value) if value.isdigit() else None

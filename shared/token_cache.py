@@ -1,0 +1,89 @@
+"""MSAL's token cache, partitioned per user assertion, behind one process-wide MSAL app.
+
+MSAL Python binds a token cache to a ConfidentialClientApplication at construction, but the
+app (and its HTTP pool, authority metadata, client-assertion cache) should live once per
+process. So the one cache object MSAL sees reads and writes the *current partition's* data:
+a ``contextvars`` variable selects it for the duration of one acquisition, in whichever
+worker thread runs it. A partition is keyed by SHA-256 of the incoming token (as the MSAL
+Java OBO sample and MSAL.NET do), so one user's tokens can never be served to another.
+
+This leans on one detail of MSAL's ``TokenCache``: all reads and writes go through
+``self._cache`` under ``self._lock``. tests/unit/test_token_cache.py pins that behaviour.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import msal
+from cachetools import TLRUCache
+
+_current: contextvars.ContextVar["Partition | None"] = contextvars.ContextVar("msal_partition", default=None)
+
+
+def partition_key(assertion: str) -> str:
+    """SHA-256 of the incoming token: the partition key; the token itself is never stored as a key."""
+    return hashlib.sha256(assertion.encode()).hexdigest()
+
+
+@dataclass
+class Partition:
+    key: str
+    expires_at: float                      # when the assertion expires: the partition is useless after
+    data: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one acquisition at a time per partition
+
+
+class PartitionedTokenCache(msal.TokenCache):
+    """The cache handed to MSAL; its storage is whatever partition is current."""
+
+    @property  # type: ignore[override]
+    def _cache(self) -> dict[str, Any]:
+        part = _current.get()
+        if part is None:
+            raise RuntimeError("MSAL token cache used outside a partition")
+        return part.data
+
+    @_cache.setter
+    def _cache(self, value: dict[str, Any]) -> None:
+        if value:  # TokenCache.__init__ assigns {}; nothing else may replace a partition wholesale
+            raise RuntimeError("partitions are not replaced wholesale")
+
+
+class PartitionStore:
+    """Bounded in-process store of partitions; entries leave at LRU pressure or assertion expiry."""
+
+    def __init__(self, max_partitions: int = 10_000, clock: Any = time.time):
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._entries: TLRUCache[str, Partition] = TLRUCache(
+            maxsize=max_partitions, ttu=lambda _k, part, _now: part.expires_at, timer=clock)
+
+    def get_or_create(self, key: str, expires_at: float) -> Partition:
+        with self._lock:
+            part = self._entries.get(key)
+            if part is None:
+                part = Partition(key, expires_at)
+                self._entries[key] = part
+            return part
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._entries.expire()
+            return len(self._entries)
+
+
+@contextlib.contextmanager
+def use_partition(part: Partition) -> Iterator[Partition]:
+    """Make ``part`` the storage of the shared MSAL cache for this thread/context."""
+    token = _current.set(part)
+    try:
+        with part.lock:
+            yield part
+    finally:
+        _current.reset(token)

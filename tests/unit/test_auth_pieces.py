@@ -1,0 +1,223 @@
+"""Unit tests for the request path's pure pieces: header parsing, settings, validation, errors."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.bearer import bearer_token
+from shared.config import load_settings
+from shared.errors import AuthenticationError, ConfigurationError, InsufficientScope, bearer_challenge, problem
+from shared.signing_keys import SigningKeys
+from shared.validation import authorize, validate
+
+TENANT = "6f4e2a1c-8b3d-4c5e-9f7a-1d2b3c4d5e6f"
+CLIENT = "9b1c7e42-3d5a-4f86-a0b2-6c8d9e0f1a2b"
+INSTANCE = "https://login.example.test/"
+ISSUER = f"https://login.example.test/{TENANT}/v2.0"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def env(**extra: str) -> dict[str, str]:
+    base = {"AzureAd__Instance": INSTANCE, "AzureAd__TenantId": TENANT, "AzureAd__ClientId": CLIENT,
+            "AzureAd__Audience": "api://middletier", "AzureAd__Scopes": "access_as_user",
+            "AzureAd__ClientSecret": "s3cret-value"}
+    base.update(extra)
+    return base
+
+
+# --- bearer header ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc-_.~+/=="])
+def test_bearer_accepts_one_token(value: str) -> None:
+    assert bearer_token(value) == value.split()[-1]
+
+
+@pytest.mark.parametrize("value", ["Basic dXNlcjpw", "Bearer", "Bearer ", "Bearer a b", "Bearer a, Bearer b",
+                                   "Bearer a\x00b", "Bearer ä", "Token abc", "Bearer " + "a" * 17000])
+def test_bearer_refuses_everything_else(value: str) -> None:
+    with pytest.raises(AuthenticationError) as err:
+        bearer_token(value)
+    assert err.value.status == 401
+    assert 'error="invalid_request"' in err.value.headers["WWW-Authenticate"]
+
+
+def test_missing_header_has_no_error_code() -> None:  # RFC 6750 §3.1
+    with pytest.raises(AuthenticationError) as err:
+        bearer_token(None)
+    assert err.value.headers["WWW-Authenticate"] == 'Bearer realm=""'
+
+
+# --- settings --------------------------------------------------------------------------------------
+def test_settings_parse_lists_and_credentials() -> None:
+    s = load_settings(env(**{"DownstreamApis__Graph__BaseUrl": "https://graph.example.test/v1.0",
+                             "DownstreamApis__Graph__Scopes__0": "https://graph.microsoft.com/User.Read",
+                             "DownstreamApis__Graph__Scopes__1": "https://graph.microsoft.com/Mail.Read",
+                             "AzureAd__ClientCredentials__0__SourceType": "Path",
+                             "AzureAd__ClientCredentials__0__CertificateDiskPath": "/x.pfx"}))
+    assert s.azure_ad.audiences == (CLIENT, "api://middletier")
+    assert s.azure_ad.authority == INSTANCE + TENANT
+    assert s.downstream_api("Graph").scopes == ("https://graph.microsoft.com/User.Read", "https://graph.microsoft.com/Mail.Read")
+    assert [c.source_type for c in s.azure_ad.credentials] == ["Path", "ClientSecret"]
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({"AzureAd__ClientId": "not-a-guid"}, "AzureAd__ClientId"),
+    ({"AzureAd__TenantId": ""}, "AzureAd__TenantId"),
+    ({"AzureAd__Instance": "http://login.example.test/"}, "AzureAd__Instance"),
+    ({"AzureAd__Scopes": ""}, "AzureAd__Scopes"),
+    ({"AzureAd__TimeoutSeconds": "soon"}, "AzureAd__TimeoutSeconds"),
+    ({"AzureAd__DisableInstanceDiscovery": "maybe"}, "AzureAd__DisableInstanceDiscovery"),
+    ({"DownstreamApis__Graph__BaseUrl": "ftp://x"}, "DownstreamApis__Graph__BaseUrl"),
+])
+def test_bad_settings_name_the_key_never_the_value(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(env(**overrides))
+    assert err.value.key == key
+    for value in overrides.values():
+        if value:
+            assert value not in err.value.detail
+    assert "s3cret-value" not in err.value.detail
+
+
+# --- validation ------------------------------------------------------------------------------------
+class FakeResponse:
+    def __init__(self, body: Any, status: int = 200):
+        self._body, self.status_code, self.headers = body, status, {}
+
+    def json(self) -> Any:
+        return self._body
+
+
+class FakeIdP:
+    """Serves metadata and a JWKS from memory and counts fetches."""
+
+    def __init__(self, *keys: rsa.RSAPrivateKey):
+        self.keys = list(keys)
+        self.jwks_fetches = 0
+        self.down = False
+
+    def get(self, url: str, timeout: Any = None) -> FakeResponse:
+        import requests
+        if self.down:
+            raise requests.ConnectionError("down")
+        if url.endswith("openid-configuration"):
+            return FakeResponse({"issuer": INSTANCE + "{tenantid}/v2.0", "jwks_uri": INSTANCE + "keys"})
+        self.jwks_fetches += 1
+        return FakeResponse({"keys": [dict(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key(), as_dict=True),
+                                           kid=kid(k), use="sig") for k in self.keys]})
+
+
+def kid(key: rsa.RSAPrivateKey) -> str:
+    return str(key.public_key().public_numbers().n)[:16]
+
+
+def token(key: rsa.RSAPrivateKey = KEY, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"aud": CLIENT, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + 3600, "tid": TENANT,
+            "oid": "user-1", "azp": "client-1", "scp": "access_as_user", "ver": "2.0"}
+    body.update(claims)
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm="RS256",
+                      headers={"kid": kid(KEY), **(headers or {})})
+
+
+@pytest.fixture
+def idp() -> FakeIdP:
+    return FakeIdP(KEY)
+
+
+@pytest.fixture
+def keys(idp: FakeIdP) -> SigningKeys:
+    return SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp)  # type: ignore[arg-type]
+
+
+def test_valid_token_gives_the_caller(keys: SigningKeys) -> None:
+    caller = validate(token(), keys, load_settings(env()).azure_ad)
+    assert caller.oid == "user-1" and caller.scopes == {"access_as_user"} and not caller.is_app
+
+
+def test_app_id_uri_audience_and_v1_issuer_are_accepted(keys: SigningKeys) -> None:
+    v1 = token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0")
+    assert validate(v1, keys, load_settings(env()).azure_ad).tid == TENANT
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: token(aud="api://someone-else"), "not issued for this API"),
+    (lambda: token(exp=int(time.time()) - 400), "expired"),
+    (lambda: token(nbf=int(time.time()) + 400), "not valid yet"),
+    (lambda: token(iss="https://evil.example/v2.0"), "issuer"),
+    (lambda: token(tid="00000000-0000-0000-0000-000000000000",
+                   iss=f"https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"), "another tenant"),
+    (lambda: token(OTHER_KEY), "signature"),
+    (lambda: token(headers={"kid": "unknown"}), "not signed by a key"),
+    (lambda: token(tid=None), "invalid"),
+    (lambda: jwt.encode({"aud": CLIENT}, "s" * 32, algorithm="HS256", headers={"kid": kid(KEY)}), "algorithm"),
+    (lambda: "a.b.c", "malformed"),
+])
+def test_invalid_tokens_are_401(keys: SigningKeys, make: Any, message: str) -> None:
+    with pytest.raises(AuthenticationError) as err:
+        validate(make(), keys, load_settings(env()).azure_ad)
+    assert message in err.value.detail and err.value.status == 401
+
+
+def test_expiry_within_clock_skew_is_accepted(keys: SigningKeys) -> None:
+    assert validate(token(exp=int(time.time()) - 200), keys, load_settings(env()).azure_ad)
+
+
+def test_unknown_kid_refetches_once_then_is_rate_limited(idp: FakeIdP, keys: SigningKeys) -> None:
+    settings = load_settings(env()).azure_ad
+    validate(token(), keys, settings)
+    assert idp.jwks_fetches == 1
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    idp.keys.append(new_key)
+    rolled = jwt.encode(jwt.decode(token(), options={"verify_signature": False}), new_key, algorithm="RS256",
+                        headers={"kid": kid(new_key)})
+    assert validate(rolled, keys, settings).oid == "user-1"
+    assert idp.jwks_fetches == 2
+    with pytest.raises(AuthenticationError):
+        validate(token(headers={"kid": "still-unknown"}), keys, settings)
+    assert idp.jwks_fetches == 2  # rate-limited: no refetch storm from garbage kids
+
+
+def test_cached_keys_survive_an_idp_outage(idp: FakeIdP) -> None:
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + "openid-configuration", idp, refresh_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
+    settings = load_settings(env()).azure_ad
+    validate(token(), keys, settings)
+    idp.down = True
+    now[0] = 100  # past the refresh interval
+    assert validate(token(), keys, settings).oid == "user-1"
+
+
+def test_cold_start_with_idp_down_is_503(idp: FakeIdP, keys: SigningKeys) -> None:
+    from shared.errors import UpstreamError
+    idp.down = True
+    with pytest.raises(UpstreamError) as err:
+        validate(token(), keys, load_settings(env()).azure_ad)
+    assert err.value.status == 503
+
+
+def test_authorization_needs_scope_or_role(keys: SigningKeys) -> None:
+    settings = load_settings(env()).azure_ad
+    user = validate(token(), keys, settings)
+    authorize(user, scopes=("access_as_user",), roles=(), user_required=True)
+    app = validate(token(scp=None, roles=["MiddleTier.Admin"], idtyp="app"), keys, settings)
+    authorize(app, scopes=("access_as_user",), roles=("MiddleTier.Admin",), user_required=False)
+    with pytest.raises(InsufficientScope) as err:
+        authorize(app, scopes=("access_as_user",), roles=(), user_required=True)
+    assert err.value.status == 403 and 'error="insufficient_scope"' in err.value.headers["WWW-Authenticate"]
+    with pytest.raises(InsufficientScope):
+        authorize(validate(token(scp="other"), keys, settings), scopes=("access_as_user",), roles=(),
+                  user_required=True)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+def test_problem_body_and_challenge_quoting() -> None:
+    status, headers, body = problem(InsufficientScope(("a", "b")), trace_id="t1")
+    assert status == 403 and body["type"] == "urn:middletier:problem:insufficient_scope"
+    assert body["required"] == ["a", "b"] and body["trace_id"] == "t1"
+    assert 'scope="a b"' in headers["WWW-Authenticate"]
+    assert bearer_challenge(error_description='say "hi"') == 'Bearer realm="", error_description="say \\"hi\\""'
