@@ -56,6 +56,10 @@ CATALOGUE: dict[int, tuple[int, str, str]] = {
             "because it contains more than one resource. Scope {scope} is not valid."),
     54005: (400, "invalid_grant", "OAuth2 Authorization code was already redeemed, please retry "
             "with a new valid code or use an existing refresh token."),
+    70021: (400, "invalid_request", "No matching federated identity record found for presented assertion. "
+            "Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'."),
+    700229: (401, "invalid_client", "Forbidden token type. Only app-only tokens may be used as Federated "
+             "Identity Credentials for AAD issuer."),
     700016: (400, "unauthorized_client", "Application with identifier '{client_id}' was not found "
              "in the directory '{tenant}'. This can happen if the application has not been "
              "installed by the administrator of the tenant or consented to by any user in the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -17,6 +18,8 @@ from .controls import FaultPlan, Stats, fault_from_json
 from .directory import Directory, Secret
 from .graph import Graph
 from .issuer import AuthContext, Issuer
+from .keyvault import KeyVault
+from .signing import ensure_app_certificate
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -35,18 +38,46 @@ def _json_endpoint(fn: Callable[[dict[str, Any]], Any]) -> Handler:
 
 
 class Admin:
-    def __init__(self, directory: Directory, issuer: Issuer, graph: Graph, stats: Stats,
-                 faults: FaultPlan, info: Callable[[], dict[str, Any]]):
-        self.directory, self.issuer, self.graph = directory, issuer, graph
-        self.stats, self.faults, self.info = stats, faults, info
+    def __init__(self, directory: Directory, issuer: Issuer, graph: Graph, keyvault: KeyVault, stats: Stats,
+                 faults: FaultPlan, certs: Path, info: Callable[[], dict[str, Any]]):
+        self.directory, self.issuer, self.graph, self.keyvault = directory, issuer, graph, keyvault
+        self.stats, self.faults, self.certs, self.info = stats, faults, certs, info
 
     def rotate_secret(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A new client secret on the app; optionally revoke the old ones and store it in Key Vault."""
         app = self.directory.default.app_by_name(data["app"])
         secret = Secret(id=str(uuid.uuid4()), value=f"devstack-only~{app.name}~{uuid.uuid4().hex}")
         if data.get("revoke_previous"):
             app.secrets.clear()
         app.secrets.append(secret)
-        return {"id": secret.id, "value": secret.value}
+        answer = {"id": secret.id, "value": secret.value}
+        if data.get("vault_secret"):
+            answer["vault_version"] = self.keyvault.store.set_secret(data["vault_secret"], secret.value).version
+        return answer
+
+    def rotate_certificate(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A new certificate for the app, imported into Key Vault as a new version of the same name."""
+        app = self.directory.default.app_by_name(data["app"])
+        name = data["certificate"]
+        cert = ensure_app_certificate(self.certs, f"{name}-{uuid.uuid4().hex[:8]}")
+        if data.get("revoke_previous"):
+            app.cert_thumbprints.clear()
+        app.cert_thumbprints[cert.x5t] = cert.cert
+        app.cert_thumbprints[cert.x5t_s256] = cert.cert
+        version = self.keyvault.store.import_certificate(name, cert).version
+        return {"thumbprint": cert.sha1_hex, "vault_version": version}
+
+    def set_vault_secret(self, data: dict[str, Any]) -> dict[str, Any]:
+        attrs = {k: data[k] for k in ("enabled", "nbf", "exp", "content_type") if k in data}
+        return {"version": self.keyvault.store.set_secret(data["name"], data["value"], **attrs).version}
+
+    def grant_vault(self, data: dict[str, Any]) -> dict[str, Any]:
+        readers = self.keyvault.vault.readers
+        if data.get("revoke"):
+            readers[:] = [r for r in readers if r != data["identity"]]
+        elif data["identity"] not in readers:
+            readers.append(data["identity"])
+        return {"readers": list(readers)}
 
     def expire_secrets(self, data: dict[str, Any]) -> dict[str, Any]:
         app = self.directory.default.app_by_name(data["app"])
@@ -116,6 +147,9 @@ class Admin:
             Route("/faults", _json_endpoint(self.set_fault), methods=["POST"]),
             Route("/rotate/signing-key", _json_endpoint(self.rotate_signing_key), methods=["POST"]),
             Route("/rotate/secret", _json_endpoint(self.rotate_secret), methods=["POST"]),
+            Route("/rotate/certificate", _json_endpoint(self.rotate_certificate), methods=["POST"]),
+            Route("/keyvault/secret", _json_endpoint(self.set_vault_secret), methods=["POST"]),
+            Route("/keyvault/access", _json_endpoint(self.grant_vault), methods=["POST"]),
             Route("/expire/secrets", _json_endpoint(self.expire_secrets), methods=["POST"]),
             Route("/graph/revoke", _json_endpoint(self.revoke), methods=["POST"]),
             Route("/mint", _json_endpoint(self.mint), methods=["POST"]),

@@ -60,7 +60,8 @@ Call the API as alice (copy-paste):
 def cmd_host(args: argparse.Namespace) -> int:
     from .funchost import serve_app
     return serve_app(Path(args.app).resolve(), Path(args.settings) if args.settings else None,
-                     state_dir(args.state), host=args.host, port=args.port, ready_json=args.ready_json)
+                     state_dir(args.state), host=args.host, port=args.port, ready_json=args.ready_json,
+                     devstack_state=Path(args.devstack) if args.devstack else state_dir(args.state))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     host.add_argument("--host", default="127.0.0.1")
     host.add_argument("--port", type=int, help="default: Host.LocalHttpPort or 7071; 0 = a free port")
     host.add_argument("--ready-json", action="store_true")
+    host.add_argument("--devstack", help="state folder of the devstack whose managed-identity endpoint the app "
+                                         "gets as IDENTITY_ENDPOINT/IDENTITY_HEADER (default: --state)")
     host.set_defaults(func=cmd_host)
     info = sub.add_parser("info", help="endpoints, ids, secrets and CA of the running stack")
     info.add_argument("--json", action="store_true")

@@ -7,6 +7,7 @@ float times and padded or unpadded base64url. Rejects what Entra rejects, with i
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -16,6 +17,7 @@ import jwt
 
 from .aadsts import AadError
 from .directory import App, Tenant
+from .signing import KeySet
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 PUBLIC, SECRET, CERTIFICATE = "0", "1", "2"
@@ -23,19 +25,25 @@ _JTI_MEMORY = 50_000
 
 
 class JtiCache:
-    """Assertion ids seen within their lifetime: a replayed assertion is refused."""
+    """Assertion ids seen within their lifetime.
+
+    MSAL (Python, .NET) re-sends the same signed assertion for up to ~9 minutes, and Entra accepts
+    that, so re-presenting an identical assertion is fine. What is refused is a *different*
+    assertion reusing a ``jti`` that is still live: that is a forged or tampered one.
+    """
 
     def __init__(self, limit: int = _JTI_MEMORY):
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._limit = limit
 
-    def add(self, jti: str, exp: float) -> bool:
+    def add(self, jti: str, exp: float, assertion: str) -> bool:
         now = time.time()
-        while self._seen and (len(self._seen) >= self._limit or next(iter(self._seen.values())) < now):
+        while self._seen and (len(self._seen) >= self._limit or next(iter(self._seen.values()))[0] < now):
             self._seen.popitem(last=False)
+        digest = hashlib.sha256(assertion.encode()).hexdigest()
         if jti in self._seen:
-            return False
-        self._seen[jti] = exp
+            return self._seen[jti][1] == digest
+        self._seen[jti] = (exp, digest)
         return True
 
 
@@ -50,8 +58,12 @@ def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
 
 
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+
 def authenticate(tenant: Tenant, form: Mapping[str, str], headers: Mapping[str, str],
-                 token_urls: set[str], jtis: JtiCache, *, require: bool = True) -> tuple[App, str]:
+                 token_urls: set[str], jtis: JtiCache, keys: KeySet, issuer: str, *,
+                 require: bool = True) -> tuple[App, str]:
     """Return the calling app and how it authenticated ('0' public, '1' secret, '2' cert)."""
     basic = _basic(headers)
     client_id = form.get("client_id") or (basic[0] if basic else "")
@@ -71,7 +83,7 @@ def authenticate(tenant: Tenant, form: Mapping[str, str], headers: Mapping[str, 
     if assertion:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise AadError(900144, {"param": "client_assertion_type"})
-        return app, _check_assertion(app, assertion, token_urls, jtis)
+        return app, _check_assertion(tenant, app, assertion, token_urls, jtis, keys, issuer)
     if require:
         raise AadError(7000218)
     return app, PUBLIC
@@ -86,11 +98,14 @@ def _check_secret(app: App, value: str) -> str:
     return SECRET
 
 
-def _check_assertion(app: App, assertion: str, token_urls: set[str], jtis: JtiCache) -> str:
+def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[str], jtis: JtiCache,
+                     keys: KeySet, issuer: str) -> str:
     try:
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError:
         raise AadError(50027) from None
+    if "x5t" not in header and "x5t#S256" not in header and keys.by_kid(str(header.get("kid"))) is not None:
+        return _check_federated(tenant, app, assertion, keys, issuer)
     thumb = header.get("x5t#S256") or header.get("x5t")
     # MSAL Python pads its base64url thumbprints ('='); Entra accepts both forms.
     cert = app.cert_thumbprints.get(thumb.rstrip("=")) if isinstance(thumb, str) else None
@@ -115,6 +130,25 @@ def _check_assertion(app: App, assertion: str, token_urls: set[str], jtis: JtiCa
     if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
         raise AadError(700027, {"reason": "The issuer and subject must be the client id."})
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not jtis.add(jti, exp):
-        raise AadError(700027, {"reason": "The assertion identifier (jti) was missing or already used."})
+    if not isinstance(jti, str) or not jtis.add(jti, exp, assertion):
+        raise AadError(700027, {"reason": "The assertion identifier (jti) was missing or reused by another assertion."})
+    return CERTIFICATE
+
+
+def _check_federated(tenant: Tenant, app: App, assertion: str, keys: KeySet, issuer: str) -> str:
+    """A federated identity credential: a managed identity's token for api://AzureADTokenExchange."""
+    key = keys.by_kid(str(jwt.get_unverified_header(assertion).get("kid")))
+    assert key is not None
+    try:
+        claims = jwt.decode(assertion, key.private_key.public_key(), algorithms=["RS256"],
+                            audience=TOKEN_EXCHANGE_AUDIENCE, issuer=issuer)
+    except jwt.ExpiredSignatureError:
+        raise AadError(700024) from None
+    except jwt.PyJWTError:
+        raise AadError(70021, {"iss": "(unverified)", "sub": "(unverified)", "aud": "(unverified)"}) from None
+    if claims.get("idtyp") != "app":
+        raise AadError(700229)
+    subjects = {mi.principal_id for name in app.federated_identities if (mi := tenant.identity(name=name))}
+    if claims.get("sub") not in subjects:
+        raise AadError(70021, {"iss": claims.get("iss"), "sub": claims.get("sub"), "aud": TOKEN_EXCHANGE_AUDIENCE})
     return CERTIFICATE

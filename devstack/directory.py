@@ -45,6 +45,7 @@ class App:
     app_grants: dict[str, list[str]] = field(default_factory=dict)
     redirect_uris: list[str] = field(default_factory=list)
     spa_redirect_uris: list[str] = field(default_factory=list)
+    federated_identities: list[str] = field(default_factory=list)  # managed identities trusted as FIC
     # thumbprints of registered certificates, filled in by the stack: b64url sha1 / sha256 -> PEM
     cert_thumbprints: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +83,22 @@ class User:
 
 
 @dataclass
+class ManagedIdentity:
+    name: str
+    client_id: str
+    principal_id: str
+    system_assigned: bool = False
+
+
+@dataclass
+class Vault:
+    name: str
+    readers: list[str] = field(default_factory=list)
+    secrets_from_apps: dict[str, str] = field(default_factory=dict)
+    certificates: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Requested:
     """The resource part of a scope request, resolved."""
 
@@ -100,6 +117,22 @@ class Tenant:
     apps: list[App]
     users: list[User]
     policy_ids: list[str]
+    managed_identities: list[ManagedIdentity] = field(default_factory=list)
+    vaults: list[Vault] = field(default_factory=list)
+
+    def identity(self, *, client_id: str | None = None, principal_id: str | None = None,
+                 name: str | None = None) -> ManagedIdentity | None:
+        """A managed identity by selector; no selector means the system-assigned one."""
+        for mi in self.managed_identities:
+            if client_id is not None and mi.client_id == client_id:
+                return mi
+            if principal_id is not None and mi.principal_id == principal_id:
+                return mi
+            if name is not None and mi.name == name:
+                return mi
+            if client_id is None and principal_id is None and name is None and mi.system_assigned:
+                return mi
+        return None
 
     def app_by_client_id(self, client_id: str) -> App | None:
         for a in self.apps:
@@ -248,5 +281,7 @@ def load_directory(path: Path = DEFAULT_TENANT_FILE) -> Directory:
             apps=[_app(a) for a in t.get("apps", [])],
             users=[_user(u, t["domain"]) for u in t.get("users", [])],
             policy_ids=[p["id"] for p in t.get("policies", [])],
+            managed_identities=[ManagedIdentity(**m) for m in t.get("managed_identities", [])],
+            vaults=[Vault(**v) for v in t.get("vaults", [])],
         ))
     return Directory(tenants)

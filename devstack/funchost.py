@@ -259,13 +259,23 @@ async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], 
     await send({"type": "http.response.body", "body": body})
 
 
+def managed_identity_environment(devstack_state: Path | None) -> dict[str, str]:
+    """What App Service sets for a function app with a managed identity, from a running devstack."""
+    from .state import read_runtime
+    info = read_runtime(devstack_state) if devstack_state else None
+    if not info or "identity_header" not in info:
+        return {}
+    return {"IDENTITY_ENDPOINT": info["endpoints"]["identity"], "IDENTITY_HEADER": info["identity_header"]}
+
+
 def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: str = "127.0.0.1",
-              port: int | None = None, ready_json: bool = False) -> int:
+              port: int | None = None, ready_json: bool = False, devstack_state: Path | None = None) -> int:
     """Load settings and functions, then serve until SIGINT/SIGTERM (the `func start` lifecycle)."""
     import uvicorn
 
     from .stack import bind
     settings = read_local_settings(settings_path or app_dir / "local.settings.json")
+    os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
     prefix, functions = load_functions(app_dir)

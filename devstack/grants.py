@@ -108,8 +108,8 @@ class Grants:
             if not grant:
                 raise AadError(900144, {"param": "grant_type"})
             raise AadError(70003, {"grant": grant})
-        client, how = client_auth.authenticate(tenant, form, headers,
-                                               self.token_urls(tenant, tenant_segment), self.jtis)
+        client, how = client_auth.authenticate(tenant, form, headers, self.token_urls(tenant, tenant_segment),
+                                               self.jtis, self.issuer.keys, v2_issuer(self.issuer.instance, tenant.id))
         return handler(tenant, client, how, form)
 
     # --- grants -------------------------------------------------------------------------

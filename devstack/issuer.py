@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .directory import App, Requested, Tenant, User
+from .directory import App, ManagedIdentity, Requested, Tenant, User
 from .signing import KeySet, b64url, json_b64url
 
 DEFAULT_LIFETIME = 3599
@@ -127,6 +127,21 @@ class Issuer:
             claims.update(azp=client.client_id, azpacr=client_auth)
         if roles:
             claims["roles"] = roles
+        return claims
+
+    def identity_claims(self, tenant: Tenant, mi: ManagedIdentity, resource: App, audience: str) -> dict[str, Any]:
+        """A managed identity's token: app-only, ``aud`` = the resource string it asked for."""
+        now = int(time.time())
+        v1 = resource.access_token_version == 1
+        claims: dict[str, Any] = {
+            "aud": audience, "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
+            "iat": now, "nbf": now, "exp": now + 24 * 3600, "aio": AuthContext().to_aio(), "idtyp": "app",
+            "oid": mi.principal_id, "sub": mi.principal_id, "rh": "0." + b64url(os.urandom(24)), "tid": tenant.id,
+            "uti": b64url(os.urandom(16)), "ver": "1.0" if v1 else "2.0",
+            "xms_mirid": f"/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/"
+                         f"Microsoft.Web/sites/{mi.name}",
+        }
+        claims.update({"appid": mi.client_id, "appidacr": "2"} if v1 else {"azp": mi.client_id, "azpacr": "2"})
         return claims
 
     def id_token(self, tenant: Tenant, client: App, user: User, nonce: str | None) -> str:

@@ -11,7 +11,31 @@ from pathlib import Path
 from typing import Any
 
 
-def local_settings(info: dict[str, Any], *, port: int = 7071) -> dict[str, Any]:
+CREDENTIALS = ("keyvault-certificate", "keyvault-secret", "federated", "secret")
+
+
+def credential_settings(info: dict[str, Any], kind: str = "keyvault-certificate") -> dict[str, str]:
+    """``AzureAd__ClientCredentials__0__*`` for one way of loading the middle tier's credential.
+
+    The default reads the certificate from Key Vault with the managed identity: no secret in the file.
+    """
+    prefix = "AzureAd__ClientCredentials__0__"
+    vault = info["vault"]["url"]
+    if kind == "keyvault-certificate":
+        return {prefix + "SourceType": "KeyVault", prefix + "KeyVaultUrl": vault,
+                prefix + "KeyVaultCertificateName": "middletier-cert"}
+    if kind == "keyvault-secret":
+        return {prefix + "SourceType": "KeyVaultSecret", prefix + "KeyVaultUrl": vault,
+                prefix + "KeyVaultSecretName": "middletier-secret"}
+    if kind == "federated":
+        return {prefix + "SourceType": "SignedAssertionFromManagedIdentity"}
+    if kind == "secret":
+        return {prefix + "SourceType": "ClientSecret",
+                prefix + "ClientSecret": info["apps"]["middletier-api"]["secrets"][0]}
+    raise ValueError(f"unknown credential kind {kind!r}; one of {CREDENTIALS}")
+
+
+def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = "keyvault-certificate") -> dict[str, Any]:
     mt = info["apps"]["middletier-api"]
     return {
         "IsEncrypted": False,
@@ -25,8 +49,9 @@ def local_settings(info: dict[str, Any], *, port: int = 7071) -> dict[str, Any]:
             "AzureAd__Scopes": "access_as_user",
             # The devstack is not a Microsoft host: MSAL must not ask login.microsoftonline.com about it.
             "AzureAd__DisableInstanceDiscovery": "true",
-            "AzureAd__ClientCredentials__0__SourceType": "ClientSecret",
-            "AzureAd__ClientCredentials__0__ClientSecret": mt["secrets"][0],
+            **credential_settings(info, credential),
+            # The local vault is not under *.vault.azure.net, so the SDK's challenge-domain check must be off.
+            "KeyVault__VerifyChallengeResource": "false",
             "DownstreamApis__Graph__BaseUrl": info["endpoints"]["graph"] + "/v1.0",
             "DownstreamApis__Graph__RelativePath": "me",
             "DownstreamApis__Graph__Scopes": "https://graph.microsoft.com/User.Read",

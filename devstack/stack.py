@@ -23,12 +23,15 @@ from .controls import FaultPlan, Stats
 from .directory import DEFAULT_TENANT_FILE, Directory, load_directory
 from .entra import Entra
 from .graph import Graph
+from .identity import IdentityEndpoint
 from .issuer import Issuer
+from .keyvault import KeyVault
 from .signing import AppCertificate, KeySet, ensure_app_certificate
 from .state import runtime_file, write_runtime
 from .tls import TlsFiles, ensure_tls
 
-DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "admin": 8440}
+DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "keyvault": 8445, "identity": 8446, "admin": 8440}
+PLAIN_HTTP = ("admin", "identity")  # loopback-only; the managed-identity endpoint is plain http on App Service too
 log = logging.getLogger("devstack")
 
 
@@ -50,11 +53,13 @@ class Stack:
     sockets: dict[str, socket.socket]
     entra: Entra
     graph: Graph
+    keyvault: KeyVault
+    identity: IdentityEndpoint
     admin: Admin
     certificates: dict[str, AppCertificate]
 
     def url(self, name: str) -> str:
-        scheme = "http" if name == "admin" else "https"
+        scheme = "http" if name in PLAIN_HTTP else "https"
         return f"{scheme}://{self.host}:{self.sockets[name].getsockname()[1]}"
 
     def info(self) -> dict[str, Any]:
@@ -84,7 +89,14 @@ class Stack:
                 "devicelogin": f"{instance}/devicelogin",
                 "graph": self.url("graph"), "graph_me": f"{self.url('graph')}/v1.0/me",
                 "admin": self.url("admin"),
+                "keyvault": self.url("keyvault"),
+                "identity": self.url("identity") + "/msi/token",
             },
+            "identity_header": self.identity.header,
+            "managed_identities": {m.name: {"client_id": m.client_id, "principal_id": m.principal_id,
+                                            "system_assigned": m.system_assigned} for m in tenant.managed_identities},
+            "vault": {"name": self.keyvault.vault.name, "url": self.url("keyvault"),
+                      "secrets": sorted(self.keyvault.store.secrets), "certificates": sorted(self.keyvault.store.certificates)},
             "apps": apps,
             "users": {u.name: {"oid": u.oid, "upn": u.upn, "password": u.password,
                                "display_name": u.display_name, "mfa_code": u.mfa_code}
@@ -111,11 +123,23 @@ def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None 
     stats, faults = Stats(), FaultPlan()
     entra = Entra(directory, issuer, stats, faults)
     graph = Graph(directory, issuer, stats, faults)
+    identity = IdentityEndpoint(directory, issuer, stats, faults)
+    keyvault = KeyVault(directory, issuer, stats, faults, directory.default.vaults[0])
+    keyvault.url = f"https://{host}:{sockets['keyvault'].getsockname()[1]}"
+    _seed_vault(keyvault, directory, certificates)
     stack_ref: list[Stack] = []
-    admin = Admin(directory, issuer, graph, stats, faults, lambda: stack_ref[0].info())
-    stack = Stack(state, host, directory, tls, sockets, entra, graph, admin, certificates)
+    admin = Admin(directory, issuer, graph, keyvault, stats, faults, state / "certs", lambda: stack_ref[0].info())
+    stack = Stack(state, host, directory, tls, sockets, entra, graph, keyvault, identity, admin, certificates)
     stack_ref.append(stack)
     return stack
+
+
+def _seed_vault(keyvault: KeyVault, directory: Directory, certificates: dict[str, AppCertificate]) -> None:
+    vault = keyvault.vault
+    for secret_name, app_name in vault.secrets_from_apps.items():
+        keyvault.store.set_secret(secret_name, directory.default.app_by_name(app_name).secrets[-1].value)
+    for cert_name in vault.certificates:
+        keyvault.store.import_certificate(cert_name, certificates[cert_name])
 
 
 class _Server(uvicorn.Server):
@@ -136,6 +160,7 @@ def _config(app: Any, tls: TlsFiles | None) -> uvicorn.Config:
 
 async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
     apps = {"entra": (stack.entra.app(), stack.tls), "graph": (stack.graph.app(), stack.tls),
+            "keyvault": (stack.keyvault.app(), stack.tls), "identity": (stack.identity.app(), None),
             "admin": (stack.admin.app(), None)}
     servers = {name: _Server(_config(app, tls)) for name, (app, tls) in apps.items()}
     loop = asyncio.get_running_loop()
@@ -174,6 +199,8 @@ def describe(info: dict[str, Any]) -> str:
         f"  Entra ID authority   {info['authority']}",
         f"  device sign-in page  {e['devicelogin']}",
         f"  Graph-like API       {e['graph_me']}",
+        f"  Key Vault            {e['keyvault']}",
+        f"  managed identity     {e['identity']}",
         f"  admin (loopback)     {e['admin']}",
         f"  CA certificate       {info['ca_cert']}",
         f"  CA bundle            {info['ca_bundle']}",

@@ -38,7 +38,8 @@ class Counters:
 
 class TokenAcquirer:
     def __init__(self, settings: AzureAdSettings, load_credential: Callable[[], MsalCredential],
-                 session: OutboundSession, store: PartitionStore | None = None):
+                 session: OutboundSession, store: PartitionStore | None = None, *,
+                 failure_backoff: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self._load_credential = load_credential
         self._session = session
@@ -46,31 +47,53 @@ class TokenAcquirer:
         self.cache = PartitionedTokenCache()
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._credential: MsalCredential | None = None
+        self._generation = 0          # bumped on every (re)load; a reload happens once per generation
+        self._failed: tuple[float, ApiError] | None = None
+        self._failure_backoff = failure_backoff
+        self._clock = clock
         self._lock = threading.Lock()
         self.counters = Counters()
 
-    # --- the MSAL app -------------------------------------------------------------------------
-    def _app(self, tenant: str) -> msal.ConfidentialClientApplication:
+    # --- the credential and the MSAL app ----------------------------------------------------------
+    def _ensure_credential(self) -> MsalCredential:
+        """Load once, single-flight (callers hold the lock). A failure is remembered for a few
+        seconds so a Key Vault outage costs one attempt per backoff, not one per request."""
+        if self._credential is not None:
+            return self._credential
+        if self._failed is not None and self._clock() - self._failed[0] < self._failure_backoff:
+            raise self._failed[1]
+        try:
+            self._credential = self._load_credential()
+        except ApiError as err:
+            self._failed = (self._clock(), err)
+            raise
+        self._failed = None
+        self._generation += 1
+        return self._credential
+
+    def _app(self, tenant: str) -> tuple[msal.ConfidentialClientApplication, int]:
         app = self._apps.get(tenant)
         if app is not None:
-            return app
+            return app, self._generation
         with self._lock:
             if tenant not in self._apps:
-                if self._credential is None:
-                    self._credential = self._load_credential()
+                credential = self._ensure_credential()
                 self._apps[tenant] = self._call_entra(lambda: msal.ConfidentialClientApplication(
-                    self.settings.client_id, client_credential=self._credential,
+                    self.settings.client_id, client_credential=credential,
                     authority=f"{self.settings.instance}{tenant}", token_cache=self.cache,
                     http_client=self._session,
                     instance_discovery=not self.settings.disable_instance_discovery))
-            return self._apps[tenant]
+            return self._apps[tenant], self._generation
 
-    def _reload_credential(self) -> None:
-        """Entra refused our credential: it may have rotated. Load it again, rebuild the apps."""
+    def _reload_credential(self, seen_generation: int) -> None:
+        """Entra refused the credential of ``seen_generation``: it may have rotated. Reload it, once."""
         with self._lock:
-            self._credential = self._load_credential()
+            if self._generation != seen_generation:
+                return  # another request already reloaded it
+            self._credential = None
             self._apps.clear()
             self.counters.credential_reloads += 1
+            self._ensure_credential()
 
     def _tenant_for(self, caller: Caller) -> str:
         return caller.tid if self.settings.multi_tenant else self.settings.tenant_id
@@ -87,16 +110,16 @@ class TokenAcquirer:
                 token = self._silent(caller, scopes)
                 if token is not None:
                     return token
-            result = self._obo(assertion, caller, scopes, claims_challenge)
+            result, generation = self._obo(assertion, caller, scopes, claims_challenge)
             if _is_invalid_client(result):
                 log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
                           result.get("error_codes"))
-                self._reload_credential()
-                result = self._obo(assertion, caller, scopes, claims_challenge)
+                self._reload_credential(generation)
+                result, _ = self._obo(assertion, caller, scopes, claims_challenge)
             return self._token_or_raise(result)
 
     def _silent(self, caller: Caller, scopes: tuple[str, ...]) -> str | None:
-        app = self._app(self._tenant_for(caller))
+        app, _ = self._app(self._tenant_for(caller))
         accounts = app.get_accounts()
         if not accounts:
             return None
@@ -106,11 +129,12 @@ class TokenAcquirer:
             return str(result["access_token"])
         return None  # nothing cached, or the refresh failed: a fresh OBO decides
 
-    def _obo(self, assertion: str, caller: Caller, scopes: tuple[str, ...], claims: str | None) -> dict[str, Any]:
-        app = self._app(self._tenant_for(caller))
+    def _obo(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
+             claims: str | None) -> tuple[dict[str, Any], int]:
+        app, generation = self._app(self._tenant_for(caller))
         self.counters.obo_calls += 1
         return self._call_entra(lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
-                                                                       claims_challenge=claims))
+                                                                       claims_challenge=claims)), generation
 
     def _call_entra(self, call: Callable[[], Any]) -> Any:
         try:

@@ -38,6 +38,15 @@ class CredentialDescription:
 
 
 @dataclass(frozen=True)
+class KeyVaultSettings:
+    # The SDK checks that the vault's host ends with the challenge resource's domain; only vaults
+    # outside *.vault.azure.net (sovereign, local) need this off.
+    verify_challenge_resource: bool = True
+    connect_timeout: float = 3.05
+    read_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class AzureAdSettings:
     instance: str                 # https://login.microsoftonline.com/ (no tenant)
     tenant_id: str                # GUID, or 'organizations' / 'common' for multi-tenant
@@ -46,6 +55,9 @@ class AzureAdSettings:
     scopes: tuple[str, ...]       # accepted delegated scopes (scp)
     app_permissions: tuple[str, ...]  # accepted app roles (roles)
     credentials: tuple[CredentialDescription, ...]
+    keyvault: KeyVaultSettings = field(default_factory=KeyVaultSettings)
+    send_x5c: bool = False
+    user_assigned_managed_identity_client_id: str | None = None
     disable_instance_discovery: bool = False
     allowed_tenants: tuple[str, ...] = ()
     clock_skew_seconds: int = 300
@@ -140,7 +152,7 @@ def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float 
     return number
 
 
-def _https_url(env: Mapping[str, str], key: str, value: str) -> str:
+def _https_url(key: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.netloc:
         raise ConfigurationError(key, "must be an absolute https:// URL")
@@ -174,7 +186,7 @@ def _credentials(env: Mapping[str, str]) -> tuple[CredentialDescription, ...]:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every setting the app uses; raise ConfigurationError on the first bad one."""
     env = os.environ if env is None else env
-    instance = _https_url(env, "AzureAd__Instance", _get(env, "AzureAd__Instance", "https://login.microsoftonline.com/"))
+    instance = _https_url("AzureAd__Instance", _get(env, "AzureAd__Instance", "https://login.microsoftonline.com/"))
     if not instance.endswith("/"):
         instance += "/"
     tenant_id = _require(env, "AzureAd__TenantId")
@@ -190,6 +202,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     azure_ad = AzureAdSettings(
         instance=instance, tenant_id=tenant_id, client_id=client_id, audiences=tuple(dict.fromkeys(audiences)),
         scopes=scopes, app_permissions=roles, credentials=_credentials(env),
+        keyvault=KeyVaultSettings(
+            verify_challenge_resource=_bool(env, "KeyVault__VerifyChallengeResource", True),
+            connect_timeout=_number(env, "KeyVault__ConnectTimeoutSeconds", 3.05, maximum=60),
+            read_timeout=_number(env, "KeyVault__TimeoutSeconds", 10.0, maximum=120)),
+        send_x5c=_bool(env, "AzureAd__SendX5C"),
+        user_assigned_managed_identity_client_id=_get(env, "AzureAd__UserAssignedManagedIdentityClientId"),
         disable_instance_discovery=_bool(env, "AzureAd__DisableInstanceDiscovery"),
         allowed_tenants=_list(env, "AzureAd__AllowedTenants"),
         clock_skew_seconds=int(_number(env, "AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)),
@@ -206,7 +224,7 @@ def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:
     apis = {}
     for name in names:
         prefix = f"DownstreamApis__{name}"
-        base = _https_url(env, f"{prefix}__BaseUrl", _require(env, f"{prefix}__BaseUrl"))
+        base = _https_url(f"{prefix}__BaseUrl", _require(env, f"{prefix}__BaseUrl"))
         scopes = _list(env, f"{prefix}__Scopes")
         if not scopes:
             raise ConfigurationError(f"{prefix}__Scopes", "is required")

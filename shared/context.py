@@ -12,7 +12,7 @@ from typing import Mapping
 
 from .acquisition import TokenAcquirer
 from .config import Settings, load_settings
-from .credentials import load_credential
+from .credentials import CredentialLoader
 from .errors import ConfigurationError
 from .outbound import OutboundSession
 from .signing_keys import SigningKeys
@@ -29,12 +29,17 @@ class AppContext:
 
 
 def build_context(env: Mapping[str, str] | None = None) -> AppContext:
+    # azure-core logs every request and response at INFO: too much for Application Insights.
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    logging.getLogger("azure.identity").setLevel(logging.WARNING)
     settings = load_settings(env)
     ad = settings.azure_ad
     session = OutboundSession(default_timeout=(min(3.05, ad.timeout_seconds), ad.timeout_seconds))
     keys = SigningKeys(f"{ad.instance}{ad.tenant_id}/v2.0/.well-known/openid-configuration", session,
                        refresh_seconds=ad.metadata_refresh_seconds, timeout=ad.timeout_seconds)
-    tokens = TokenAcquirer(ad, lambda: load_credential(ad.credentials), session)
+    loader = CredentialLoader(ad.credentials, ad.keyvault, send_x5c=ad.send_x5c,
+                              user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
+    tokens = TokenAcquirer(ad, loader.load, session)
     return AppContext(settings, session, keys, tokens)
 
 

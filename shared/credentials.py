@@ -1,29 +1,49 @@
 """The app's own client credential, in the shape MSAL's ConfidentialClientApplication takes.
 
 Descriptions come from ``AzureAd__ClientCredentials__N__*`` (Microsoft.Identity.Web's names)
-and are tried in order; the first that loads wins. Loaded material stays in memory only.
+and are tried in order; the first that loads wins:
+
+- ``ClientSecret``: ``ClientSecret`` (local development only)
+- ``KeyVault``: a certificate from Key Vault (``KeyVaultUrl``, ``KeyVaultCertificateName``), read as
+  its secret (the PFX with the private key), through the managed identity
+- ``KeyVaultSecret``: a client secret stored in Key Vault (``KeyVaultUrl``, ``KeyVaultSecretName``)
+- ``Path`` / ``Base64Encoded``: a PFX or PEM certificate (``CertificateDiskPath`` / ``Base64EncodedValue``)
+- ``SignedAssertionFromManagedIdentity``: no secret at all; the managed identity's token for
+  ``api://AzureADTokenExchange`` is the client assertion (a federated identity credential)
+
+Key Vault is reached with unmodified ``azure-identity`` ``ManagedIdentityCredential`` and
+``azure-keyvault-secrets`` ``SecretClient``. Loaded material stays in memory; errors name the
+setting and the vault object, never a value.
 """
 from __future__ import annotations
 
 import base64
 import logging
-from pathlib import Path
-from typing import Any, Union
+import threading
+from typing import Any, Callable, Union
 
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from .config import CredentialDescription
-from .errors import ApiError, ConfigurationError
+from .config import CredentialDescription, KeyVaultSettings
+from .errors import ApiError, ConfigurationError, UpstreamError
 
 log = logging.getLogger("middletier.credentials")
 
 MsalCredential = Union[str, dict[str, Any]]
+TOKEN_EXCHANGE = "api://AzureADTokenExchange"
+UNSUPPORTED_HERE = {"StoreWithThumbprint", "StoreWithDistinguishedName"}
 
 
-def certificate_credential(data: bytes, password: str | None, key: str) -> dict[str, Any]:
-    """PFX or PEM bytes -> MSAL's {private_key, public_certificate} dict."""
+def certificate_credential(data: bytes, password: str | None, key: str, *, send_x5c: bool = False) -> dict[str, Any]:
+    """PFX or PEM bytes -> MSAL's credential dict.
+
+    MSAL 1.39 picks the assertion's shape from the dict: a SHA-1 ``thumbprint`` gives RS256 + ``x5t``;
+    a ``public_certificate`` gives PS256 + ``x5t#S256`` and sends the chain (``x5c``, for
+    subject-name/issuer authentication).
+    """
     pw = password.encode() if password else None
     try:
         if data.lstrip().startswith(b"-----"):
@@ -37,48 +57,136 @@ def certificate_credential(data: bytes, password: str | None, key: str) -> dict[
         raise ConfigurationError(key, "must contain both the certificate and its private key")
     pem_key = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()).decode()
-    # With the certificate (not a SHA-1 thumbprint) MSAL 1.39 signs PS256 with x5t#S256, as Entra recommends.
-    return {"private_key": pem_key, "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode()}
+    if send_x5c:
+        return {"private_key": pem_key, "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode()}
+    return {"private_key": pem_key, "thumbprint": cert.fingerprint(hashes.SHA1()).hex()}
 
 
-def _from_path(desc: CredentialDescription) -> dict[str, Any]:
-    path = Path(desc.require("CertificateDiskPath"))
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise ConfigurationError(f"{desc.key}__CertificateDiskPath", "names a file that cannot be read") from None
-    return certificate_credential(data, desc.get("CertificatePassword"), f"{desc.key}__CertificateDiskPath")
+class CredentialLoader:
+    """Loads the first working credential description; keeps SDK clients for reuse."""
 
+    def __init__(self, descriptions: tuple[CredentialDescription, ...], keyvault: KeyVaultSettings, *,
+                 send_x5c: bool = False, user_assigned_client_id: str | None = None):
+        self.descriptions = descriptions
+        self.keyvault = keyvault
+        self.send_x5c = send_x5c
+        self.user_assigned_client_id = user_assigned_client_id
+        self._lock = threading.Lock()
+        self._identities: dict[str | None, Any] = {}
+        self._vaults: dict[tuple[str, str | None], Any] = {}
 
-def _from_base64(desc: CredentialDescription) -> dict[str, Any]:
-    try:
-        data = base64.b64decode(desc.require("Base64EncodedValue"), validate=True)
-    except ValueError:
-        raise ConfigurationError(f"{desc.key}__Base64EncodedValue", "is not base64") from None
-    return certificate_credential(data, desc.get("CertificatePassword"), f"{desc.key}__Base64EncodedValue")
+    # --- SDK clients, created once -------------------------------------------------------------------
+    def _identity(self, client_id: str | None) -> Any:
+        from azure.identity import ManagedIdentityCredential
+        with self._lock:
+            if client_id not in self._identities:
+                kwargs: dict[str, Any] = dict(connection_timeout=self.keyvault.connect_timeout,
+                                              read_timeout=self.keyvault.read_timeout, retry_total=1)
+                if client_id:
+                    kwargs["client_id"] = client_id
+                self._identities[client_id] = ManagedIdentityCredential(**kwargs)
+            return self._identities[client_id]
 
+    def _vault(self, url: str, client_id: str | None) -> Any:
+        from azure.keyvault.secrets import SecretClient
+        identity = self._identity(client_id)
+        with self._lock:
+            if (url, client_id) not in self._vaults:
+                self._vaults[(url, client_id)] = SecretClient(
+                    url, identity, verify_challenge_resource=self.keyvault.verify_challenge_resource,
+                    connection_timeout=self.keyvault.connect_timeout, read_timeout=self.keyvault.read_timeout,
+                    retry_total=1, retry_backoff_factor=0.2)
+            return self._vaults[(url, client_id)]
 
-def load_one(desc: CredentialDescription) -> MsalCredential:
-    source = desc.source_type
-    if source == "ClientSecret":
-        return desc.require("ClientSecret")
-    if source == "Path":
-        return _from_path(desc)
-    if source == "Base64Encoded":
-        return _from_base64(desc)
-    raise ConfigurationError(f"{desc.key}__SourceType", "is not a supported credential source")
-
-
-def load_credential(descriptions: tuple[CredentialDescription, ...]) -> MsalCredential:
-    """The first description that loads; an error naming the last failure if none does."""
-    if not descriptions:
-        raise ConfigurationError("AzureAd__ClientCredentials__0__SourceType", "is required (or AzureAd__ClientSecret)")
-    last: ApiError | None = None
-    for desc in descriptions:
+    def _read_secret(self, desc: CredentialDescription, name_setting: str) -> Any:
+        url = desc.require("KeyVaultUrl")
+        name = desc.require(name_setting)
+        client_id = desc.get("ManagedIdentityClientId") or self.user_assigned_client_id
         try:
-            return load_one(desc)
-        except ApiError as err:
-            log.warning("client credential %s (%s) did not load: %s", desc.key, desc.source_type, err.detail)
-            last = err
-    assert last is not None
-    raise last
+            return self._vault(url, client_id).get_secret(name)
+        except ResourceNotFoundError:
+            raise self._vault_error(desc, url, name, "was not found") from None
+        except ClientAuthenticationError as err:
+            raise self._vault_error(desc, url, name, f"could not be read: the managed identity could not "
+                                                     f"authenticate ({type(err).__name__})") from None
+        except HttpResponseError as err:
+            reason = "access denied: grant the identity 'Key Vault Secrets User'" if err.status_code == 403 \
+                else f"answered HTTP {err.status_code}"
+            raise self._vault_error(desc, url, name, reason) from None
+        except AzureError as err:  # connection refused, DNS, timeouts
+            raise self._vault_error(desc, url, name, f"could not be reached ({type(err).__name__})") from None
+
+    @staticmethod
+    def _vault_error(desc: CredentialDescription, url: str, name: str, reason: str) -> UpstreamError:
+        message = f"Key Vault {url} secret '{name}' ({desc.key}) {reason}."
+        log.error("client credential from Key Vault failed: %s", message)
+        return UpstreamError("keyvault", "The app's credential could not be loaded from Key Vault.", 503)
+
+    # --- sources ------------------------------------------------------------------------------------
+    def load_one(self, desc: CredentialDescription) -> MsalCredential:
+        source = desc.source_type
+        key = f"{desc.key}__SourceType"
+        if source == "ClientSecret":
+            return desc.require("ClientSecret")
+        if source == "KeyVaultSecret":
+            return str(self._read_secret(desc, "KeyVaultSecretName").value)
+        if source == "KeyVault":
+            secret = self._read_secret(desc, "KeyVaultCertificateName")
+            data = secret.value.encode() if secret.properties.content_type == "application/x-pem-file" \
+                else _b64(secret.value, f"{desc.key}__KeyVaultCertificateName")
+            return certificate_credential(data, None, f"{desc.key}__KeyVaultCertificateName", send_x5c=self.send_x5c)
+        if source == "Path":
+            path = desc.require("CertificateDiskPath")
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                raise ConfigurationError(f"{desc.key}__CertificateDiskPath", "names a file that cannot be read") from None
+            return certificate_credential(data, desc.get("CertificatePassword"), f"{desc.key}__CertificateDiskPath",
+                                          send_x5c=self.send_x5c)
+        if source == "Base64Encoded":
+            data = _b64(desc.require("Base64EncodedValue"), f"{desc.key}__Base64EncodedValue")
+            return certificate_credential(data, desc.get("CertificatePassword"), f"{desc.key}__Base64EncodedValue",
+                                          send_x5c=self.send_x5c)
+        if source == "SignedAssertionFromManagedIdentity":
+            return {"client_assertion": self._federated_assertion(desc)}
+        if source in UNSUPPORTED_HERE:
+            raise ConfigurationError(key, "names a Windows certificate store, which Linux Functions do not have")
+        raise ConfigurationError(key, "is not a supported credential source")
+
+    def _federated_assertion(self, desc: CredentialDescription) -> Callable[[], str]:
+        identity = self._identity(desc.get("ManagedIdentityClientId") or self.user_assigned_client_id)
+        scope = (desc.get("TokenExchangeUrl") or TOKEN_EXCHANGE).rstrip("/") + "/.default"
+
+        def assertion() -> str:
+            """Called by MSAL whenever it needs a client assertion; azure-identity caches the MI token."""
+            try:
+                return str(identity.get_token(scope).token)
+            except AzureError as err:
+                log.error("managed identity token for %s (%s) failed: %s", scope, desc.key, type(err).__name__)
+                raise UpstreamError("identity", "The app's managed identity could not get a token.", 503) from None
+        return assertion
+
+    def load(self) -> MsalCredential:
+        """The first description that loads; the last failure if none does."""
+        if not self.descriptions:
+            raise ConfigurationError("AzureAd__ClientCredentials__0__SourceType", "is required (or AzureAd__ClientSecret)")
+        last: ApiError | None = None
+        for desc in self.descriptions:
+            try:
+                credential = self.load_one(desc)
+                log.info("client credential loaded from %s (%s)", desc.key, desc.source_type)
+                return credential
+            except ApiError as err:
+                if len(self.descriptions) > 1:
+                    log.warning("client credential %s (%s) did not load: %s", desc.key, desc.source_type, err.detail)
+                last = err
+        assert last is not None
+        raise last
+
+
+def _b64(value: str, key: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ConfigurationError(key, "is not base64") from None

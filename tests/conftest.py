@@ -87,11 +87,11 @@ def admin(devstack: dict[str, Any]) -> Iterator[Admin]:
     a.clear_faults()
 
 
-def start_host(state: Path, settings_file: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def start_host(state: Path, settings_file: Path, devstack_state: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start the local Functions host (`python -m devstack host`) on a free port; wait for ready."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--state", str(state), "host", "--app", str(ROOT),
-         "--settings", str(settings_file), "--port", "0", "--ready-json"],
+         "--settings", str(settings_file), "--port", "0", "--ready-json", "--devstack", devstack_state],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=open(state / "host.log", "w"), text=True, env=dict(os.environ))
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -112,14 +112,14 @@ class HostFactory:
         self._tmp = tmp
         self._procs: list[subprocess.Popen[str]] = []
 
-    def __call__(self, info: dict[str, Any], **overrides: str) -> dict[str, Any]:
+    def __call__(self, info: dict[str, Any], credential: str = "keyvault-certificate", **overrides: str) -> dict[str, Any]:
         from devstack.settings_file import local_settings
         folder = self._tmp.mktemp("host")
-        settings = local_settings(info, port=0)
+        settings = local_settings(info, port=0, credential=credential)
         settings["Values"].update(overrides)
         path = folder / "local.settings.json"
         path.write_text(json.dumps(settings))
-        proc, ready = start_host(folder, path)
+        proc, ready = start_host(folder, path, info["state"])
         self._procs.append(proc)
         ready["proc"] = proc
         return ready

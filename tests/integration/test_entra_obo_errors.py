@@ -155,10 +155,13 @@ def _client_credentials_with(devstack: dict[str, Any], assertion: str) -> Any:
         "client_assertion": assertion, "scope": "https://graph.microsoft.com/.default"}, timeout=10)
 
 
-def test_client_assertion_replay_is_refused(devstack: dict[str, Any]) -> None:
-    assertion = _assertion(devstack)
+def test_client_assertion_jti_reuse_by_another_assertion_is_refused(devstack: dict[str, Any]) -> None:
+    assertion = _assertion(devstack, jti="fixed-jti")
     assert _client_credentials_with(devstack, assertion).status_code == 200
-    replay = _client_credentials_with(devstack, assertion)
+    # MSAL re-sends its cached assertion for ~9 minutes; Entra accepts the identical assertion again.
+    assert _client_credentials_with(devstack, assertion).status_code == 200
+    forged = _assertion(devstack, jti="fixed-jti", exp=time.time() + 500)
+    replay = _client_credentials_with(devstack, forged)
     assert replay.status_code == 401
     assert_aad_error(replay.json(), "invalid_client", 700027)
 

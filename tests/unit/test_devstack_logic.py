@@ -78,11 +78,13 @@ def test_aio_round_trips_mfa_and_tolerates_garbage():
     assert AuthContext.from_aio(None).mfa is False
 
 
-def test_jti_cache_refuses_replay_and_forgets_expired():
+def test_jti_cache_refuses_a_reused_jti_on_another_assertion_and_forgets_expired():
     cache = JtiCache(limit=2)
-    assert cache.add("a", time.time() + 60) and not cache.add("a", time.time() + 60)
-    assert cache.add("old", time.time() - 1)
-    assert cache.add("b", time.time() + 60) and cache.add("c", time.time() + 60)  # bounded
+    assert cache.add("a", time.time() + 60, "assertion-1")
+    assert cache.add("a", time.time() + 60, "assertion-1")  # MSAL re-sends its cached assertion
+    assert not cache.add("a", time.time() + 60, "assertion-2")
+    assert cache.add("old", time.time() - 1, "x")
+    assert cache.add("b", time.time() + 60, "y") and cache.add("c", time.time() + 60, "z")  # bounded
     assert len(cache._seen) <= 2
 
 
