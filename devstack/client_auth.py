@@ -104,7 +104,7 @@ def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[s
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError:
         raise AadError(50027) from None
-    if "x5t" not in header and "x5t#S256" not in header and keys.by_kid(str(header.get("kid"))) is not None:
+    if keys.by_kid(str(header.get("kid"))) is not None:  # signed by Entra itself: a federated credential
         return _check_federated(tenant, app, assertion, keys, issuer)
     thumb = header.get("x5t#S256") or header.get("x5t")
     # MSAL Python pads its base64url thumbprints ('='); Entra accepts both forms.

@@ -184,7 +184,7 @@ class KeyVault:
                 raise KvError(403, "Forbidden", "Operation get is not allowed on a secret that is not yet valid.",
                               "SecretNotYetValid")
         except KvError as err:
-            self.stats.count("keyvault.get", secret=name, outcome=str(err.status))
+            self.stats.count("keyvault.get", outcome=str(err.status))  # by_secret counts successful reads only
             return self._error(err)
         self.stats.count("keyvault.get", secret=name, outcome="200", caller=caller)
         return JSONResponse({"value": v.value, **self._secret_item(name, v)})
@@ -218,7 +218,7 @@ class KeyVault:
                 raise KvError(404, "CertificateNotFound", f"A certificate with (name/id) {name} was not found in "
                               "this key vault.")
         except KvError as err:
-            self.stats.count("keyvault.certificate", certificate=name, outcome=str(err.status))
+            self.stats.count("keyvault.certificate", outcome=str(err.status))
             return self._error(err)
         cert = match[-1]
         self.stats.count("keyvault.certificate", certificate=name, outcome="200")

@@ -92,6 +92,7 @@ class Settings:
     azure_ad: AzureAdSettings
     downstream: Mapping[str, DownstreamApi] = field(default_factory=dict)
     request_budget_seconds: float = 25.0
+    credential_failure_backoff_seconds: float = 5.0
 
     def downstream_api(self, name: str) -> DownstreamApi:
         try:
@@ -216,7 +217,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timeout_seconds=_number(env, "AzureAd__TimeoutSeconds", 10.0, maximum=120),
     )
     return Settings(azure_ad=azure_ad, downstream=_downstream_apis(env),
-                    request_budget_seconds=_number(env, "MiddleTier__RequestBudgetSeconds", 25.0, maximum=230))
+                    request_budget_seconds=_number(env, "MiddleTier__RequestBudgetSeconds", 25.0, maximum=230),
+                    credential_failure_backoff_seconds=_number(env, "MiddleTier__CredentialFailureBackoffSeconds",
+                                                               5.0, minimum=0, maximum=600))
 
 
 def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:

@@ -39,7 +39,7 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
                        refresh_seconds=ad.metadata_refresh_seconds, timeout=ad.timeout_seconds)
     loader = CredentialLoader(ad.credentials, ad.keyvault, send_x5c=ad.send_x5c,
                               user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
-    tokens = TokenAcquirer(ad, loader.load, session)
+    tokens = TokenAcquirer(ad, loader.load, session, failure_backoff=settings.credential_failure_backoff_seconds)
     return AppContext(settings, session, keys, tokens)
 
 
