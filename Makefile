@@ -6,14 +6,24 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test unit bench tools clean
+NODE_STAMP := node_modules/.installed
+
+.PHONY: setup run test unit bench tools services clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-setup: $(STAMP)
+# Real services the stack and tests use: redis-server (Debian) and Azurite (npm).
+$(NODE_STAMP): package.json
+	npm install --no-fund --no-audit --loglevel=error
+	@touch $@
+
+services: $(NODE_STAMP)
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+
+setup: $(STAMP) services
 
 # Debian packages the benchmarks need (a real load generator).
 tools:

@@ -119,6 +119,14 @@ class Admin:
             claims.pop(name, None)
         return {"access_token": self.issuer.keys.sign(claims), "claims": claims}
 
+    def set_lifetime(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Lifetime (seconds) of access tokens issued from now on; tests of expiry and refresh use it."""
+        seconds = int(data["seconds"])
+        if not 1 <= seconds <= 86400:
+            raise ValueError("seconds must be between 1 and 86400")
+        self.issuer.lifetime = seconds
+        return {"lifetime": seconds}
+
     def set_fault(self, data: dict[str, Any]) -> dict[str, Any]:
         self.faults.add(fault_from_json(data))
         return {"faults": self.faults.describe()}
@@ -153,4 +161,5 @@ class Admin:
             Route("/expire/secrets", _json_endpoint(self.expire_secrets), methods=["POST"]),
             Route("/graph/revoke", _json_endpoint(self.revoke), methods=["POST"]),
             Route("/mint", _json_endpoint(self.mint), methods=["POST"]),
+            Route("/lifetime", _json_endpoint(self.set_lifetime), methods=["POST"]),
         ])

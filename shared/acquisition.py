@@ -7,6 +7,7 @@ rest of the app never sees an MSAL dict.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from .config import AzureAdSettings
 from .credentials import MsalCredential
 from .errors import ApiError, AuthenticationError, ClaimsChallenge, CredentialError, UpstreamError
 from .outbound import OutboundSession
-from .token_cache import PartitionStore, PartitionedTokenCache, partition_key, use_partition
+from .cache import TokenCacheLayers
+from .token_cache import Partition, PartitionStore, PartitionedTokenCache, partition_key, use_partition
 from .validation import Caller
 
 log = logging.getLogger("middletier.tokens")
@@ -38,12 +40,14 @@ class Counters:
 
 class TokenAcquirer:
     def __init__(self, settings: AzureAdSettings, load_credential: Callable[[], MsalCredential],
-                 session: OutboundSession, store: PartitionStore | None = None, *,
-                 failure_backoff: float = 5.0, clock: Callable[[], float] = time.monotonic):
+                 session: OutboundSession, layers: TokenCacheLayers | None = None, *,
+                 failure_backoff: float = 5.0, session_lifetime: float = 24 * 3600,
+                 clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self._load_credential = load_credential
         self._session = session
-        self.store = store or PartitionStore()
+        self.layers = layers or TokenCacheLayers(PartitionStore())
+        self.session_lifetime = session_lifetime
         self.cache = PartitionedTokenCache()
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._credential: MsalCredential | None = None
@@ -101,24 +105,64 @@ class TokenAcquirer:
     # --- acquisition --------------------------------------------------------------------------
     def for_user(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
                  claims_challenge: str | None = None) -> str:
-        """An access token for ``scopes`` on behalf of the caller; ApiError on any failure."""
+        """An access token for ``scopes`` on behalf of the caller; ApiError on any failure.
+
+        Silent first from the caller's partition (L1, else L2); OBO on a miss, by one request per
+        partition in this process and, with an L2, by one instance at a time.
+        """
         exp = caller.claims.get("exp")
-        part = self.store.get_or_create(partition_key(assertion),
-                                        float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
+        part = self.layers.partition(partition_key(assertion),
+                                     float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
         with use_partition(part):
             if claims_challenge is None:
-                token = self._silent(caller, scopes)
+                token = self._silent(caller, scopes, part)
                 if token is not None:
                     return token
-            result, generation = self._obo(assertion, caller, scopes, claims_challenge)
-            if _is_invalid_client(result):
-                log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
-                          result.get("error_codes"))
-                self._reload_credential(generation)
-                result, _ = self._obo(assertion, caller, scopes, claims_challenge)
-            return self._token_or_raise(result)
+            with self.layers.flight(part) as leader:
+                if not leader:
+                    token = self._silent(caller, scopes, part)
+                    if token is not None:
+                        return token
+                result, generation = self._obo(assertion, caller, scopes, claims_challenge)
+                if _is_invalid_client(result):
+                    log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
+                              result.get("error_codes"))
+                    self._reload_credential(generation)
+                    result, _ = self._obo(assertion, caller, scopes, claims_challenge)
+                token = self._token_or_raise(result)
+                self.layers.save(part, _expires_at(result))
+            return token
 
-    def _silent(self, caller: Caller, scopes: tuple[str, ...]) -> str | None:
+    def start_session(self, assertion: str, caller: Caller, scopes: tuple[str, ...]) -> str:
+        """Long-running work (MIW's ``InitiateLongRunningProcessInWebApi``): OBO now, and return a
+        session key under which a background job can keep getting tokens from the refresh token
+        after the caller's assertion has expired. The key is a secret: keep it like one."""
+        session_key = secrets.token_urlsafe(32)
+        part = self.layers.l1.put(Partition(partition_key("session:" + session_key),
+                                            time.time() + self.session_lifetime))
+        with use_partition(part):
+            result, generation = self._obo(assertion, caller, scopes, None)
+            if _is_invalid_client(result):
+                self._reload_credential(generation)
+                result, _ = self._obo(assertion, caller, scopes, None)
+            self._token_or_raise(result)
+            self.layers.save(part)
+        return session_key
+
+    def for_session(self, session_key: str, tid: str, scopes: tuple[str, ...]) -> str:
+        """A token for a long-running session: cache or refresh token only, never a new OBO."""
+        part = self.layers.partition(partition_key("session:" + session_key), time.time() + self.session_lifetime)
+        with use_partition(part):
+            app, _ = self._app(tid if self.settings.multi_tenant else self.settings.tenant_id)
+            accounts = app.get_accounts()
+            result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0])) \
+                if accounts else None
+            if not result or "access_token" not in result:
+                raise AuthenticationError("The long-running session has expired; the user must call again.")
+            self.layers.save(part)
+            return str(result["access_token"])
+
+    def _silent(self, caller: Caller, scopes: tuple[str, ...], part: Partition) -> str | None:
         app, _ = self._app(self._tenant_for(caller))
         accounts = app.get_accounts()
         if not accounts:
@@ -126,6 +170,8 @@ class TokenAcquirer:
         result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))
         if result and "access_token" in result:
             self.counters.silent_hits += 1
+            if result.get("token_source") == "identity_provider":  # MSAL used the refresh token
+                self.layers.save(part, _expires_at(result))
             return str(result["access_token"])
         return None  # nothing cached, or the refresh failed: a fresh OBO decides
 
@@ -180,3 +226,8 @@ class TokenAcquirer:
 
 def _is_invalid_client(result: dict[str, Any]) -> bool:
     return result.get("error") == "invalid_client"
+
+
+def _expires_at(result: dict[str, Any]) -> float | None:
+    expires_in = result.get("expires_in")
+    return time.time() + float(expires_in) if isinstance(expires_in, (int, float)) else None

@@ -12,7 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import ConfigurationError
 
@@ -88,11 +88,27 @@ class DownstreamApi:
 
 
 @dataclass(frozen=True)
+class TokenCacheSettings:
+    l1_max_entries: int = 10_000
+    l1_max_bytes: int = 64 * 1024 * 1024
+    l2: str = "none"                       # none | redis | blob
+    redis_url: str | None = None
+    blob_connection_string: str | None = None
+    blob_container: str = "msal-token-cache"
+    encryption_key: str | None = None      # base64, 32 bytes (AES-256-GCM)
+    l2_timeout_seconds: float = 0.5
+    l2_retry_seconds: float = 5.0          # how long the breaker stays open before probing L2 again
+    lock_milliseconds: int = 3000
+    session_lifetime_seconds: int = 24 * 3600
+
+
+@dataclass(frozen=True)
 class Settings:
     azure_ad: AzureAdSettings
     downstream: Mapping[str, DownstreamApi] = field(default_factory=dict)
     request_budget_seconds: float = 25.0
     credential_failure_backoff_seconds: float = 5.0
+    token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
 
     def downstream_api(self, name: str) -> DownstreamApi:
         try:
@@ -219,7 +235,49 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(azure_ad=azure_ad, downstream=_downstream_apis(env),
                     request_budget_seconds=_number(env, "MiddleTier__RequestBudgetSeconds", 25.0, maximum=230),
                     credential_failure_backoff_seconds=_number(env, "MiddleTier__CredentialFailureBackoffSeconds",
-                                                               5.0, minimum=0, maximum=600))
+                                                               5.0, minimum=0, maximum=600),
+                    token_cache=_token_cache(env))
+
+
+def _token_cache(env: Mapping[str, str]) -> TokenCacheSettings:
+    kind = (_get(env, "TokenCache__L2", "none") or "none").lower()
+    if kind not in ("none", "redis", "blob"):
+        raise ConfigurationError("TokenCache__L2", "must be none, redis or blob")
+    redis_url = _get(env, "TokenCache__RedisConnectionString")
+    blob = _get(env, "TokenCache__BlobConnectionString") or _get(env, "AzureWebJobsStorage")
+    if kind == "redis" and not redis_url:
+        raise ConfigurationError("TokenCache__RedisConnectionString", "is required when TokenCache__L2 is redis")
+    if kind == "blob" and not blob:
+        raise ConfigurationError("TokenCache__BlobConnectionString", "is required when TokenCache__L2 is blob")
+    key = _get(env, "TokenCache__EncryptionKey")
+    if kind != "none" and not key:
+        raise ConfigurationError("TokenCache__EncryptionKey", "is required for a shared cache: tokens are never "
+                                 "stored outside the process unencrypted")
+    return TokenCacheSettings(
+        l1_max_entries=int(_number(env, "TokenCache__L1MaxEntries", 10_000, minimum=1, maximum=10_000_000)),
+        l1_max_bytes=int(_number(env, "TokenCache__L1MaxBytes", 64 * 1024 * 1024, minimum=64 * 1024,
+                                 maximum=16 * 1024 ** 3)),
+        l2=kind, redis_url=redis_url and redis_url_from(redis_url), blob_connection_string=blob,
+        blob_container=_get(env, "TokenCache__BlobContainer", "msal-token-cache") or "msal-token-cache",
+        encryption_key=key,
+        l2_timeout_seconds=_number(env, "TokenCache__L2TimeoutSeconds", 0.5, maximum=30),
+        l2_retry_seconds=_number(env, "TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600),
+        lock_milliseconds=int(_number(env, "TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)),
+        session_lifetime_seconds=int(_number(env, "TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
+                                             maximum=90 * 86400)))
+
+
+def redis_url_from(value: str) -> str:
+    """Accept a redis:// / rediss:// URL or Azure's StackExchange form
+    ``host:6380,password=...,ssl=True,abortConnect=False``."""
+    if "://" in value:
+        return value
+    host, *options = [p.strip() for p in value.split(",") if p.strip()]
+    opts = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in options)}
+    scheme = "rediss" if opts.get("ssl", "false").lower() == "true" else "redis"
+    password = opts.get("password")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"{scheme}://{auth}{host}/0"
 
 
 def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:

@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .acquisition import TokenAcquirer
-from .config import Settings, load_settings
+from .cache import TokenCacheLayers
+from .config import Settings, TokenCacheSettings, load_settings
 from .credentials import CredentialLoader
 from .errors import ConfigurationError
+from .l2 import Backend, BlobBackend, Guarded, RedisBackend
 from .outbound import OutboundSession
+from .sealing import Sealer
+from .token_cache import PartitionStore
 from .signing_keys import SigningKeys
 
 log = logging.getLogger("middletier")
@@ -39,8 +43,32 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
                        refresh_seconds=ad.metadata_refresh_seconds, timeout=ad.timeout_seconds)
     loader = CredentialLoader(ad.credentials, ad.keyvault, send_x5c=ad.send_x5c,
                               user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
-    tokens = TokenAcquirer(ad, loader.load, session, failure_backoff=settings.credential_failure_backoff_seconds)
+    tokens = TokenAcquirer(ad, loader.load, session, token_cache_layers(settings.token_cache),
+                           failure_backoff=settings.credential_failure_backoff_seconds,
+                           session_lifetime=settings.token_cache.session_lifetime_seconds)
     return AppContext(settings, session, keys, tokens)
+
+
+def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:
+    l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes)
+    if tc.l2 == "none":
+        return TokenCacheLayers(l1)
+    assert tc.encryption_key is not None
+    try:
+        sealer = Sealer.from_base64(tc.encryption_key)
+    except ValueError:
+        raise ConfigurationError("TokenCache__EncryptionKey", "must be 32 bytes, base64-encoded") from None
+    if tc.l2 == "redis":
+        assert tc.redis_url is not None
+        backend: Backend = RedisBackend(tc.redis_url, tc.l2_timeout_seconds)
+    else:
+        assert tc.blob_connection_string is not None
+        try:
+            backend = BlobBackend(tc.blob_connection_string, tc.blob_container, tc.l2_timeout_seconds)
+        except ValueError:
+            raise ConfigurationError("TokenCache__BlobConnectionString", "is not a storage connection string") from None
+    return TokenCacheLayers(l1, Guarded(backend, open_seconds=tc.l2_retry_seconds), sealer,
+                            lock_ms=tc.lock_milliseconds)
 
 
 _lock = threading.Lock()

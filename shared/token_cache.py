@@ -33,10 +33,11 @@ def partition_key(assertion: str) -> str:
 
 @dataclass
 class Partition:
-    key: str
-    expires_at: float                      # when the assertion expires: the partition is useless after
+    key: str                               # the storage key: sha256 of the assertion (or of a session key)
+    expires_at: float                      # epoch seconds; after this the partition is useless
     data: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one acquisition at a time per partition
+    size: int = 256                        # approximate bytes, for the L1 budget
 
 
 class PartitionedTokenCache(msal.TokenCache):
@@ -56,13 +57,34 @@ class PartitionedTokenCache(msal.TokenCache):
 
 
 class PartitionStore:
-    """Bounded in-process store of partitions; entries leave at LRU pressure or assertion expiry."""
+    """The in-process L1: bounded by entry count and by bytes, LRU, and expiry-aware.
 
-    def __init__(self, max_partitions: int = 10_000, clock: Any = time.time):
+    An entry leaves at its partition's ``expires_at`` (the assertion's expiry, or the access
+    token's minus a refresh margin once one is cached), or when the budget needs room.
+    """
+
+    def __init__(self, max_partitions: int = 10_000, max_bytes: int = 64 * 1024 * 1024, clock: Any = time.time):
         self._lock = threading.Lock()
         self._clock = clock
+        self.max_partitions = max_partitions
         self._entries: TLRUCache[str, Partition] = TLRUCache(
-            maxsize=max_partitions, ttu=lambda _k, part, _now: part.expires_at, timer=clock)
+            maxsize=max_bytes, ttu=lambda _k, part, _now: part.expires_at, timer=clock,
+            getsizeof=lambda part: part.size)
+
+    def get(self, key: str) -> Partition | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, part: Partition) -> Partition:
+        """Insert or re-insert (after its data or expiry changed); returns the stored partition."""
+        with self._lock:
+            try:
+                self._entries[part.key] = part
+            except ValueError:  # larger than the whole budget: serve it, don't keep it
+                return part
+            while len(self._entries) > self.max_partitions:
+                self._entries.popitem()
+            return part
 
     def get_or_create(self, key: str, expires_at: float) -> Partition:
         with self._lock:
@@ -70,12 +92,19 @@ class PartitionStore:
             if part is None:
                 part = Partition(key, expires_at)
                 self._entries[key] = part
+                while len(self._entries) > self.max_partitions:
+                    self._entries.popitem()
             return part
 
     def __len__(self) -> int:
         with self._lock:
             self._entries.expire()
             return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return int(self._entries.currsize)
 
 
 @contextlib.contextmanager

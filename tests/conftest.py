@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -139,3 +140,82 @@ def host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFacto
 @pytest.fixture(scope="session")
 def function_host(devstack: dict[str, Any], host_factory: HostFactory) -> dict[str, Any]:
     return host_factory(devstack)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server (Debian package) on a free port; can be killed and restarted in place."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # wait for its own ready line
+            if b"Ready to accept connections" in line:
+                break
+        drain(self.proc.stdout, self.folder / "redis.log")
+        redis.Redis.from_url(self.url).ping()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def client(self) -> Any:
+        import redis
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed: `make test` installs it (Debian package redis-server)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.proc and server.proc.poll() is None:
+        server.kill()
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture
+def azurite(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Real Azurite (npm) blob service on a free port, storing under tmp_path."""
+    binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        pytest.fail("Azurite is not installed: `make test` installs it (npm install)")
+    location = tmp_path / "azurite"
+    proc = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", str(location),
+                             "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    url = None
+    for line in proc.stdout:
+        if "successfully listens on" in line:
+            url = line.strip().rsplit(" ", 1)[-1]
+            break
+    if url is None:
+        proc.kill()
+        pytest.fail("Azurite did not start")
+    drain(proc.stdout, tmp_path / "azurite.log")
+    connection = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                  f"BlobEndpoint={url}/{AZURITE_ACCOUNT};")
+    yield {"url": url, "connection_string": connection, "location": location}
+    stop(proc)  # type: ignore[arg-type]
