@@ -40,6 +40,7 @@ unit: setup
 
 bench: setup tools
 	$(PY) bench/emulator_obo.py
+	$(PY) bench/cache_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
