@@ -90,10 +90,11 @@ class Admin:
         return {"kid": key.kid, "published": [k.kid for k in self.issuer.keys.published]}
 
     def revoke(self, data: dict[str, Any]) -> dict[str, Any]:
+        """CAE events at Graph: 'tokens' (tokens issued so far), 'sessions' (sign-ins so far), 'clear'."""
         user = self.directory.default.user_by_login(data["user"])
         if user is None:
             raise KeyError(f"no user {data['user']!r}")
-        return {"revoked_at": self.graph.revoke(user, data.get("at"))}
+        return {"revoked_at": self.graph.revoke(user, data.get("scope", "tokens"))}
 
     def mint(self, data: dict[str, Any]) -> dict[str, Any]:
         """A user or app access token with chosen lifetime and claim overrides (tests, benchmarks)."""
@@ -108,7 +109,7 @@ class Admin:
                 raise KeyError(f"no user {data['user']!r}")
             claims = self.issuer.user_access_claims(
                 tenant, client, user, requested.resource, requested.scopes or requested.resource.scopes,
-                AuthContext(mfa=bool(data.get("mfa"))), "0", lifetime=data.get("lifetime"))
+                AuthContext.signed_in(mfa=bool(data.get("mfa"))), "0", lifetime=data.get("lifetime"))
         else:
             claims = self.issuer.app_access_claims(tenant, client, requested.resource,
                                                    data.get("roles", []), "1")

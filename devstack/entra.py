@@ -203,7 +203,7 @@ class Entra:
                                    code=form.get("code", ""), username=user.upn, otp=True)
             mfa = True
         flow.user = user
-        flow.auth = AuthContext(mfa=mfa, capabilities=capabilities(flow.claims))
+        flow.auth = AuthContext.signed_in(mfa=mfa, capabilities=capabilities(flow.claims))
         self.stats.count("entra.devicelogin", user=user.name)
         return HTMLResponse(f"<!doctype html><title>Signed in</title><h1>{html.escape(flow.client.display_name)}</h1>"
                             "<p id=done>You have signed in to the application on your device. "

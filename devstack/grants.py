@@ -133,7 +133,7 @@ class Grants:
             raise AadError(900144, {"param": "assertion"})
         user, auth = self._user_assertion(tenant, client, assertion)
         claims = parse_claims(form.get("claims"))
-        auth = AuthContext(mfa=auth.mfa, capabilities=capabilities(claims) or auth.capabilities)
+        auth = AuthContext(mfa=auth.mfa, capabilities=capabilities(claims) or auth.capabilities, session=auth.session)
         requested = self._requested(tenant, form)
         body = self._issue_for_user(tenant, client, user, requested, auth, how, form)
         return Outcome(body, client, user)
@@ -147,7 +147,7 @@ class Grants:
         user = tenant.user_by_oid(data["u"])
         if user is None or not user.enabled:
             raise AadError(70008)
-        auth = AuthContext(mfa=bool(data["m"]), capabilities=list(data.get("cc") or []))
+        auth = AuthContext(mfa=bool(data["m"]), capabilities=list(data.get("cc") or []), session=int(data.get("s", 0)))
         requested = self._requested(tenant, form)
         return Outcome(self._issue_for_user(tenant, client, user, requested, auth, how, form), client, user)
 
@@ -156,7 +156,7 @@ class Grants:
         if user is None or not secrets.compare_digest(user.password.encode(), form.get("password", "").encode()):
             raise AadError(50126)
         requested = self._requested(tenant, form)
-        auth = AuthContext(capabilities=capabilities(parse_claims(form.get("claims"))))
+        auth = AuthContext.signed_in(capabilities=capabilities(parse_claims(form.get("claims"))))
         return Outcome(self._issue_for_user(tenant, client, user, requested, auth, how, form), client, user)
 
     def _device_code(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:

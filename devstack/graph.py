@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .controls import FaultPlan, Stats, delay
 from .directory import Directory, Tenant, User
-from .issuer import Issuer, v1_issuer, v2_issuer
+from .issuer import AuthContext, Issuer, next_serial, v1_issuer, v2_issuer
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 AUDIENCES = ("https://graph.microsoft.com", "https://graph.microsoft.com/", GRAPH_APP_ID)
@@ -44,12 +44,22 @@ class Graph:
         self.issuer = issuer
         self.stats = stats
         self.faults = faults
-        self.revoked_at: dict[str, int] = {}  # user oid -> CAE revocation time
+        # CAE events per user oid: (serial at the event, unix time of the event)
+        self.revoked_tokens: dict[str, tuple[int, int]] = {}
+        self.revoked_sessions: dict[str, tuple[int, int]] = {}
 
-    def revoke(self, user: User, at: int | None = None) -> int:
-        """Make Graph refuse this user's tokens issued before ``at`` with a CAE claims challenge."""
-        self.revoked_at[user.oid] = at if at is not None else int(time.time())
-        return self.revoked_at[user.oid]
+    def revoke(self, user: User, scope: str = "tokens") -> int:
+        """A CAE event: Graph refuses this user's tokens issued before now ('tokens'), or every token
+        that derives from a sign-in before now ('sessions'), with a claims challenge; 'clear' ends both."""
+        if scope == "clear":
+            self.revoked_tokens.pop(user.oid, None)
+            self.revoked_sessions.pop(user.oid, None)
+            return 0
+        if scope not in ("tokens", "sessions"):
+            raise ValueError("scope must be tokens, sessions or clear")
+        event = (next_serial(), int(time.time()))
+        (self.revoked_tokens if scope == "tokens" else self.revoked_sessions)[user.oid] = event
+        return event[1]
 
     # --- validation --------------------------------------------------------------------------
     def _validate(self, request: Request) -> tuple[Tenant, dict[str, Any]]:
@@ -85,8 +95,13 @@ class Graph:
         return tenant, claims
 
     def _cae(self, user: User, claims: dict[str, Any]) -> None:
-        revoked = self.revoked_at.get(user.oid)
-        if revoked is not None and claims.get("iat", 0) < revoked:
+        aio = AuthContext.decode(claims.get("aio"))
+        revoked = None
+        if (event := self.revoked_tokens.get(user.oid)) and int(aio.get("t") or 0) < event[0]:
+            revoked = event[1]
+        if (event := self.revoked_sessions.get(user.oid)) and int(aio.get("s") or 0) < event[0]:
+            revoked = event[1]
+        if revoked is not None:
             challenge_claims = json.dumps({"access_token": {"nbf": {"essential": True, "value": str(revoked)}}},
                                           separators=(",", ":"))
             encoded = base64.b64encode(challenge_claims.encode()).decode()

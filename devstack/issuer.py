@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -43,23 +44,45 @@ def client_info(oid: str, tid: str) -> str:
     return json_b64url({"uid": oid, "utid": tid})
 
 
+_serials = itertools.count(1)
+
+
+def next_serial() -> int:
+    """A process-wide, increasing number: orders sign-ins and token issuance for CAE revocation."""
+    return next(_serials)
+
+
 @dataclass
 class AuthContext:
-    """How the user signed in; travels inside ``aio`` and refresh tokens."""
+    """How the user signed in; travels inside ``aio`` (opaque to everyone else) and refresh tokens.
+
+    ``session`` numbers the sign-in: OBO and refresh keep it, so revoking a user's sessions
+    (CAE) catches every token derived from an older sign-in, however it was obtained.
+    """
 
     mfa: bool = False
     capabilities: list[str] = field(default_factory=list)
+    session: int = 0
 
-    def to_aio(self) -> str:
-        return json_b64url({"m": int(self.mfa), "r": secrets.token_hex(4)})
+    def to_aio(self, token_serial: int = 0) -> str:
+        return json_b64url({"m": int(self.mfa), "s": self.session, "t": token_serial, "r": secrets.token_hex(3)})
+
+    @classmethod
+    def signed_in(cls, mfa: bool = False, capabilities: list[str] | None = None) -> "AuthContext":
+        return cls(mfa=mfa, capabilities=capabilities or [], session=next_serial())
+
+    @staticmethod
+    def decode(aio: Any) -> dict[str, Any]:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(str(aio) + "=" * (-len(str(aio)) % 4)))
+        except (ValueError, TypeError, AttributeError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
 
     @classmethod
     def from_aio(cls, aio: Any) -> "AuthContext":
-        try:
-            raw = json.loads(base64.urlsafe_b64decode(str(aio) + "=" * (-len(str(aio)) % 4)))
-            return cls(mfa=bool(raw.get("m")))
-        except (ValueError, TypeError, AttributeError):
-            return cls()
+        raw = cls.decode(aio)
+        return cls(mfa=bool(raw.get("m")), session=int(raw.get("s") or 0))
 
 
 class Issuer:
@@ -84,7 +107,7 @@ class Issuer:
                                 else resource.client_id),
             "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
             "iat": now, "nbf": now, "exp": now + (self.lifetime if lifetime is None else lifetime),
-            "aio": auth.to_aio(),
+            "aio": auth.to_aio(next_serial()),
             "name": user.display_name,
             "oid": user.oid,
             "rh": "0." + b64url(os.urandom(24)),
@@ -160,7 +183,8 @@ class Issuer:
     # --- refresh tokens -------------------------------------------------------------
     def seal_refresh(self, tenant: Tenant, client: App, user: User, auth: AuthContext) -> str:
         payload = json.dumps({"t": tenant.id, "c": client.client_id, "u": user.oid, "m": int(auth.mfa),
-                              "cc": auth.capabilities, "x": int(time.time()) + REFRESH_LIFETIME}).encode()
+                              "s": auth.session, "cc": auth.capabilities,
+                              "x": int(time.time()) + REFRESH_LIFETIME}).encode()
         nonce = os.urandom(12)
         return "1." + b64url(nonce + self._aead.encrypt(nonce, payload, b"rt"))
 

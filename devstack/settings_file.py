@@ -47,6 +47,7 @@ def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = 
             "AzureAd__ClientId": mt["client_id"],
             "AzureAd__Audience": mt["identifier_uris"][0],
             "AzureAd__Scopes": "access_as_user",
+            "AzureAd__AccessTokenVersions": "2.0",
             # The devstack is not a Microsoft host: MSAL must not ask login.microsoftonline.com about it.
             "AzureAd__DisableInstanceDiscovery": "true",
             **credential_settings(info, credential),

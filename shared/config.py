@@ -60,6 +60,7 @@ class AzureAdSettings:
     user_assigned_managed_identity_client_id: str | None = None
     disable_instance_discovery: bool = False
     allowed_tenants: tuple[str, ...] = ()
+    token_versions: tuple[str, ...] = ("1.0", "2.0")  # set "2.0" when the registration says accessTokenAcceptedVersion 2
     clock_skew_seconds: int = 300
     metadata_refresh_seconds: int = 24 * 3600
     timeout_seconds: float = 10.0
@@ -227,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         user_assigned_managed_identity_client_id=_get(env, "AzureAd__UserAssignedManagedIdentityClientId"),
         disable_instance_discovery=_bool(env, "AzureAd__DisableInstanceDiscovery"),
         allowed_tenants=_list(env, "AzureAd__AllowedTenants"),
+        token_versions=_versions(env),
         clock_skew_seconds=int(_number(env, "AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)),
         metadata_refresh_seconds=int(_number(env, "AzureAd__MetadataRefreshSeconds", 24 * 3600,
                                              minimum=60, maximum=7 * 86400)),
@@ -278,6 +280,13 @@ def redis_url_from(value: str) -> str:
     password = opts.get("password")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"{scheme}://{auth}{host}/0"
+
+
+def _versions(env: Mapping[str, str]) -> tuple[str, ...]:
+    versions = _list(env, "AzureAd__AccessTokenVersions") or ("1.0", "2.0")
+    if not set(versions) <= {"1.0", "2.0"}:
+        raise ConfigurationError("AzureAd__AccessTokenVersions", "may only list 1.0 and 2.0")
+    return versions
 
 
 def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:

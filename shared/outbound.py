@@ -7,8 +7,10 @@ can be forwarded as 503 + ``Retry-After``. Retries happen only on connection fai
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+import time
+from typing import Any, Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -25,18 +27,34 @@ class OutboundSession(requests.Session):
         self._last = threading.local()
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
                               max_retries=Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0,
-                                                backoff_factor=0.1, raise_on_status=False))
+                                                backoff_factor=0.1, backoff_jitter=0.1, raise_on_status=False))
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self._last.status, self._last.retry_after = None, None
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.default_timeout
+        timeout = kwargs.get("timeout") or self.default_timeout
+        deadline = getattr(self._last, "deadline", None)
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.01:
+                raise requests.Timeout("the request's time budget is spent")
+            timeout = tuple(min(t, remaining) for t in timeout) if isinstance(timeout, tuple) \
+                else min(float(timeout), remaining)
+        kwargs["timeout"] = timeout
         response = super().request(method, url, *args, **kwargs)
         self._last.status = response.status_code
         self._last.retry_after = response.headers.get("Retry-After")
         return response
+
+    @contextlib.contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        """Every call made by this thread inside the block shares one deadline."""
+        self._last.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._last.deadline = None
 
     def last_retry_after(self) -> int | None:
         value = getattr(self._last, "retry_after", None)

@@ -24,7 +24,15 @@ def authenticate(ctx: AppContext, authorization: str | None) -> tuple[str, Calle
 
 def call_on_behalf_of(ctx: AppContext, authorization: str | None, api_name: str, *,
                       path: str | None = None, correlation_id: str | None = None) -> downstream.DownstreamResponse:
-    """Validate the caller, get a token for ``api_name`` on their behalf, call it, return its answer."""
+    """Validate the caller, get a token for ``api_name`` on their behalf, call it, return its answer.
+
+    Every outbound call on the way shares one deadline (``MiddleTier__RequestBudgetSeconds``)."""
+    with ctx.session.budget(ctx.settings.request_budget_seconds):
+        return _call(ctx, authorization, api_name, path, correlation_id)
+
+
+def _call(ctx: AppContext, authorization: str | None, api_name: str, path: str | None,
+          correlation_id: str | None) -> downstream.DownstreamResponse:
     api = ctx.settings.downstream_api(api_name)
     token, caller = authenticate(ctx, authorization)
     ad = ctx.settings.azure_ad

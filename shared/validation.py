@@ -1,12 +1,18 @@
 """Validate the caller's access token and decide whether it may call this function.
 
-Order matters: structure and signature first (pyjwt, RS256 only, key by ``kid`` from the
-tenant's JWKS), then lifetime, audience, issuer and tenant, and only then authorization
-(``scp`` or ``roles``). Every failure is an ``AuthenticationError`` (401) or
-``InsufficientScope`` (403); nothing here can raise anything else for hostile input.
+Order matters: structure first (three base64url segments of JSON objects, no duplicate
+members, no ``crit``/``b64`` extensions we don't implement), then the signature (pyjwt, RS256
+only, key by ``kid`` from the tenant's JWKS — ``jku``/``x5u``/``jwk``/``x5c`` headers are never
+followed), then lifetime, audience (a single string), issuer, tenant and token version, and
+only then authorization (``scp`` or ``roles``). Every failure is an ``AuthenticationError``
+(401) or ``InsufficientScope`` (403); hostile input cannot raise anything else.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +23,7 @@ from .errors import AuthenticationError, InsufficientScope
 from .signing_keys import SigningKeys
 
 ALGORITHMS = ["RS256"]
+MAX_LIFETIME_SECONDS = 48 * 3600  # Entra access tokens live at most ~28 h (CAE)
 
 
 @dataclass(frozen=True)
@@ -36,16 +43,43 @@ class Caller:
         return str(self.claims.get("uti", ""))
 
 
-def _issuers(settings: AzureAdSettings, template: str, tid: str) -> set[str]:
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("duplicate member")
+    return dict(pairs)
+
+
+def _segment(part: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise AuthenticationError("The token is malformed.") from None
+    if not isinstance(value, dict):
+        raise AuthenticationError("The token is malformed.")
+    return value
+
+
+def _structure(token: str) -> dict[str, Any]:
+    """The JOSE header, after checking the compact serialization is exactly what we accept."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise AuthenticationError("The token is malformed.")
+    header = _segment(parts[0])
+    _segment(parts[1])  # the payload must be a JSON object without duplicate claims
+    if "crit" in header or "b64" in header:
+        raise AuthenticationError("The token uses header extensions this API does not accept.")
+    return header
+
+
+def _issuers(template: str, tid: str) -> set[str]:
     """v2 issuer from the tenant's metadata (``{tenantid}`` substituted) and the v1 issuer."""
     return {template.replace("{tenantid}", tid), f"https://sts.windows.net/{tid}/"}
 
 
 def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise AuthenticationError("The token is malformed.") from None
+    header = _structure(token)
     if header.get("alg") not in ALGORITHMS:
         raise AuthenticationError("The token's signing algorithm is not accepted.")
     kid = header.get("kid")
@@ -57,7 +91,7 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
     try:
         claims = jwt.decode(token, key.key, algorithms=ALGORITHMS, audience=list(settings.audiences),
                             leeway=settings.clock_skew_seconds,
-                            options={"require": ["exp", "iss", "aud", "tid"], "verify_iat": False})
+                            options={"require": ["exp", "iat", "iss", "aud", "tid"]})
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("The token has expired.") from None
     except jwt.ImmatureSignatureError:
@@ -68,6 +102,10 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
         raise AuthenticationError("The token's signature is invalid.") from None
     except jwt.PyJWTError:
         raise AuthenticationError("The token is invalid.") from None
+    if not isinstance(claims.get("aud"), str):
+        raise AuthenticationError("The token must have exactly one audience.")
+    if claims["exp"] - time.time() > MAX_LIFETIME_SECONDS:
+        raise AuthenticationError("The token's lifetime is implausibly long.")
     tid = claims.get("tid")
     if not isinstance(tid, str) or not tid:
         raise AuthenticationError("The token has no tenant.")
@@ -76,11 +114,19 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
             raise AuthenticationError("The token's tenant is not allowed.")
     elif tid.lower() != settings.tenant_id.lower():
         raise AuthenticationError("The token was issued by another tenant.")
-    if claims.get("iss") not in _issuers(settings, keys.metadata.issuer, tid):
+    valid_issuers = _issuers(keys.metadata.issuer, tid)
+    if claims.get("iss") not in valid_issuers:
         raise AuthenticationError("The token's issuer is not trusted.")
-    if key.issuer and key.issuer.replace("{tenantid}", tid) not in _issuers(settings, keys.metadata.issuer, tid):
+    if claims.get("ver") not in settings.token_versions:
+        raise AuthenticationError("The token's version is not accepted by this API.")
+    if (claims.get("ver") == "1.0") != str(claims["iss"]).startswith("https://sts.windows.net/"):
+        raise AuthenticationError("The token's issuer does not match its version.")
+    if key.issuer and key.issuer.replace("{tenantid}", tid) not in valid_issuers:
         raise AuthenticationError("The token's signing key belongs to another issuer.")
-    return _caller(claims, tid)
+    caller = _caller(claims, tid)
+    if not caller.oid:
+        raise AuthenticationError("The token has no subject object id.")
+    return caller
 
 
 def _caller(claims: dict[str, Any], tid: str) -> Caller:
@@ -91,8 +137,8 @@ def _caller(claims: dict[str, Any], tid: str) -> Caller:
     oid = claims.get("oid")
     client = claims.get("azp") or claims.get("appid") or ""
     is_app = claims.get("idtyp") == "app" or (not scopes and bool(role_set))
-    return Caller(oid=str(oid) if oid else "", tid=tid, client_id=str(client), scopes=scopes, roles=role_set,
-                  is_app=is_app, claims=claims)
+    return Caller(oid=oid if isinstance(oid, str) else "", tid=tid, client_id=str(client), scopes=scopes,
+                  roles=role_set, is_app=is_app, claims=claims)
 
 
 def authorize(caller: Caller, *, scopes: tuple[str, ...], roles: tuple[str, ...], user_required: bool) -> None:

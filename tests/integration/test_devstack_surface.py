@@ -123,19 +123,23 @@ def test_graph_rejects_what_graph_rejects(devstack: dict[str, Any], admin: Any, 
 
 def test_graph_cae_challenge_until_a_newer_token(devstack: dict[str, Any], admin: Any) -> None:
     stale = admin.mint(user="bob", scope=GRAPH_SCOPE)
-    revoked_at = admin.post("/graph/revoke", {"user": "bob", "at": 2**31})["revoked_at"]
-    r = session(devstack["ca_bundle"]).get(devstack["endpoints"]["graph_me"],
-                                           headers={"Authorization": f"Bearer {stale}"}, timeout=10)
-    assert r.status_code == 401
-    challenge = r.headers["WWW-Authenticate"]
-    assert 'error="insufficient_claims"' in challenge
-    claims_b64 = challenge.split('claims="')[1].split('"')[0]
-    claims = json.loads(base64.b64decode(claims_b64))
-    assert claims == {"access_token": {"nbf": {"essential": True, "value": str(revoked_at)}}}
-    admin.post("/graph/revoke", {"user": "bob", "at": 0})
-    ok = session(devstack["ca_bundle"]).get(devstack["endpoints"]["graph_me"],
-                                            headers={"Authorization": f"Bearer {stale}"}, timeout=10)
-    assert ok.status_code == 200
+    revoked_at = admin.post("/graph/revoke", {"user": "bob", "scope": "tokens"})["revoked_at"]
+    http = session(devstack["ca_bundle"])
+    try:
+        r = http.get(devstack["endpoints"]["graph_me"], headers={"Authorization": f"Bearer {stale}"}, timeout=10)
+        assert r.status_code == 401
+        challenge = r.headers["WWW-Authenticate"]
+        assert 'error="insufficient_claims"' in challenge
+        claims_b64 = challenge.split('claims="')[1].split('"')[0]
+        claims = json.loads(base64.b64decode(claims_b64))
+        assert claims == {"access_token": {"nbf": {"essential": True, "value": str(revoked_at)}}}
+        fresh = admin.mint(user="bob", scope=GRAPH_SCOPE)  # issued after the event: accepted
+        assert http.get(devstack["endpoints"]["graph_me"], headers={"Authorization": f"Bearer {fresh}"},
+                        timeout=10).status_code == 200
+    finally:
+        admin.post("/graph/revoke", {"user": "bob", "scope": "clear"})
+    assert http.get(devstack["endpoints"]["graph_me"], headers={"Authorization": f"Bearer {stale}"},
+                    timeout=10).status_code == 200
 
 
 # --- controls ---------------------------------------------------------------------------------
