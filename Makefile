@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit bench tools services clean
+.PHONY: setup run test unit bench fuzz tools services clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ unit: setup
 bench: setup tools
 	$(PY) bench/emulator_obo.py
 	$(PY) bench/cache_memory.py
+
+fuzz: setup
+	$(PY) bench/fuzz.py 500000
 
 clean:
 	rm -rf $(VENV) .pytest_cache

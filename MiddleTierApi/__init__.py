@@ -14,8 +14,7 @@ DOWNSTREAM_API = "Graph"
 
 def me(ctx: AppContext, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
     answer = call_on_behalf_of(ctx, req.headers.get("Authorization"), DOWNSTREAM_API, correlation_id=trace_id)
-    return func.HttpResponse(answer.body, status_code=answer.status, mimetype="application/json",
-                             headers={"Cache-Control": "no-store"})
+    return func.HttpResponse(answer.body, status_code=answer.status, mimetype="application/json")
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:

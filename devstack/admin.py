@@ -118,7 +118,7 @@ class Admin:
         claims.update(data.get("claims") or {})
         for name in data.get("remove", []):
             claims.pop(name, None)
-        return {"access_token": self.issuer.keys.sign(claims), "claims": claims}
+        return {"access_token": self.issuer.keys.sign(claims, headers=data.get("headers")), "claims": claims}
 
     def set_lifetime(self, data: dict[str, Any]) -> dict[str, Any]:
         """Lifetime (seconds) of access tokens issued from now on; tests of expiry and refresh use it."""

@@ -146,6 +146,8 @@ class FunctionsHost:
 
     def __init__(self, functions: list[Function], settings: HostSettings, keys: dict[str, str],
                  threads: int | None = None):
+        # The Functions host's request size limit (100 MB), adjustable with the same app setting.
+        self.max_body = int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") or MAX_BODY)
         self.functions = functions
         self.settings = settings
         self.keys = keys
@@ -203,7 +205,11 @@ class FunctionsHost:
         if not self._authorized(fn, headers, query):
             await _respond(send, 401, cors, b"")
             return
-        body = await _read_body(receive)
+        declared = headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > self.max_body:
+            await _respond(send, 413, cors, b"")
+            return
+        body = await _read_body(receive, self.max_body)
         if body is None:
             await _respond(send, 413, cors, b"")
             return
@@ -240,13 +246,13 @@ class FunctionsHost:
         return result.status_code, headers, result.get_body() or b""
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     chunks, size = [], 0
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body"):
@@ -257,6 +263,20 @@ async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], 
     await send({"type": "http.response.start", "status": status,
                 "headers": headers + [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "information": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR, "critical": logging.CRITICAL, "none": logging.CRITICAL + 10}
+
+
+def log_level(app_dir: Path) -> int:
+    """host.json's logging.logLevel.default, overridable by the app setting
+    ``AzureFunctionsJobHost__logging__logLevel__default`` exactly as on Azure."""
+    configured = os.environ.get("AzureFunctionsJobHost__logging__logLevel__default")
+    if not configured:
+        host = json.loads((app_dir / "host.json").read_text())
+        configured = ((host.get("logging") or {}).get("logLevel") or {}).get("default", "Information")
+    return _LEVELS.get(str(configured).lower(), logging.INFO)
 
 
 def managed_identity_environment(devstack_state: Path | None) -> dict[str, str]:
@@ -277,7 +297,7 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     settings = read_local_settings(settings_path or app_dir / "local.settings.json")
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level(app_dir), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
     prefix, functions = load_functions(app_dir)
     keys = ensure_keys(state / "functions-keys.json")
     app = FunctionsHost(functions, settings, keys)

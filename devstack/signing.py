@@ -119,10 +119,11 @@ class KeySet:
     def jwks(self, issuer: str) -> dict[str, Any]:
         return {"keys": [k.jwk(issuer) for k in self.published]}
 
-    def sign(self, claims: dict[str, Any], *, x5t: bool = True) -> str:
+    def sign(self, claims: dict[str, Any], *, x5t: bool = True, headers: dict[str, Any] | None = None) -> str:
         key = self.current
-        headers = {"kid": key.kid, "x5t": key.kid} if x5t else {"kid": key.kid}
-        return jwt.encode(claims, key.private_key, algorithm="RS256", headers=headers)
+        base: dict[str, Any] = {"kid": key.kid, "x5t": key.kid} if x5t else {"kid": key.kid}
+        merged = {k: v for k, v in {**base, **(headers or {})}.items() if v is not None}  # None removes
+        return jwt.encode(claims, key.private_key, algorithm="RS256", headers=merged)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import msal
 import requests
+from msal.exceptions import MsalServiceError
 
 from .config import AzureAdSettings
 from .credentials import MsalCredential
@@ -187,10 +188,11 @@ class TokenAcquirer:
             return call()
         except requests.Timeout:
             raise UpstreamError("entra", "The identity provider did not answer in time.", 504) from None
-        except requests.HTTPError as err:
-            retry = err.response.headers.get("Retry-After") if err.response is not None else None
-            raise UpstreamError("entra", "The identity provider is unavailable.", 503,
-                                int(retry) if retry and retry.isdigit() else None) from None
+        except (requests.HTTPError, MsalServiceError):
+            # MSAL raises on 5xx and 429, and then answers the same request (per client and scope: every
+            # OBO) from its throttle cache for Retry-After seconds (5 s by default) without calling Entra.
+            raise UpstreamError("entra", "The identity provider is unavailable or throttling.", 503,
+                                self._session.throttled_for()) from None
         except requests.RequestException:
             raise UpstreamError("entra", "The identity provider could not be reached.", 503) from None
         except ValueError as err:  # MSAL: authority metadata could not be loaded
@@ -220,7 +222,7 @@ class TokenAcquirer:
                            "Configuration error", "configuration_error")
         if error in ("temporarily_unavailable", "throttled") or self._session.last_status() == 429:
             raise UpstreamError("entra", "The identity provider is throttling or unavailable: " + summary, 503,
-                                self._session.last_retry_after())
+                                self._session.throttled_for())
         raise UpstreamError("entra", "The identity provider refused the exchange: " + summary, 502)
 
 

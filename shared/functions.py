@@ -3,38 +3,46 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Callable
 
 import azure.functions as func
 
+from . import logctx
 from .context import AppContext, app_context
 from .errors import ApiError, problem
 
 log = logging.getLogger("middletier")
+logctx.install()
+# On every answer: identity data must not be cached or sniffed into something else.
+SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[AppContext, func.HttpRequest, str], func.HttpResponse]
 
 
 def problem_response(err: ApiError, trace_id: str) -> func.HttpResponse:
     status, headers, body = problem(err, trace_id=trace_id)
-    headers["Cache-Control"] = "no-store"
     return func.HttpResponse(json.dumps(body), status_code=status, headers=headers,
                              mimetype="application/problem+json")
 
 
 def run(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
-    """The one place errors become HTTP. ``trace_id`` ties the answer to the log line."""
-    trace_id = req.headers.get("x-correlation-id") or req.headers.get("client-request-id") or str(uuid.uuid4())
+    """The one place errors become HTTP. The correlation id ties the answer to its log lines."""
+    with logctx.tracing(logctx.trace_id_from(req.headers)) as trace_id:
+        response = _run(req, handler, trace_id)
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["x-ms-client-request-id"] = trace_id
+    return response
+
+
+def _run(req: func.HttpRequest, handler: Handler, trace_id: str) -> func.HttpResponse:
     try:
         return handler(app_context(), req, trace_id)
     except ApiError as err:
         level = logging.ERROR if err.status >= 500 else logging.INFO
-        log.log(level, "%s %s -> %d %s: %s [trace %s]", req.method, _path(req.url), err.status, err.code,
-                err.detail, trace_id)
+        log.log(level, "%s %s -> %d %s: %s", req.method, _path(req.url), err.status, err.code, err.detail)
         return problem_response(err, trace_id)
     except Exception as err:  # the last line of defence: never a stack trace to the caller
-        log.error("%s %s -> 500 unhandled %s [trace %s]", req.method, _path(req.url), type(err).__name__, trace_id)
+        log.error("%s %s -> 500 unhandled %s", req.method, _path(req.url), type(err).__name__)
         return problem_response(ApiError("An unexpected error occurred."), trace_id)
 
 

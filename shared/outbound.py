@@ -25,8 +25,9 @@ class OutboundSession(requests.Session):
         super().__init__()
         self.default_timeout = default_timeout
         self._last = threading.local()
+        self._throttled_until = 0.0  # the latest Retry-After any upstream asked for, as a monotonic time
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
-                              max_retries=Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0,
+                              max_retries=Retry(total=1, connect=1, read=False, status=0, other=0, redirect=0,
                                                 backoff_factor=0.1, backoff_jitter=0.1, raise_on_status=False))
         self.mount("https://", adapter)
         self.mount("http://", adapter)
@@ -45,7 +46,15 @@ class OutboundSession(requests.Session):
         response = super().request(method, url, *args, **kwargs)
         self._last.status = response.status_code
         self._last.retry_after = response.headers.get("Retry-After")
+        if (response.status_code == 429 or response.status_code >= 500) and str(self._last.retry_after).isdigit():
+            self._throttled_until = max(self._throttled_until, time.monotonic() + int(self._last.retry_after))
         return response
+
+    def throttled_for(self) -> int | None:
+        """Seconds left of the last Retry-After an upstream sent (MSAL replays throttled answers
+        from its own cache without calling us, so the header must be remembered here)."""
+        left = self._throttled_until - time.monotonic()
+        return max(1, round(left)) if left > 0 else None
 
     @contextlib.contextmanager
     def budget(self, seconds: float) -> Iterator[None]:

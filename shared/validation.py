@@ -115,7 +115,7 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
     elif tid.lower() != settings.tenant_id.lower():
         raise AuthenticationError("The token was issued by another tenant.")
     valid_issuers = _issuers(keys.metadata.issuer, tid)
-    if claims.get("iss") not in valid_issuers:
+    if not isinstance(claims.get("iss"), str) or claims["iss"] not in valid_issuers:
         raise AuthenticationError("The token's issuer is not trusted.")
     if claims.get("ver") not in settings.token_versions:
         raise AuthenticationError("The token's version is not accepted by this API.")

@@ -12,6 +12,11 @@ from typing import Any, Iterator
 
 import pytest
 import requests
+from hypothesis import settings as hypothesis_settings
+
+# Property tests explore a fixed sequence of examples: the suite stays deterministic in CI.
+hypothesis_settings.register_profile("deterministic", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("deterministic")
 
 ROOT = Path(__file__).resolve().parent.parent
 
