@@ -122,6 +122,9 @@ class HostFactory:
         from devstack.settings_file import local_settings
         folder = self._tmp.mktemp("host")
         settings = local_settings(info, port=0, credential=credential)
+        # Every host in the suite logs at DEBUG (MSAL, azure-core, urllib3 included): the session's
+        # log scan (pytest_sessionfinish below) then proves no secret reaches a log at any level.
+        settings["Values"]["AzureFunctionsJobHost__logging__logLevel__default"] = "Debug"
         settings["Values"].update(overrides)
         path = folder / "local.settings.json"
         path.write_text(json.dumps(settings))
@@ -224,3 +227,47 @@ def azurite(tmp_path: Path) -> Iterator[dict[str, Any]]:
                   f"BlobEndpoint={url}/{AZURITE_ACCOUNT};")
     yield {"url": url, "connection_string": connection, "location": location}
     stop(proc)  # type: ignore[arg-type]
+
+
+# --- no secret in any log: enforced for the whole session ----------------------------------------
+SECRET_PATTERNS = {
+    "jwt": r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
+    "devstack secret or password": r"devstack-only~",
+    "private key": r"PRIVATE KEY",
+    "refresh token": r"(?<![A-Za-z0-9_.-])1\.[A-Za-z0-9_-]{60,}",
+}
+
+
+def scan_for_secrets(paths: list[Path], extra: dict[str, str] | None = None) -> list[str]:
+    import re
+    patterns = {name: re.compile(p) for name, p in SECRET_PATTERNS.items()}
+    hits = []
+    for path in paths:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for name, pattern in patterns.items():
+            for match in pattern.finditer(text):
+                hits.append(f"{path}: {name}: {match.group(0)[:24]}...")
+        for name, value in (extra or {}).items():
+            if value and value in text:
+                hits.append(f"{path}: {name}")
+    return hits
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    base = getattr(session.config, "_tmp_path_factory", None)
+    if base is None:
+        return
+    try:
+        root = base.getbasetemp()
+    except (OSError, ValueError):
+        return
+    logs = [p for p in root.rglob("*.log") if p.is_file()]
+    hits = scan_for_secrets(logs)
+    if hits:
+        print("\nSECRETS FOUND IN LOGS:\n" + "\n".join(hits[:50]))
+        session.exitstatus = 1
+    else:
+        print(f"\nlog scan: {len(logs)} log files, 0 secrets")
