@@ -59,7 +59,7 @@ def test_representative_paths_leak_nothing(devstack: dict[str, Any], host_factor
 
 
 def test_the_scanner_finds_what_it_looks_for(tmp_path: Path, admin: Admin) -> None:
-    planted = tmp_path / "planted.log"
+    planted = tmp_path / "planted.txt"  # not *.log: the session scan must not see it
     planted.write_text(f"token={admin.mint(user='alice')}\nsecret=devstack-only~x\n-----BEGIN PRIVATE KEY-----\n"
                        f"rt=1.{'a' * 80}\n")
     names = {hit.split(": ")[1] for hit in scan_for_secrets([planted])}
