@@ -112,7 +112,7 @@ class TokenAcquirer:
         partition in this process and, with an L2, by one instance at a time.
         """
         exp = caller.claims.get("exp")
-        part = self.layers.partition(partition_key(assertion),
+        part = self.layers.partition(caller.token_hash or partition_key(assertion),
                                      float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
         with use_partition(part):
             if claims_challenge is None:

@@ -20,6 +20,7 @@ from .outbound import OutboundSession
 from .sealing import Sealer
 from .token_cache import PartitionStore
 from .signing_keys import SigningKeys
+from .validation import TokenValidator
 
 log = logging.getLogger("middletier")
 
@@ -30,6 +31,7 @@ class AppContext:
     session: OutboundSession
     keys: SigningKeys
     tokens: TokenAcquirer
+    validator: TokenValidator
 
 
 def build_context(env: Mapping[str, str] | None = None) -> AppContext:
@@ -46,7 +48,7 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
     tokens = TokenAcquirer(ad, loader.load, session, token_cache_layers(settings.token_cache),
                            failure_backoff=settings.credential_failure_backoff_seconds,
                            session_lifetime=settings.token_cache.session_lifetime_seconds)
-    return AppContext(settings, session, keys, tokens)
+    return AppContext(settings, session, keys, tokens, TokenValidator(keys, ad))
 
 
 def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:

@@ -11,15 +11,14 @@ from . import downstream
 from .bearer import bearer_token
 from .context import AppContext
 from .errors import ClaimsChallenge
-from .validation import Caller, authorize, validate
+from .validation import Caller, authorize
 
 log = logging.getLogger("middletier.pipeline")
 
 
 def authenticate(ctx: AppContext, authorization: str | None) -> tuple[str, Caller]:
     token = bearer_token(authorization)
-    caller = validate(token, ctx.keys, ctx.settings.azure_ad)
-    return token, caller
+    return token, ctx.validator.validate(token)
 
 
 def call_on_behalf_of(ctx: AppContext, authorization: str | None, api_name: str, *,

@@ -56,6 +56,11 @@ class SigningKeys:
         assert self._metadata is not None
         return self._metadata
 
+    def published(self, kid: str) -> bool:
+        """Is ``kid`` among the keys held now? (No fetch: a memoized token re-checks its key cheaply.)"""
+        self._ensure_fresh()
+        return kid in self._keys
+
     def get(self, kid: str) -> SigningKey | None:
         """The key for ``kid``; None if the tenant does not publish it (after one refetch)."""
         self._ensure_fresh()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import jwt
+from cachetools import TLRUCache
 
 from .config import AzureAdSettings
 from .errors import AuthenticationError, InsufficientScope
@@ -37,6 +40,7 @@ class Caller:
     roles: frozenset[str]
     is_app: bool
     claims: dict[str, Any]
+    token_hash: str = field(default="", compare=False)  # SHA-256 of the token: cache partition key
 
     @property
     def uti(self) -> str:
@@ -127,6 +131,50 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
     if not caller.oid:
         raise AuthenticationError("The token has no subject object id.")
     return caller
+
+
+@dataclass(frozen=True)
+class _Validated:
+    caller: Caller
+    kid: str
+    not_before: float
+    expires: float
+
+
+class TokenValidator:
+    """``validate`` with a memo of tokens already proven good.
+
+    A token is the same bytes on every call a client makes with it, and validation is a pure
+    function of those bytes, the tenant's keys and the clock. So a repeat is answered from the
+    memo after re-checking the two things that can change: the time window (with skew) and that
+    the signing key is still published. Keyed by SHA-256 of the token; bounded; entries leave at
+    the token's expiry. Failures are never memoized.
+    """
+
+    def __init__(self, keys: SigningKeys, settings: AzureAdSettings, *, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.time):
+        self.keys, self.settings, self._clock = keys, settings, clock
+        skew = settings.clock_skew_seconds
+        self._memo: TLRUCache[str, _Validated] = TLRUCache(
+            maxsize=max_entries, ttu=lambda _k, v, _now: v.expires + skew, timer=clock)
+        self._lock = threading.Lock()
+
+    def validate(self, token: str) -> Caller:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            hit = self._memo.get(digest)
+        if hit is not None:
+            now, skew = self._clock(), self.settings.clock_skew_seconds
+            if hit.not_before - skew <= now <= hit.expires + skew and self.keys.published(hit.kid):
+                return hit.caller
+        caller = validate(token, self.keys, self.settings)
+        caller = Caller(**{**caller.__dict__, "token_hash": digest})
+        nbf = caller.claims.get("nbf", caller.claims["iat"])
+        entry = _Validated(caller, str(_structure(token).get("kid")), float(nbf) if isinstance(nbf, (int, float))
+                           else 0.0, float(caller.claims["exp"]))
+        with self._lock:
+            self._memo[digest] = entry
+        return caller
 
 
 def _caller(claims: dict[str, Any], tid: str) -> Caller:

@@ -138,6 +138,15 @@ class HostFactory:
             stop(proc)
 
 
+@pytest.fixture
+def private_devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], "Admin"]]:
+    """A devstack of the test's own, for tests that change the tenant (rotations, access) in ways
+    that must not leak into tests sharing the session devstack."""
+    proc, info = start_devstack(tmp_path_factory.mktemp("private-devstack"))
+    yield info, Admin(info)
+    stop(proc)
+
+
 @pytest.fixture(scope="session")
 def host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
     factory = HostFactory(tmp_path_factory)

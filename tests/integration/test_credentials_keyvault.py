@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import msal
@@ -13,7 +13,7 @@ import requests
 
 from devstack.client import session
 
-from ..conftest import Admin, start_devstack, stop
+from ..conftest import Admin
 from .test_middletier_api import call
 
 
@@ -22,11 +22,8 @@ def counter(admin: Admin, endpoint: str, label: str, value: str) -> int:
 
 
 @pytest.fixture
-def own_devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Admin]]:
-    """A devstack of the test's own: rotation and access changes must not leak into other tests."""
-    proc, info = start_devstack(tmp_path_factory.mktemp("own-devstack"))
-    yield info, Admin(info)
-    stop(proc)
+def own_devstack(private_devstack: tuple[dict[str, Any], Admin]) -> tuple[dict[str, Any], Admin]:
+    return private_devstack
 
 
 @pytest.mark.parametrize("credential", ["keyvault-certificate", "keyvault-secret", "federated", "secret"])

@@ -79,7 +79,8 @@ def test_jwks_shape_and_common_issuer_template(devstack: dict[str, Any]) -> None
     assert common["token_endpoint"] == devstack["instance"] + "/common/oauth2/v2.0/token"
 
 
-def test_signing_key_rollover(devstack: dict[str, Any], admin: Any) -> None:
+def test_signing_key_rollover(private_devstack: Any) -> None:
+    devstack, admin = private_devstack
     http = session(devstack["ca_bundle"])
     before = [k["kid"] for k in http.get(devstack["endpoints"]["jwks"], timeout=10).json()["keys"]]
     rotated = admin.post("/rotate/signing-key")

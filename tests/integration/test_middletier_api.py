@@ -179,7 +179,8 @@ def test_bad_callers_are_refused(devstack: dict[str, Any], function_host: dict[s
         assert token not in r.text and token not in challenge
 
 
-def test_signing_key_rollover_costs_one_jwks_fetch(devstack: dict[str, Any], host_factory: Any, admin: Any) -> None:
+def test_signing_key_rollover_costs_one_jwks_fetch(private_devstack: Any, host_factory: Any) -> None:
+    devstack, admin = private_devstack
     host = host_factory(devstack)
     assert call(host, admin.mint(user="alice")).status_code == 200
     before = admin.stats()["entra.jwks"]["total"]

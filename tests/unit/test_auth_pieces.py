@@ -221,3 +221,38 @@ def test_problem_body_and_challenge_quoting() -> None:
     assert body["required"] == ["a", "b"] and body["trace_id"] == "t1"
     assert 'scope="a b"' in headers["WWW-Authenticate"]
     assert bearer_challenge(error_description='say "hi"') == 'Bearer realm="", error_description="say \\"hi\\""'
+
+
+def test_memoized_validation_rechecks_time_and_key(idp: FakeIdP, keys: SigningKeys) -> None:
+    from shared.validation import TokenValidator
+    now = [time.time()]
+    settings = load_settings(env()).azure_ad
+    validator = TokenValidator(keys, settings, clock=lambda: now[0])
+    good = token()
+    first = validator.validate(good)
+    assert first.token_hash and validator.validate(good) is first  # memo hit
+    now[0] += 3600 + 301  # past exp + skew on the memo's clock: it must not serve the entry
+    assert validator.validate(good) is not first  # re-validated in full (pyjwt uses the real clock)
+
+
+def test_memoized_token_fails_once_its_key_is_withdrawn(idp: FakeIdP) -> None:
+    from shared.validation import TokenValidator
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + "openid-configuration", idp, refresh_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
+    validator = TokenValidator(keys, load_settings(env()).azure_ad)
+    good = token()
+    validator.validate(good)
+    idp.keys = [OTHER_KEY]  # the tenant stops publishing the key
+    now[0] = 100            # next refresh sees it
+    with pytest.raises(AuthenticationError):
+        validator.validate(good)
+
+
+def test_invalid_tokens_are_never_memoized(keys: SigningKeys) -> None:
+    from shared.validation import TokenValidator
+    validator = TokenValidator(keys, load_settings(env()).azure_ad)
+    bad = token(aud="api://other")
+    for _ in range(2):
+        with pytest.raises(AuthenticationError):
+            validator.validate(bad)
+    assert len(validator._memo) == 0
