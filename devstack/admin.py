@@ -97,7 +97,16 @@ class Admin:
         return {"revoked_at": self.graph.revoke(user, data.get("scope", "tokens"))}
 
     def mint(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A user or app access token with chosen lifetime and claim overrides (tests, benchmarks)."""
+        """A user or app access token with chosen lifetime and claim overrides (tests, benchmarks);
+        ``count`` > 1 returns that many distinct tokens as ``access_tokens``."""
+        count = int(data.get("count", 1))
+        if count > 1:
+            if count > 100_000:
+                raise ValueError("count must be at most 100000")
+            return {"access_tokens": [self._mint_one(data)["access_token"] for _ in range(count)]}
+        return self._mint_one(data)
+
+    def _mint_one(self, data: dict[str, Any]) -> dict[str, Any]:
         tenant = self.directory.default
         client = tenant.app_by_name(data.get("client", "desktop-client"))
         requested = tenant.resolve_scopes(data.get("scope", "api://middletier/access_as_user"))

@@ -115,12 +115,12 @@ class TokenAcquirer:
         part = self.layers.partition(caller.token_hash or partition_key(assertion),
                                      float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
         with use_partition(part):
-            if claims_challenge is None:
+            if claims_challenge is None:  # the warm path: no lock, no network
                 token = self._silent(caller, scopes, part)
                 if token is not None:
                     return token
-            with self.layers.flight(part) as leader:
-                if not leader:
+            with part.lock, self.layers.flight(part) as leader:
+                if claims_challenge is None:  # another request may have filled it while we waited
                     token = self._silent(caller, scopes, part)
                     if token is not None:
                         return token
@@ -141,7 +141,7 @@ class TokenAcquirer:
         session_key = secrets.token_urlsafe(32)
         part = self.layers.l1.put(Partition(partition_key("session:" + session_key),
                                             time.time() + self.session_lifetime))
-        with use_partition(part):
+        with use_partition(part), part.lock:
             result, generation = self._obo(assertion, caller, scopes, None)
             if _is_invalid_client(result):
                 self._reload_credential(generation)
@@ -153,7 +153,7 @@ class TokenAcquirer:
     def for_session(self, session_key: str, tid: str, scopes: tuple[str, ...]) -> str:
         """A token for a long-running session: cache or refresh token only, never a new OBO."""
         part = self.layers.partition(partition_key("session:" + session_key), time.time() + self.session_lifetime)
-        with use_partition(part):
+        with use_partition(part), part.lock:
             app, _ = self._app(tid if self.settings.multi_tenant else self.settings.tenant_id)
             accounts = app.get_accounts()
             result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0])) \

@@ -69,8 +69,7 @@ class TokenCacheLayers:
         loaded = self._load(part.key)
         if loaded is None or not loaded[0]:
             return False
-        part.data.clear()
-        part.data.update(loaded[0])
+        part.data = loaded[0]  # one assignment: readers see the old dict or the new one, never a mix
         return True
 
     def save(self, part: Partition, token_expires_at: float | None = None) -> None:

@@ -109,10 +109,12 @@ class PartitionStore:
 
 @contextlib.contextmanager
 def use_partition(part: Partition) -> Iterator[Partition]:
-    """Make ``part`` the storage of the shared MSAL cache for this thread/context."""
+    """Make ``part`` the storage of the shared MSAL cache for this thread/context.
+
+    Reads need no partition lock (MSAL's cache lock guards the data); callers that may call
+    Entra take ``part.lock`` so concurrent misses on one partition make one call."""
     token = _current.set(part)
     try:
-        with part.lock:
-            yield part
+        yield part
     finally:
         _current.reset(token)
