@@ -54,6 +54,9 @@ def host_settings(info: dict[str, Any], admin: Admin, folder: Path, **extra: str
     values = settings["Values"]
     values.update({
         "AzureFunctionsJobHost__logging__logLevel__default": "Warning",
+        # Size L1 (and the validated-token memo) above the working set, as an operator would:
+        # 10,000 warm users plus the other scenarios' tokens.
+        "TokenCache__L1MaxEntries": "50000",
         "BENCH_DOWNSTREAM_URL": info["endpoints"]["graph_me"],
         "BENCH_FIXED_TOKEN": admin.mint(user="alice", scope=GRAPH_SCOPE, lifetime=86400),
         "BENCH_CLIENT_SECRET": info["apps"]["middletier-api"]["secrets"][0],
@@ -269,6 +272,7 @@ def report(results: dict[str, Any]) -> int:
     targets["validation_first_sight_vs_raw_verify"] = {"value": results["validation"]["first_sight_ratio"],
                                                        "target": ">= 0.8"}
     targets["validation_repeat_vs_raw_verify"] = {"value": results["validation"]["repeat_ratio"], "target": ">= 0.8"}
+    targets["warm_runs_obo_calls"] = {"value": results["warm_runs_obo_calls"], "target": "== 0"}
     targets["obo_calls_equal_distinct_assertions"] = {"value": results["concurrency_obo"]["obo_calls"], "target": "== 200"}
     targets["obo_calls_on_new_instance"] = {"value": results["scale_out"]["obo_calls_on_new_instance"],
                                             "target": "== 0"}

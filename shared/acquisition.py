@@ -114,6 +114,9 @@ class TokenAcquirer:
         exp = caller.claims.get("exp")
         part = self.layers.partition(caller.token_hash or partition_key(assertion),
                                      float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
+        if claims_challenge is None and (hot := part.hot.get(scopes)) and time.time() < hot[1]:
+            self.counters.silent_hits += 1
+            return hot[0]
         with use_partition(part):
             if claims_challenge is None:  # the warm path: no lock, no network
                 token = self._silent(caller, scopes, part)
@@ -132,6 +135,7 @@ class TokenAcquirer:
                     result, _ = self._obo(assertion, caller, scopes, claims_challenge)
                 token = self._token_or_raise(result)
                 self.layers.save(part, _expires_at(result))
+                _remember(part, scopes, token, result)
             return token
 
     def start_session(self, assertion: str, caller: Caller, scopes: tuple[str, ...]) -> str:
@@ -173,6 +177,7 @@ class TokenAcquirer:
             self.counters.silent_hits += 1
             if result.get("token_source") == "identity_provider":  # MSAL used the refresh token
                 self.layers.save(part, _expires_at(result))
+            _remember(part, scopes, str(result["access_token"]), result)
             return str(result["access_token"])
         return None  # nothing cached, or the refresh failed: a fresh OBO decides
 
@@ -228,6 +233,20 @@ class TokenAcquirer:
 
 def _is_invalid_client(result: dict[str, Any]) -> bool:
     return result.get("error") == "invalid_client"
+
+
+def _remember(part: Partition, scopes: tuple[str, ...], token: str, result: dict[str, Any]) -> None:
+    """Note the token MSAL returned, and until when MSAL would keep returning it: 5 minutes before
+    expiry, or at half its life for long-lived (CAE) tokens, as MSAL's refresh_in does."""
+    expires_in = result.get("expires_in")
+    if not isinstance(expires_in, (int, float)):
+        return
+    now = time.time()
+    until = now + expires_in - 300
+    if expires_in >= 7200:
+        until = min(until, now + expires_in / 2)
+    if until > now:
+        part.hot[scopes] = (token, until)
 
 
 def _expires_at(result: dict[str, Any]) -> float | None:

@@ -48,7 +48,8 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
     tokens = TokenAcquirer(ad, loader.load, session, token_cache_layers(settings.token_cache),
                            failure_backoff=settings.credential_failure_backoff_seconds,
                            session_lifetime=settings.token_cache.session_lifetime_seconds)
-    return AppContext(settings, session, keys, tokens, TokenValidator(keys, ad))
+    validator = TokenValidator(keys, ad, max_entries=settings.token_cache.l1_max_entries)
+    return AppContext(settings, session, keys, tokens, validator)
 
 
 def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:

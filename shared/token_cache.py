@@ -38,6 +38,9 @@ class Partition:
     data: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one acquisition at a time per partition
     size: int = 256                        # approximate bytes, for the L1 budget
+    # The last access token MSAL gave per scope set, with the time until which MSAL itself would
+    # return it from cache unchanged: repeat calls skip MSAL's account and token searches.
+    hot: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
 
 
 class PartitionedTokenCache(msal.TokenCache):
