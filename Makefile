@@ -41,6 +41,7 @@ unit: setup
 bench: setup tools
 	$(PY) bench/emulator_obo.py
 	$(PY) bench/cache_memory.py
+	$(PY) bench/middletier.py
 
 fuzz: setup
 	$(PY) bench/fuzz.py 500000
