@@ -60,6 +60,12 @@ CATALOGUE: dict[int, tuple[int, str, str]] = {
             "Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'."),
     700229: (401, "invalid_client", "Forbidden token type. Only app-only tokens may be used as Federated "
              "Identity Credentials for AAD issuer."),
+    501481: (400, "invalid_grant", "The Code_Verifier does not match the code_challenge supplied in the "
+             "authorization request."),
+    9002327: (400, "invalid_request", "Tokens issued for the 'Single-Page Application' client-type may only be "
+              "redeemed via cross-origin requests."),
+    50011: (400, "invalid_request", "The redirect URI '{redirect_uri}' specified in the request does not match the "
+            "redirect URIs configured for the application '{client_id}'."),
     700016: (400, "unauthorized_client", "Application with identifier '{client_id}' was not found "
              "in the directory '{tenant}'. This can happen if the application has not been "
              "installed by the administrator of the tenant or consented to by any user in the "

@@ -129,6 +129,14 @@ class Admin:
             claims.pop(name, None)
         return {"access_token": self.issuer.keys.sign(claims, headers=data.get("headers")), "claims": claims}
 
+    def add_redirect_uri(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Register a redirect URI on an app (tests serve the SPA on a free port)."""
+        app = self.directory.default.app_by_name(data["app"])
+        target = app.spa_redirect_uris if data.get("spa") else app.redirect_uris
+        if data["uri"] not in target:
+            target.append(data["uri"])
+        return {"redirect_uris": app.redirect_uris, "spa_redirect_uris": app.spa_redirect_uris}
+
     def set_lifetime(self, data: dict[str, Any]) -> dict[str, Any]:
         """Lifetime (seconds) of access tokens issued from now on; tests of expiry and refresh use it."""
         seconds = int(data["seconds"])
@@ -172,4 +180,5 @@ class Admin:
             Route("/graph/revoke", _json_endpoint(self.revoke), methods=["POST"]),
             Route("/mint", _json_endpoint(self.mint), methods=["POST"]),
             Route("/lifetime", _json_endpoint(self.set_lifetime), methods=["POST"]),
+            Route("/apps/redirect-uri", _json_endpoint(self.add_redirect_uri), methods=["POST"]),
         ])

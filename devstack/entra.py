@@ -33,6 +33,8 @@ class Entra:
         self.stats = stats
         self.faults = faults
         self.grants = Grants(directory, issuer, self.token_urls)
+        from .signin import BrowserSignIn
+        self.signin = BrowserSignIn(directory, self.grants)
 
     @property
     def instance(self) -> str:
@@ -145,7 +147,36 @@ class Entra:
                              "cloud_audience_urn": "urn:federation:MicrosoftOnline"})
 
     # --- token and device code -------------------------------------------------------------
+    def _spa_origins(self) -> set[str]:
+        origins = set()
+        for t in self.directory.tenants:
+            for app in t.apps:
+                for uri in app.spa_redirect_uris:
+                    parts = urllib.parse.urlsplit(uri)
+                    origins.add(f"{parts.scheme}://{parts.netloc}")
+        return origins
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        """Entra answers SPAs' cross-origin token requests for origins of registered SPA redirect URIs."""
+        origin = request.headers.get("origin")
+        if origin and origin in self._spa_origins():
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+    async def token_preflight(self, request: Request) -> Response:
+        cors = self._cors(request)
+        if cors:
+            cors.update({"Access-Control-Allow-Methods": "POST, OPTIONS", "Access-Control-Max-Age": "86400",
+                         "Access-Control-Allow-Headers": request.headers.get("access-control-request-headers",
+                                                                             "content-type")})
+        return Response(status_code=204 if cors else 403, headers=cors)
+
     async def token(self, request: Request) -> Response:
+        response = await self._token(request)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def _token(self, request: Request) -> Response:
         body = await request.body()
         form = parse_form(body[:FORM_LIMIT])
         grant = grant_name(form.get("grant_type", ""))
@@ -218,6 +249,8 @@ class Entra:
             Route("/{tenant}/discovery/v2.0/keys", self.jwks),
             Route("/{tenant}/discovery/keys", self.jwks),
             Route("/{tenant}/oauth2/v2.0/token", self.token, methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/token", self.token_preflight, methods=["OPTIONS"]),
+            Route("/{tenant}/oauth2/v2.0/authorize", self.signin.authorize, methods=["GET", "POST"]),
             Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["POST"]),
         ])
 

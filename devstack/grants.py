@@ -4,6 +4,8 @@ Each grant raises ``AadError`` with the code Entra would send; ``entra.py`` rend
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import string
@@ -77,6 +79,22 @@ class DeviceCode:
 
 
 @dataclass
+class AuthCode:
+    """An authorization code issued by /authorize, redeemable once with its PKCE verifier."""
+
+    tenant: Tenant
+    client: App
+    redirect_uri: str
+    scope: str
+    code_challenge: str
+    nonce: str | None
+    user: User
+    auth: AuthContext
+    expires_at: float
+    spa: bool
+
+
+@dataclass
 class Outcome:
     """A successful grant: the JSON body plus labels for the counters."""
 
@@ -92,10 +110,14 @@ class Grants:
         self.token_urls = token_urls
         self.jtis = client_auth.JtiCache()
         self.device_codes: dict[str, DeviceCode] = {}
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.redeemed_codes: set[str] = set()
+        self._cross_origin = False  # set per request by the endpoint: did the browser send an Origin?
 
     # --- entry point --------------------------------------------------------------------
     def token(self, tenant_segment: str, form: Mapping[str, str], headers: Mapping[str, str]) -> Outcome:
         tenant = self.directory.tenant(tenant_segment)
+        self._cross_origin = "origin" in headers
         grant = form.get("grant_type", "")
         handler = {
             "client_credentials": self._client_credentials,
@@ -103,6 +125,7 @@ class Grants:
             "refresh_token": self._refresh_token,
             "password": self._password,
             GRANT_DEVICE: self._device_code,
+            "authorization_code": self._authorization_code,
         }.get(grant)
         if handler is None:
             if not grant:
@@ -159,6 +182,35 @@ class Grants:
         auth = AuthContext.signed_in(capabilities=capabilities(parse_claims(form.get("claims"))))
         return Outcome(self._issue_for_user(tenant, client, user, requested, auth, how, form), client, user)
 
+    def issue_code(self, code: AuthCode) -> str:
+        now = time.time()
+        for stale in [c for c, v in self.auth_codes.items() if v.expires_at < now]:
+            del self.auth_codes[stale]
+        value = "1." + secrets.token_urlsafe(48)
+        self.auth_codes[value] = code
+        return value
+
+    def _authorization_code(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:
+        code = self.auth_codes.pop(form.get("code", ""), None)
+        if code is None:
+            raise AadError(54005 if form.get("code") in self.redeemed_codes else 70000)
+        self.redeemed_codes.add(form.get("code", ""))
+        if code.client is not client or code.tenant is not tenant:
+            raise AadError(70000)
+        if code.expires_at < time.time():
+            raise AadError(70008)
+        if form.get("redirect_uri") != code.redirect_uri:
+            raise AadError(70000)
+        verifier = form.get("code_verifier", "")
+        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if not verifier or not secrets.compare_digest(digest, code.code_challenge):
+            raise AadError(501481)
+        if code.spa and not self._cross_origin:
+            raise AadError(9002327)
+        requested = tenant.resolve_scopes(code.scope)
+        body = self._issue_for_user(tenant, client, code.user, requested, code.auth, how, form, nonce=code.nonce)
+        return Outcome(body, client, code.user)
+
     def _device_code(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:
         code = form.get("device_code", "")
         flow = self.device_codes.get(code)
@@ -184,7 +236,7 @@ class Grants:
         return tenant.resolve_scopes(scope)
 
     def _issue_for_user(self, tenant: Tenant, client: App, user: User, requested: Requested | None,
-                        auth: AuthContext, how: str, form: Mapping[str, str]) -> dict[str, Any]:
+                        auth: AuthContext, how: str, form: Mapping[str, str], nonce: str | None = None) -> dict[str, Any]:
         scopes: list[str] = []
         if requested is not None:
             scopes = tenant.check_consent(client, requested)
@@ -193,7 +245,7 @@ class Grants:
                 raise AadError(50076, {"resource": requested.resource.client_id}, suberror="basic_action",
                                claims=mfa_challenge(policy), error="interaction_required")
         return self.issuer.user_response(tenant, client, user, requested, scopes, auth, how,
-                                         want_client_info=form.get("client_info") == "1")
+                                         want_client_info=form.get("client_info") == "1", nonce=nonce)
 
     def _user_assertion(self, tenant: Tenant, client: App, assertion: str) -> tuple[User, AuthContext]:
         """Validate the OBO assertion: ours, signed, unexpired, a user token, issued to the caller."""
