@@ -21,6 +21,7 @@ from .config import AzureAdSettings
 from .credentials import MsalCredential
 from .errors import ApiError, AuthenticationError, ClaimsChallenge, CredentialError, UpstreamError
 from .outbound import OutboundSession
+from . import telemetry
 from .cache import TokenCacheLayers
 from .token_cache import Partition, PartitionStore, PartitionedTokenCache, partition_key, use_partition
 from .validation import Caller
@@ -116,12 +117,16 @@ class TokenAcquirer:
                                      float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
         if claims_challenge is None and (hot := part.hot.get(scopes)) and time.time() < hot[1]:
             self.counters.silent_hits += 1
+            telemetry.count("cache.hits", level="memo")
             return hot[0]
         with use_partition(part):
             if claims_challenge is None:  # the warm path: no lock, no network
-                token = self._silent(caller, scopes, part)
+                with telemetry.span("cache_lookup"):
+                    token = self._silent(caller, scopes, part)
                 if token is not None:
+                    telemetry.count("cache.hits", level="msal")
                     return token
+            telemetry.count("cache.misses")
             with part.lock, self.layers.flight(part) as leader:
                 if claims_challenge is None:  # another request may have filled it while we waited
                     token = self._silent(caller, scopes, part)
@@ -185,8 +190,13 @@ class TokenAcquirer:
              claims: str | None) -> tuple[dict[str, Any], int]:
         app, generation = self._app(self._tenant_for(caller))
         self.counters.obo_calls += 1
-        return self._call_entra(lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
-                                                                       claims_challenge=claims)), generation
+        telemetry.count("obo.calls", claims="yes" if claims else "no")
+        with telemetry.span("obo", tenant=caller.tid) as span:
+            result = self._call_entra(lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
+                                                                             claims_challenge=claims))
+            if span is not None and "error" in result:
+                span.set_attribute("error", str(result.get("error")))
+        return result, generation
 
     def _call_entra(self, call: Callable[[], Any]) -> Any:
         try:

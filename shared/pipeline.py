@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from . import downstream
+from . import downstream, telemetry
 from .bearer import bearer_token
 from .context import AppContext
 from .errors import ClaimsChallenge
@@ -18,7 +18,8 @@ log = logging.getLogger("middletier.pipeline")
 
 def authenticate(ctx: AppContext, authorization: str | None) -> tuple[str, Caller]:
     token = bearer_token(authorization)
-    return token, ctx.validator.validate(token)
+    with telemetry.span("validate"):
+        return token, ctx.validator.validate(token)
 
 
 def call_on_behalf_of(ctx: AppContext, authorization: str | None, api_name: str, *,
@@ -36,9 +37,11 @@ def _call(ctx: AppContext, authorization: str | None, api_name: str, path: str |
     token, caller = authenticate(ctx, authorization)
     ad = ctx.settings.azure_ad
     authorize(caller, scopes=ad.scopes, roles=(), user_required=True)
-    access = ctx.tokens.for_user(token, caller, api.scopes)
+    with telemetry.span("acquire_token", tenant=caller.tid, api=api.name):
+        access = ctx.tokens.for_user(token, caller, api.scopes)
     try:
-        return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
+        with telemetry.span("downstream", api=api.name):
+            return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
     except downstream.DownstreamChallenge as challenge:
         log.info("downstream %s sent a claims challenge for oid=%s; re-acquiring with the claims once",
                  api.name, caller.oid)
