@@ -20,8 +20,14 @@ $(NODE_STAMP): package.json
 	npm install --no-fund --no-audit --loglevel=error
 	@touch $@
 
-services: $(NODE_STAMP)
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+SPA_STAMP := clients/spa/dist/index.html
+$(SPA_STAMP): clients/spa/package.json clients/spa/index.html clients/spa/src/main.js
+	cd clients/spa && npm install --no-fund --no-audit --loglevel=error && npx vite build --logLevel warn
+
+# Debian packages: redis-server (L2 cache tests) and chromium (the SPA's browser test).
+services: $(NODE_STAMP) $(SPA_STAMP)
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server chromium; }
 
 setup: $(STAMP) services
 

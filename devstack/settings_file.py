@@ -35,7 +35,8 @@ def credential_settings(info: dict[str, Any], kind: str = "keyvault-certificate"
     raise ValueError(f"unknown credential kind {kind!r}; one of {CREDENTIALS}")
 
 
-def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = "keyvault-certificate") -> dict[str, Any]:
+def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = "keyvault-certificate",
+                   cors: str = "http://localhost:5173,http://127.0.0.1:5173") -> dict[str, Any]:
     mt = info["apps"]["middletier-api"]
     return {
         "IsEncrypted": False,
@@ -58,7 +59,7 @@ def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = 
             "DownstreamApis__Graph__Scopes": "https://graph.microsoft.com/User.Read",
             "REQUESTS_CA_BUNDLE": info["ca_bundle"],
         },
-        "Host": {"LocalHttpPort": port, "CORS": "http://localhost:5173,http://127.0.0.1:5173", "CORSCredentials": False},
+        "Host": {"LocalHttpPort": port, "CORS": cors, "CORSCredentials": False},
     }
 
 

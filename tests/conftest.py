@@ -118,10 +118,13 @@ class HostFactory:
         self._tmp = tmp
         self._procs: list[subprocess.Popen[str]] = []
 
-    def __call__(self, info: dict[str, Any], credential: str = "keyvault-certificate", **overrides: str) -> dict[str, Any]:
+    def __call__(self, info: dict[str, Any], credential: str = "keyvault-certificate", cors: str | None = None,
+                 **overrides: str) -> dict[str, Any]:
         from devstack.settings_file import local_settings
         folder = self._tmp.mktemp("host")
         settings = local_settings(info, port=0, credential=credential)
+        if cors is not None:
+            settings["Host"]["CORS"] = cors
         # Every host in the suite logs at DEBUG (MSAL, azure-core, urllib3 included): the session's
         # log scan (pytest_sessionfinish below) then proves no secret reaches a log at any level.
         settings["Values"]["AzureFunctionsJobHost__logging__logLevel__default"] = "Debug"

@@ -1,0 +1,113 @@
+"""The SPA sample in real headless Chromium (Debian) driven by Playwright, against the full stack.
+
+alice signs in on the emulator's page, the SPA calls the middle tier and shows her profile (a
+screenshot is kept in test-artifacts/); carol's call gets the middle tier's claims challenge and
+the SPA re-acquires with the claims, which makes the sign-in page ask for her one-time code.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ..conftest import ROOT, Admin
+
+DIST = ROOT / "clients" / "spa" / "dist"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def spa_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    if not (DIST / "index.html").exists():
+        pytest.fail("the SPA is not built: `make test` builds it (npm install + vite build in clients/spa)")
+    site = tmp_path / "site"
+    shutil.copytree(DIST, site)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", site
+    server.shutdown()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `make test` installs it (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _setup(devstack: dict[str, Any], admin: Admin, host_factory: Any, origin: str, site: Path) -> dict[str, Any]:
+    admin.post("/apps/redirect-uri", {"app": "spa-client", "uri": origin + "/", "spa": True})
+    host = host_factory(devstack, cors=origin)
+    (site / "config.json").write_text(json.dumps({
+        "clientId": devstack["apps"]["spa-client"]["client_id"], "authority": devstack["authority"],
+        "knownAuthorities": [devstack["instance"].split("//")[1]], "scope": "api://middletier/access_as_user",
+        "apiUrl": host["url"].replace("127.0.0.1", "127.0.0.1") + "/api/me"}))
+    return host
+
+
+def _sign_in(page: Any, user: dict[str, Any], otp: bool = False) -> None:
+    page.wait_for_selector("#username", timeout=30_000)
+    page.fill("#username", user["upn"])
+    page.fill("#password", user["password"])
+    page.click("#submit")
+    if otp:
+        page.wait_for_selector("#otp", timeout=30_000)
+        page.fill("#password", user["password"])
+        page.fill("#otp", user["mfa_code"])
+        page.click("#submit")
+
+
+def test_spa_signs_in_and_shows_the_profile(devstack: dict[str, Any], admin: Admin, host_factory: Any,
+                                            spa_server: tuple[str, Path], browser: Any) -> None:
+    origin, site = spa_server
+    _setup(devstack, admin, host_factory, origin, site)
+    context = browser.new_context(ignore_https_errors=True)  # the devstack's local CA
+    page = context.new_page()
+    page.goto(origin + "/")
+    page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
+    page.click("#signin")
+    _sign_in(page, devstack["users"]["alice"])
+    page.wait_for_selector("#displayName", timeout=30_000)
+    assert page.text_content("#displayName") == "Alice Example"
+    assert page.text_content("#id") == devstack["users"]["alice"]["oid"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "spa-alice-profile.png"))
+    assert (ARTIFACTS / "spa-alice-profile.png").stat().st_size > 1000
+    context.close()
+
+
+def test_spa_answers_the_claims_challenge(devstack: dict[str, Any], admin: Admin, host_factory: Any,
+                                          spa_server: tuple[str, Path], browser: Any) -> None:
+    origin, site = spa_server
+    _setup(devstack, admin, host_factory, origin, site)
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(origin + "/")
+    page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
+    page.click("#signin")
+    carol = devstack["users"]["carol"]
+    _sign_in(page, carol)                 # first sign-in: password only
+    _sign_in(page, carol, otp=True)       # the middle tier's challenge: the page now asks for the code
+    page.wait_for_selector("#displayName", timeout=30_000)
+    assert page.text_content("#displayName") == "Carol Example"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "spa-carol-after-mfa.png"))
+    context.close()
