@@ -76,10 +76,7 @@ class Graph:
             claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"],
                                 audience=AUDIENCES, options={"require": ["exp", "nbf", "iat", "iss", "aud", "tid"]},
                                 leeway=0)
-        except jwt.ExpiredSignatureError:
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
-                             CHALLENGE_BASE + ', error="invalid_token"') from None
-        except jwt.ImmatureSignatureError:
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
             raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
                              CHALLENGE_BASE + ', error="invalid_token"') from None
         except jwt.InvalidAudienceError:
