@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .aadsts import AadError
 from .controls import FaultPlan, Stats, fault_from_json
 from .directory import Directory, Secret
 from .graph import Graph
@@ -32,7 +33,7 @@ def _json_endpoint(fn: Callable[[dict[str, Any]], Any]) -> Handler:
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object")
             return JSONResponse(fn(data))
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, AadError) as err:
             return JSONResponse({"error": str(err) or type(err).__name__}, status_code=400)
     return endpoint
 
@@ -107,7 +108,7 @@ class Admin:
         return self._mint_one(data)
 
     def _mint_one(self, data: dict[str, Any]) -> dict[str, Any]:
-        tenant = self.directory.default
+        tenant = self.directory.tenant(data.get("tenant", self.directory.default.id))
         client = tenant.app_by_name(data.get("client", "desktop-client"))
         requested = tenant.resolve_scopes(data.get("scope", "api://middletier/access_as_user"))
         if requested is None:
@@ -127,7 +128,8 @@ class Admin:
         claims.update(data.get("claims") or {})
         for name in data.get("remove", []):
             claims.pop(name, None)
-        return {"access_token": self.issuer.keys.sign(claims, headers=data.get("headers")), "claims": claims}
+        token = self.issuer.keys.sign(claims, headers=data.get("headers"), tenant=data.get("signing_tenant"))
+        return {"access_token": token, "claims": claims}
 
     def add_redirect_uri(self, data: dict[str, Any]) -> dict[str, Any]:
         """Register a redirect URI on an app (tests serve the SPA on a free port)."""

@@ -119,6 +119,7 @@ class Tenant:
     policy_ids: list[str]
     managed_identities: list[ManagedIdentity] = field(default_factory=list)
     vaults: list[Vault] = field(default_factory=list)
+    own_signing_key: bool = False  # signs its tokens with a tenant-specific key
 
     def identity(self, *, client_id: str | None = None, principal_id: str | None = None,
                  name: str | None = None) -> ManagedIdentity | None:
@@ -244,10 +245,13 @@ class Directory:
     tenants: list[Tenant]
 
     def tenant(self, segment: str) -> Tenant:
-        """Resolve the authority's tenant segment: id, domain, 'common' or 'organizations'."""
+        """Resolve the authority's tenant segment: id or domain; 'common'/'organizations' mean the
+        first (home) tenant here, since the emulator has no home-realm discovery."""
         seg = segment.lower()
+        if seg in ("common", "organizations"):
+            return self.tenants[0]
         for t in self.tenants:
-            if seg in (t.id, t.domain.lower(), "common", "organizations"):
+            if seg in (t.id, t.domain.lower()):
                 return t
         raise AadError(90002, {"tenant": segment})
 
@@ -283,5 +287,6 @@ def load_directory(path: Path = DEFAULT_TENANT_FILE) -> Directory:
             policy_ids=[p["id"] for p in t.get("policies", [])],
             managed_identities=[ManagedIdentity(**m) for m in t.get("managed_identities", [])],
             vaults=[Vault(**v) for v in t.get("vaults", [])],
+            own_signing_key=bool(t.get("own_signing_key", False)),
         ))
     return Directory(tenants)

@@ -123,11 +123,11 @@ class Entra:
             return r
         segment = request.path_params.get("tenant", "common")
         try:
-            self.directory.tenant(segment)
+            tenant = self.directory.tenant(segment)
         except AadError as err:
             return self._error(err, request)
-        issuer = f"{self.instance}/{{tenantid}}/v2.0"
-        return JSONResponse(self.issuer.keys.jwks(issuer),
+        generic = segment.lower() in ("common", "organizations", "consumers")
+        return JSONResponse(self.issuer.keys.jwks(self.instance, None if generic else tenant.id),
                             headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
 
     async def instance_discovery(self, request: Request) -> Response:

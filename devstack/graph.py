@@ -38,6 +38,38 @@ class GraphError(Exception):
         self.status, self.code, self.message, self.challenge = status, code, message, challenge
 
 
+def validate_bearer(request: Request, issuer: Issuer, directory: Directory,
+                    audiences: tuple[str, ...]) -> tuple[Tenant, dict[str, Any]]:
+    """What a resource server checks: a Bearer token signed by a published key, for one of
+    ``audiences``, unexpired, from an issuer of a known tenant. Graph's error shapes."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", CHALLENGE_BASE)
+    token = token.strip()
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = issuer.keys.by_kid(str(kid))
+        if key is None:
+            raise jwt.InvalidSignatureError("unknown kid")
+        claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"], audience=audiences,
+                            options={"require": ["exp", "nbf", "iat", "iss", "aud", "tid"]}, leeway=0)
+    except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
+                         CHALLENGE_BASE + ', error="invalid_token"') from None
+    except jwt.InvalidAudienceError:
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
+                         CHALLENGE_BASE + ', error="invalid_token"') from None
+    except jwt.PyJWTError:
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.",
+                         CHALLENGE_BASE + ', error="invalid_token"') from None
+    tenant = directory.tenant_by_id(str(claims.get("tid")))
+    if tenant is None or claims.get("iss") not in (v1_issuer(tenant.id), v2_issuer(issuer.instance, tenant.id)):
+        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid issuer.",
+                         CHALLENGE_BASE + ', error="invalid_token"')
+    return tenant, claims
+
+
 class Graph:
     def __init__(self, directory: Directory, issuer: Issuer, stats: Stats, faults: FaultPlan):
         self.directory = directory
@@ -63,33 +95,7 @@ class Graph:
 
     # --- validation --------------------------------------------------------------------------
     def _validate(self, request: Request) -> tuple[Tenant, dict[str, Any]]:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", CHALLENGE_BASE)
-        token = token.strip()
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            key = self.issuer.keys.by_kid(str(kid))
-            if key is None:
-                raise jwt.InvalidSignatureError("unknown kid")
-            claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"],
-                                audience=AUDIENCES, options={"require": ["exp", "nbf", "iat", "iss", "aud", "tid"]},
-                                leeway=0)
-        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
-                             CHALLENGE_BASE + ', error="invalid_token"') from None
-        except jwt.InvalidAudienceError:
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
-                             CHALLENGE_BASE + ', error="invalid_token"') from None
-        except jwt.PyJWTError:
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.",
-                             CHALLENGE_BASE + ', error="invalid_token"') from None
-        tenant = self.directory.tenant_by_id(str(claims.get("tid")))
-        if tenant is None or claims.get("iss") not in (v1_issuer(tenant.id), v2_issuer(self.issuer.instance, tenant.id)):
-            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid issuer.",
-                             CHALLENGE_BASE + ', error="invalid_token"')
-        return tenant, claims
+        return validate_bearer(request, self.issuer, self.directory, AUDIENCES)
 
     def _cae(self, user: User, claims: dict[str, Any]) -> None:
         aio = AuthContext.decode(claims.get("aio"))

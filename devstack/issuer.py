@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .directory import App, ManagedIdentity, Requested, Tenant, User
-from .signing import KeySet, b64url, json_b64url
+from .signing import KeyRing, b64url, json_b64url
 
 DEFAULT_LIFETIME = 3599
 REFRESH_LIFETIME = 90 * 24 * 3600
@@ -86,7 +86,7 @@ class AuthContext:
 
 
 class Issuer:
-    def __init__(self, keys: KeySet, instance: str, state: Path, lifetime: int = DEFAULT_LIFETIME):
+    def __init__(self, keys: KeyRing, instance: str, state: Path, lifetime: int = DEFAULT_LIFETIME):
         self.keys = keys
         self.instance = instance
         self.lifetime = lifetime

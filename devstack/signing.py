@@ -168,3 +168,48 @@ def ensure_app_certificate(folder: Path, name: str) -> AppCertificate:
 
 def json_b64url(obj: dict[str, Any]) -> str:
     return b64url(json.dumps(obj, separators=(",", ":")).encode())
+
+
+class KeyRing:
+    """Entra's signing keys: the common set every tenant uses, plus tenant-specific sets.
+
+    A tenant with its own key (as with app-specific signing keys in Entra) signs its tokens with it
+    and publishes it with a concrete ``issuer``; common keys carry the ``{tenantid}`` template.
+    Validators must check that a key's issuer matches the token's tenant (multi-tenant key confusion).
+    """
+
+    def __init__(self, folder: Path, own_key_tenants: list[str]):
+        self.common = KeySet(folder)
+        self.tenants = {tid: KeySet(folder / tid) for tid in own_key_tenants}
+
+    # the common set, for callers that only know one
+    @property
+    def current(self) -> SigningKey:
+        return self.common.current
+
+    @property
+    def published(self) -> list[SigningKey]:
+        return self.common.published
+
+    def rotate(self) -> SigningKey:
+        return self.common.rotate()
+
+    def by_kid(self, kid: str) -> SigningKey | None:
+        for keyset in (self.common, *self.tenants.values()):
+            if (key := keyset.by_kid(kid)) is not None:
+                return key
+        return None
+
+    def sign(self, claims: dict[str, Any], *, x5t: bool = True, headers: dict[str, Any] | None = None,
+             tenant: str | None = None) -> str:
+        """Sign with the key of the token's tenant (``tid``), or of ``tenant`` when given."""
+        keyset = self.tenants.get(tenant or str(claims.get("tid")), self.common)
+        return keyset.sign(claims, x5t=x5t, headers=headers)
+
+    def jwks(self, instance: str, tenant_id: str | None) -> dict[str, Any]:
+        """Common keys with the issuer template; a tenant's own keys (all of them for common endpoints)."""
+        keys = self.common.jwks(f"{instance}/{{tenantid}}/v2.0")["keys"]
+        for tid, keyset in self.tenants.items():
+            if tenant_id is None or tenant_id == tid:
+                keys += keyset.jwks(f"{instance}/{tid}/v2.0")["keys"]
+        return {"keys": keys}

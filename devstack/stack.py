@@ -26,11 +26,12 @@ from .graph import Graph
 from .identity import IdentityEndpoint
 from .issuer import Issuer
 from .keyvault import KeyVault
-from .signing import AppCertificate, KeySet, ensure_app_certificate
+from .orders import Orders
+from .signing import AppCertificate, KeyRing, ensure_app_certificate
 from .state import runtime_file, write_runtime
 from .tls import TlsFiles, ensure_tls
 
-DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "keyvault": 8445, "identity": 8446, "admin": 8440}
+DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "keyvault": 8445, "identity": 8446, "orders": 8447, "admin": 8440}
 PLAIN_HTTP = ("admin", "identity")  # loopback-only; the managed-identity endpoint is plain http on App Service too
 log = logging.getLogger("devstack")
 
@@ -55,6 +56,7 @@ class Stack:
     graph: Graph
     keyvault: KeyVault
     identity: IdentityEndpoint
+    orders: Orders
     admin: Admin
     certificates: dict[str, AppCertificate]
 
@@ -90,6 +92,7 @@ class Stack:
                 "graph": self.url("graph"), "graph_me": f"{self.url('graph')}/v1.0/me",
                 "admin": self.url("admin"),
                 "keyvault": self.url("keyvault"),
+                "orders": self.url("orders") + "/orders",
                 "identity": self.url("identity") + "/msi/token",
             },
             "identity_header": self.identity.header,
@@ -119,7 +122,8 @@ def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None 
                 cert = certificates.setdefault(name, ensure_app_certificate(state / "certs", name))
                 app.cert_thumbprints[cert.x5t] = cert.cert
                 app.cert_thumbprints[cert.x5t_s256] = cert.cert
-    issuer = Issuer(KeySet(state / "keys"), instance, state)
+    own_keys = [t.id for t in directory.tenants if t.own_signing_key]
+    issuer = Issuer(KeyRing(state / "keys", own_keys), instance, state)
     stats, faults = Stats(), FaultPlan()
     entra = Entra(directory, issuer, stats, faults)
     graph = Graph(directory, issuer, stats, faults)
@@ -129,7 +133,8 @@ def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None 
     _seed_vault(keyvault, directory, certificates)
     stack_ref: list[Stack] = []
     admin = Admin(directory, issuer, graph, keyvault, stats, faults, state / "certs", lambda: stack_ref[0].info())
-    stack = Stack(state, host, directory, tls, sockets, entra, graph, keyvault, identity, admin, certificates)
+    orders = Orders(directory, issuer, stats, faults)
+    stack = Stack(state, host, directory, tls, sockets, entra, graph, keyvault, identity, orders, admin, certificates)
     stack_ref.append(stack)
     return stack
 
@@ -161,6 +166,7 @@ def _config(app: Any, tls: TlsFiles | None) -> uvicorn.Config:
 async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
     apps = {"entra": (stack.entra.app(), stack.tls), "graph": (stack.graph.app(), stack.tls),
             "keyvault": (stack.keyvault.app(), stack.tls), "identity": (stack.identity.app(), None),
+            "orders": (stack.orders.app(), stack.tls),
             "admin": (stack.admin.app(), None)}
     servers = {name: _Server(_config(app, tls)) for name, (app, tls) in apps.items()}
     loop = asyncio.get_running_loop()
@@ -199,6 +205,7 @@ def describe(info: dict[str, Any]) -> str:
         f"  Entra ID authority   {info['authority']}",
         f"  device sign-in page  {e['devicelogin']}",
         f"  Graph-like API       {e['graph_me']}",
+        f"  orders API           {e['orders']}",
         f"  Key Vault            {e['keyvault']}",
         f"  managed identity     {e['identity']}",
         f"  admin (loopback)     {e['admin']}",

@@ -37,6 +37,7 @@ CONFIG_CODES = {70011, 500011, 28000, 65005, 90009}
 class Counters:
     silent_hits: int = 0
     obo_calls: int = 0
+    app_token_calls: int = 0
     credential_reloads: int = 0
 
 
@@ -142,6 +143,29 @@ class TokenAcquirer:
                 self.layers.save(part, _expires_at(result))
                 _remember(part, scopes, token, result)
             return token
+
+    def for_app(self, scopes: tuple[str, ...], tenant: str | None = None) -> str:
+        """A token for the app itself (client credentials, ``<resource>/.default``), from a partition
+        of its own that no user request can reach (its key is not the hash of any caller token)."""
+        tid = tenant if self.settings.multi_tenant and tenant else self.settings.tenant_id
+        part = self.layers.partition(partition_key(f"app-only:{self.settings.client_id}:{tid}"),
+                                     time.time() + 24 * 3600)
+        if (hot := part.hot.get(scopes)) and time.time() < hot[1]:
+            telemetry.count("cache.hits", level="memo")
+            return hot[0]
+        with use_partition(part), part.lock:
+            app, generation = self._app(tid)
+            result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes)))
+            if _is_invalid_client(result):
+                self._reload_credential(generation)
+                app, _ = self._app(tid)
+                result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes)))
+            token = self._token_or_raise(result)
+            if result.get("token_source") == "identity_provider":
+                self.counters.app_token_calls += 1
+                self.layers.save(part)
+            _remember(part, scopes, token, result)
+        return token
 
     def start_session(self, assertion: str, caller: Caller, scopes: tuple[str, ...]) -> str:
         """Long-running work (MIW's ``InitiateLongRunningProcessInWebApi``): OBO now, and return a

@@ -60,6 +60,8 @@ class AzureAdSettings:
     user_assigned_managed_identity_client_id: str | None = None
     disable_instance_discovery: bool = False
     allowed_tenants: tuple[str, ...] = ()
+    allow_acl: bool = False                  # accept tokens without scp/roles from listed clients
+    allowed_client_applications: tuple[str, ...] = ()
     token_versions: tuple[str, ...] = ("1.0", "2.0")  # set "2.0" when the registration says accessTokenAcceptedVersion 2
     clock_skew_seconds: int = 300
     metadata_refresh_seconds: int = 24 * 3600
@@ -82,6 +84,7 @@ class DownstreamApi:
     scopes: tuple[str, ...]
     connect_timeout: float = 3.05
     read_timeout: float = 10.0
+    request_app_token: bool = False  # client credentials (the app itself) instead of OBO
 
     def url(self, path: str | None = None) -> str:
         rel = self.relative_path if path is None else path
@@ -217,6 +220,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not scopes and not roles:
         raise ConfigurationError("AzureAd__Scopes", "or AzureAd__AppPermissions is required: "
                                  "a token without a required scope or role must be refused")
+    if _bool(env, "AzureAd__AllowWebApiToBeAuthorizedByACL") and not _list(env, "AzureAd__AllowedClientApplications"):
+        raise ConfigurationError("AzureAd__AllowedClientApplications", "must list the client ids trusted in ACL mode")
     azure_ad = AzureAdSettings(
         instance=instance, tenant_id=tenant_id, client_id=client_id, audiences=tuple(dict.fromkeys(audiences)),
         scopes=scopes, app_permissions=roles, credentials=_credentials(env),
@@ -229,6 +234,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         disable_instance_discovery=_bool(env, "AzureAd__DisableInstanceDiscovery"),
         allowed_tenants=_list(env, "AzureAd__AllowedTenants"),
         token_versions=_versions(env),
+        allow_acl=_bool(env, "AzureAd__AllowWebApiToBeAuthorizedByACL"),
+        allowed_client_applications=_list(env, "AzureAd__AllowedClientApplications"),
         clock_skew_seconds=int(_number(env, "AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)),
         metadata_refresh_seconds=int(_number(env, "AzureAd__MetadataRefreshSeconds", 24 * 3600,
                                              minimum=60, maximum=7 * 86400)),
@@ -298,9 +305,13 @@ def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:
         scopes = _list(env, f"{prefix}__Scopes")
         if not scopes:
             raise ConfigurationError(f"{prefix}__Scopes", "is required")
+        app_token = _bool(env, f"{prefix}__RequestAppToken")
+        if app_token and not all(s.endswith("/.default") for s in scopes):
+            raise ConfigurationError(f"{prefix}__Scopes", "must be '<resource>/.default' when RequestAppToken is true")
         apis[name] = DownstreamApi(
             name=name, base_url=base, relative_path=_get(env, f"{prefix}__RelativePath", "") or "",
             scopes=scopes,
             connect_timeout=_number(env, f"{prefix}__ConnectTimeoutSeconds", 3.05, maximum=60),
-            read_timeout=_number(env, f"{prefix}__TimeoutSeconds", 10.0, maximum=120))
+            read_timeout=_number(env, f"{prefix}__TimeoutSeconds", 10.0, maximum=120),
+            request_app_token=app_token)
     return apis

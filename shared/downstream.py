@@ -14,6 +14,8 @@ import requests
 import urllib3
 
 from .config import DownstreamApi
+
+__all__ = ["DownstreamApi", "DownstreamChallenge", "DownstreamResponse", "challenge_claims", "get"]
 from .errors import DownstreamRejected, UpstreamError
 from .outbound import OutboundSession
 

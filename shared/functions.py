@@ -7,9 +7,15 @@ from typing import Callable
 
 import azure.functions as func
 
+from dataclasses import dataclass
+
 from . import logctx
+from .authorization import Requirement, check
 from .context import AppContext, app_context
+from .downstream import DownstreamResponse
 from .errors import ApiError, problem
+from .pipeline import authenticate
+from .validation import Caller
 
 log = logging.getLogger("middletier")
 logctx.install()
@@ -17,6 +23,44 @@ logctx.install()
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[AppContext, func.HttpRequest, str], func.HttpResponse]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authenticated, authorized request, as a function body sees it."""
+
+    req: func.HttpRequest
+    token: str
+    caller: Caller
+    trace_id: str
+
+
+def endpoint(requirement: Requirement) -> Callable[[Callable[[AppContext, Call], func.HttpResponse]],
+                                                   Callable[[func.HttpRequest], func.HttpResponse]]:
+    """Declare what a function requires of its caller, next to the function::
+
+        @endpoint(Requirement(scopes=("access_as_user",)))
+        def main(ctx: AppContext, call: Call) -> func.HttpResponse: ...
+
+    The decorated ``main(req)`` is what the Functions worker binds (its parameter is the trigger's
+    ``name``); the body runs only for a caller who passed validation and the requirement.
+    """
+    def decorate(body: Callable[[AppContext, Call], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+        def handler(ctx: AppContext, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
+            token, caller = authenticate(ctx, req.headers.get("Authorization"))
+            check(caller, requirement, ctx.settings.azure_ad)
+            return body(ctx, Call(req, token, caller, trace_id))
+
+        def main(req: func.HttpRequest) -> func.HttpResponse:
+            return run(req, handler)
+        main.__doc__ = body.__doc__
+        main.requirement = requirement  # type: ignore[attr-defined]
+        return main
+    return decorate
+
+
+def json_answer(answer: "DownstreamResponse") -> func.HttpResponse:
+    return func.HttpResponse(answer.body, status_code=answer.status, mimetype="application/json")
 
 
 def problem_response(err: ApiError, trace_id: str) -> func.HttpResponse:

@@ -18,7 +18,7 @@ def package_files() -> set[str]:
 def test_package_holds_only_the_app() -> None:
     files = package_files()
     top = {f.split("/")[0] for f in files}
-    assert top == {"host.json", "requirements.txt", "MiddleTierApi", "shared"}
+    assert top == {"host.json", "requirements.txt", "MiddleTierApi", "AdminApi", "OrdersApi", "shared"}
     assert {"host.json", "requirements.txt", "MiddleTierApi/function.json", "MiddleTierApi/__init__.py",
             "shared/__init__.py", "shared/pipeline.py"} <= files
     assert not any(f.startswith(("devstack/", "tests/", "bench/", "clients/", "infra/")) for f in files)
