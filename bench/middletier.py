@@ -27,7 +27,7 @@ import requests  # noqa: E402
 
 from bench.common import machine, record, wrk  # noqa: E402
 from devstack.settings_file import local_settings  # noqa: E402
-from tests.conftest import Admin, RedisServer, start_devstack, start_host, stop  # noqa: E402
+from tests.conftest import Admin, RedisServer, start_devstack, stop  # noqa: E402
 
 CONNECTIONS = 8
 DURATION = "6s"

@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .controls import FaultPlan, Stats, delay

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -212,11 +210,3 @@ def describe(info: dict[str, Any]) -> str:
         f"  CA certificate       {info['ca_cert']}",
         f"  CA bundle            {info['ca_bundle']}",
     ])
-
-
-def ssl_context(info: dict[str, Any]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=info["ca_cert"])
-
-
-def dumps(info: dict[str, Any]) -> str:
-    return json.dumps(info, indent=2, sort_keys=True)

@@ -128,7 +128,7 @@ class TokenAcquirer:
                     telemetry.count("cache.hits", level="msal")
                     return token
             telemetry.count("cache.misses")
-            with part.lock, self.layers.flight(part) as leader:
+            with part.lock, self.layers.flight(part):  # one instance calls Entra; others reload its entry
                 if claims_challenge is None:  # another request may have filled it while we waited
                     token = self._silent(caller, scopes, part)
                     if token is not None:

@@ -65,9 +65,5 @@ class OutboundSession(requests.Session):
         finally:
             self._last.deadline = None
 
-    def last_retry_after(self) -> int | None:
-        value = getattr(self._last, "retry_after", None)
-        return int(value) if isinstance(value, str) and value.isdigit() else None
-
     def last_status(self) -> int | None:
         return getattr(self._last, "status", None)

@@ -4,8 +4,8 @@ Order matters: structure first (three base64url segments of JSON objects, no dup
 members, no ``crit``/``b64`` extensions we don't implement), then the signature (pyjwt, RS256
 only, key by ``kid`` from the tenant's JWKS — ``jku``/``x5u``/``jwk``/``x5c`` headers are never
 followed), then lifetime, audience (a single string), issuer, tenant and token version, and
-only then authorization (``scp`` or ``roles``). Every failure is an ``AuthenticationError``
-(401) or ``InsufficientScope`` (403); hostile input cannot raise anything else.
+only then, in ``authorization.py``, what the function requires (``scp`` or ``roles``). Every
+failure here is an ``AuthenticationError`` (401); hostile input cannot raise anything else.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import jwt
 from cachetools import TLRUCache
 
 from .config import AzureAdSettings
-from .errors import AuthenticationError, InsufficientScope
+from .errors import AuthenticationError
 from .signing_keys import SigningKeys
 
 ALGORITHMS = ["RS256"]
@@ -187,14 +187,3 @@ def _caller(claims: dict[str, Any], tid: str) -> Caller:
     is_app = claims.get("idtyp") == "app" or (not scopes and bool(role_set))
     return Caller(oid=oid if isinstance(oid, str) else "", tid=tid, client_id=str(client), scopes=scopes,
                   roles=role_set, is_app=is_app, claims=claims)
-
-
-def authorize(caller: Caller, *, scopes: tuple[str, ...], roles: tuple[str, ...], user_required: bool) -> None:
-    """Required delegated scope or app role (403), checked only after the token is known good."""
-    if user_required and caller.is_app:
-        raise InsufficientScope(scopes, "This API acts on behalf of a user; app-only tokens are not accepted.")
-    if scopes and caller.scopes & set(scopes):
-        return
-    if roles and caller.roles & set(roles):
-        return
-    raise InsufficientScope(scopes + roles)

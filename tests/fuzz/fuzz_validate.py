@@ -20,7 +20,8 @@ with atheris.instrument_imports():
     from shared.downstream import challenge_claims
     from shared.errors import AuthenticationError, InsufficientScope
     from shared.signing_keys import SigningKeys
-    from shared.validation import authorize, validate
+    from shared.authorization import Requirement, check
+from shared.validation import validate
 
 from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, token  # noqa: E402
 
@@ -42,7 +43,7 @@ def one_input(data: bytes) -> None:
         elif mode == 1:
             challenge_claims(text)
         else:
-            authorize(validate(text, KEYS, SETTINGS), scopes=("access_as_user",), roles=(), user_required=True)
+            check(validate(text, KEYS, SETTINGS), Requirement(), SETTINGS)
     except (AuthenticationError, InsufficientScope):
         pass
 

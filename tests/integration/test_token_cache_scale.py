@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

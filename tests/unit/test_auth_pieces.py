@@ -12,7 +12,8 @@ from shared.bearer import bearer_token
 from shared.config import load_settings
 from shared.errors import AuthenticationError, ConfigurationError, InsufficientScope, bearer_challenge, problem
 from shared.signing_keys import SigningKeys
-from shared.validation import authorize, validate
+from shared.authorization import Requirement, check
+from shared.validation import validate
 
 TENANT = "6f4e2a1c-8b3d-4c5e-9f7a-1d2b3c4d5e6f"
 CLIENT = "9b1c7e42-3d5a-4f86-a0b2-6c8d9e0f1a2b"
@@ -150,7 +151,7 @@ def test_app_id_uri_audience_and_v1_issuer_are_accepted(keys: SigningKeys) -> No
     (lambda: token(nbf=int(time.time()) + 400), "not valid yet"),
     (lambda: token(iss="https://evil.example/v2.0"), "issuer"),
     (lambda: token(tid="00000000-0000-0000-0000-000000000000",
-                   iss=f"https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"), "another tenant"),
+                   iss="https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"), "another tenant"),
     (lambda: token(OTHER_KEY), "signature"),
     (lambda: token(headers={"kid": "unknown"}), "not signed by a key"),
     (lambda: token(tid=None), "invalid"),
@@ -203,15 +204,17 @@ def test_cold_start_with_idp_down_is_503(idp: FakeIdP, keys: SigningKeys) -> Non
 def test_authorization_needs_scope_or_role(keys: SigningKeys) -> None:
     settings = load_settings(env()).azure_ad
     user = validate(token(), keys, settings)
-    authorize(user, scopes=("access_as_user",), roles=(), user_required=True)
+    check(user, Requirement(), settings)  # default: a user with AzureAd__Scopes
     app = validate(token(scp=None, roles=["MiddleTier.Admin"], idtyp="app"), keys, settings)
-    authorize(app, scopes=("access_as_user",), roles=("MiddleTier.Admin",), user_required=False)
+    check(app, Requirement(app_permissions=("MiddleTier.Admin",), callers="any"), settings)
     with pytest.raises(InsufficientScope) as err:
-        authorize(app, scopes=("access_as_user",), roles=(), user_required=True)
+        check(app, Requirement(), settings)
     assert err.value.status == 403 and 'error="insufficient_scope"' in err.value.headers["WWW-Authenticate"]
     with pytest.raises(InsufficientScope):
-        authorize(validate(token(scp="other"), keys, settings), scopes=("access_as_user",), roles=(),
-                  user_required=True)
+        check(validate(token(scp="other"), keys, settings), Requirement(), settings)
+    with pytest.raises(InsufficientScope) as bare:
+        check(validate(token(scp=None), keys, settings), Requirement(callers="any"), settings)
+    assert "neither scopes nor app roles" in bare.value.detail
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from shared.config import load_settings
 from shared.downstream import challenge_claims
 from shared.errors import AuthenticationError, InsufficientScope
 from shared.signing_keys import SigningKeys
-from shared.validation import authorize, validate
+from shared.authorization import Requirement, check
+from shared.validation import validate
 
 from .test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, kid, token
 
@@ -74,7 +75,7 @@ def test_validator_on_correctly_signed_odd_claims(claims: dict) -> None:
     odd = jwt.api_jws.PyJWS().encode(body, KEY, algorithm="RS256", headers={"kid": kid(KEY)})
     try:
         caller = validate(odd, KEYS, SETTINGS)
-        authorize(caller, scopes=("access_as_user",), roles=(), user_required=True)
+        check(caller, Requirement(), SETTINGS)
     except (AuthenticationError, InsufficientScope):
         return
 
