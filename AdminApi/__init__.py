@@ -14,10 +14,10 @@ from shared.errors import ApiError
 from shared.functions import Call, endpoint, json_answer
 from shared.pipeline import call_downstream
 
-USER_ID = re.compile(r"[A-Za-z0-9@._-]{1,128}")
+USER_ID = re.compile(r"(?!\.+$)[A-Za-z0-9@._-]{1,128}")  # an object id or UPN; never "." or ".."
 
 
-@endpoint(Requirement(app_permissions=("MiddleTier.Admin",), callers="app"))
+@endpoint(Requirement(app_permissions=("MiddleTier.Admin",), callers="app", allow_acl=False))
 def main(ctx: AppContext, call: Call) -> func.HttpResponse:
     user = call.req.route_params.get("id", "")
     if not USER_ID.fullmatch(user):

@@ -121,7 +121,7 @@ class TokenAcquirer:
             telemetry.count("cache.hits", level="memo")
             return hot[0]
         with use_partition(part):
-            if claims_challenge is None:  # the warm path: no lock, no network
+            if claims_challenge is None:  # the warm path: no lock; network only if MSAL redeems the RT
                 with telemetry.span("cache_lookup"):
                     token = self._silent(caller, scopes, part)
                 if token is not None:
@@ -188,7 +188,7 @@ class TokenAcquirer:
         part = self.layers.partition(partition_key("session:" + session_key), time.time() + self.session_lifetime)
         with use_partition(part), part.lock:
             app, _ = self._app(tid if self.settings.multi_tenant else self.settings.tenant_id)
-            accounts = app.get_accounts()
+            accounts = self._call_entra(app.get_accounts)  # may fetch instance metadata
             result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0])) \
                 if accounts else None
             if not result or "access_token" not in result:
@@ -198,7 +198,7 @@ class TokenAcquirer:
 
     def _silent(self, caller: Caller, scopes: tuple[str, ...], part: Partition) -> str | None:
         app, _ = self._app(self._tenant_for(caller))
-        accounts = app.get_accounts()
+        accounts = self._call_entra(app.get_accounts)  # may fetch instance metadata
         if not accounts:
             return None
         result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))

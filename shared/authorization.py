@@ -26,6 +26,7 @@ class Requirement:
     scopes: tuple[str, ...] | None = None
     app_permissions: tuple[str, ...] | None = None
     callers: Callers = "user"
+    allow_acl: bool = True   # False: even in ACL mode, this function demands its scope or role
 
     def resolve(self, ad: AzureAdSettings) -> tuple[tuple[str, ...], tuple[str, ...]]:
         scopes = ad.scopes if self.scopes is None else self.scopes
@@ -41,7 +42,8 @@ def check(caller: Caller, requirement: Requirement, ad: AzureAdSettings) -> None
     """Pass, or raise 403 ``insufficient_scope`` naming what was required."""
     scopes, roles = requirement.resolve(ad)
     if not caller.scopes and not caller.roles:
-        if ad.allow_acl and caller.client_id in ad.allowed_client_applications:
+        if not (requirement.callers == "user" and caller.is_app) and requirement.allow_acl and ad.allow_acl \
+                and caller.client_id in ad.allowed_client_applications:
             return
         raise InsufficientScope(scopes + roles, "The token carries neither scopes nor app roles.")
     if requirement.callers == "user" and caller.is_app:

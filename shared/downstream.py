@@ -17,7 +17,7 @@ from .config import DownstreamApi
 
 __all__ = ["DownstreamApi", "DownstreamChallenge", "DownstreamResponse", "challenge_claims", "get"]
 from .errors import DownstreamRejected, UpstreamError
-from .outbound import OutboundSession
+from .outbound import OutboundSession, parse_retry_after
 
 PASS_THROUGH = {403, 404, 409, 410, 412}
 MAX_BODY = 4 * 1024 * 1024
@@ -82,9 +82,8 @@ def get(session: OutboundSession, api: DownstreamApi, token: str, *, path: str |
             raise DownstreamChallenge(claims)
         raise UpstreamError(api.name, f"The downstream API {api.name} refused the delegated token.", 502)
     if status == 429 or status == 503:
-        retry = response.headers.get("Retry-After", "")
         raise UpstreamError(api.name, f"The downstream API {api.name} is throttling or unavailable.", 503,
-                            int(retry) if retry.isdigit() else None)
+                            parse_retry_after(response.headers.get("Retry-After")))
     if status in PASS_THROUGH:
         raise DownstreamRejected(status, f"The downstream API {api.name} answered {status}.")
     raise UpstreamError(api.name, f"The downstream API {api.name} answered {status}.", 502)

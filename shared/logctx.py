@@ -45,6 +45,10 @@ class TraceFilter(logging.Filter):
 
 
 def install() -> None:
-    logger = logging.getLogger("middletier")
-    if not any(isinstance(f, TraceFilter) for f in logger.filters):
-        logger.addFilter(TraceFilter())
+    """Attach the filter to ``middletier`` and every ``middletier.*`` logger (a logger's filters do
+    not run for records of its children, so each needs its own)."""
+    names = ["middletier"] + [n for n in logging.root.manager.loggerDict if n.startswith("middletier.")]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, TraceFilter) for f in logger.filters):
+            logger.addFilter(TraceFilter())

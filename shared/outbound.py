@@ -17,6 +17,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 
+def parse_retry_after(value: object) -> int | None:
+    """``Retry-After`` as delta-seconds (0..3600), else None. Dates and junk are ignored, never raised."""
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()):
+        return None
+    return min(int(value), 3600)
+
+
 class OutboundSession(requests.Session):
     """``default_timeout`` applies to every call that names none: MSAL ignores its own ``timeout``
     argument when given an ``http_client``, and no outbound call may go without a deadline."""
@@ -45,9 +52,9 @@ class OutboundSession(requests.Session):
         kwargs["timeout"] = timeout
         response = super().request(method, url, *args, **kwargs)
         self._last.status = response.status_code
-        self._last.retry_after = response.headers.get("Retry-After")
-        if (response.status_code == 429 or response.status_code >= 500) and str(self._last.retry_after).isdigit():
-            self._throttled_until = max(self._throttled_until, time.monotonic() + int(self._last.retry_after))
+        self._last.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if (response.status_code == 429 or response.status_code >= 500) and self._last.retry_after is not None:
+            self._throttled_until = max(self._throttled_until, time.monotonic() + self._last.retry_after)
         return response
 
     def throttled_for(self) -> int | None:

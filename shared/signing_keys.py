@@ -17,6 +17,7 @@ import jwt
 import requests
 
 from .errors import UpstreamError
+from .outbound import parse_retry_after
 
 log = logging.getLogger("middletier.keys")
 
@@ -100,7 +101,7 @@ class SigningKeys:
             raise UpstreamError("entra", f"Could not reach the identity provider for the {what}.", 503) from None
         if response.status_code != 200:
             raise UpstreamError("entra", f"The identity provider answered {response.status_code} for the {what}.", 503,
-                                _retry_after(response))
+                                parse_retry_after(response.headers.get("Retry-After")))
         try:
             body = response.json()
         except ValueError:
@@ -132,8 +133,3 @@ class SigningKeys:
         self._fetched_at = self._clock()
         self.fetches += 1
         log.info("fetched %d signing keys", len(keys))
-
-
-def _retry_after(response: requests.Response) -> int | None:
-    value = response.headers.get("Retry-After", "")
-    return int(value) if value.isdigit() else None

@@ -56,9 +56,20 @@ def test_role_only_function(devstack: dict[str, Any], function_host: dict[str, A
         assert "app-only callers only" in r.json()["detail"]
 
 
-def test_role_only_function_validates_its_route_parameter(function_host: dict[str, Any], admin: Admin) -> None:
-    r = get(function_host, "/api/admin/users/a%2F..%2Fme", app_token(admin, ["MiddleTier.Admin"]))
-    assert r.status_code in (400, 404)
+@pytest.mark.parametrize("raw_path", ["/api/admin/users/..", "/api/admin/users/.", "/api/admin/users/%2E%2E",
+                                      "/api/admin/users/a%2F..%2Fme"])
+def test_role_only_function_validates_its_route_parameter(function_host: dict[str, Any], admin: Admin,
+                                                          raw_path: str) -> None:
+    """Sent as-is (no client-side dot-segment removal): '.'/'..' must never reach Graph as users/ or /."""
+    import http.client
+    from urllib.parse import urlsplit
+    url = urlsplit(function_host["url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.request("GET", raw_path, headers={"Authorization": "Bearer " + app_token(admin, ["MiddleTier.Admin"])})
+    r = conn.getresponse()
+    body = r.read()
+    assert r.status in (400, 404), body
+    assert b'"value"' not in body  # never a user list
 
 
 @pytest.mark.parametrize("who,status,scope", [("user", 200, "mine"), ("app-with-role", 200, "all"),
@@ -93,6 +104,7 @@ def test_no_scopes_no_roles_is_refused_then_accepted_in_acl_mode_for_listed_clie
     ok = get(acl, "/api/orders", bare_daemon)
     assert ok.status_code == 200 and ok.json()["scope"] == "all"
     assert get(acl, "/api/orders", bare_spa).status_code == 403  # not on the list
+    assert get(acl, "/api/admin/users/alice@contoso.dev", bare_daemon).status_code == 403  # demands its role
 
 
 def test_acl_mode_without_a_client_list_is_a_configuration_error(devstack: dict[str, Any], host_factory: Any,

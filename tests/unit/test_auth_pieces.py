@@ -259,3 +259,32 @@ def test_invalid_tokens_are_never_memoized(keys: SigningKeys) -> None:
         with pytest.raises(AuthenticationError):
             validator.validate(bad)
     assert len(validator._memo) == 0
+
+
+@pytest.mark.parametrize("value,expected", [("120", 120), ("0", 0), ("99999", 3600), ("²", None), ("", None),
+                                            ("Wed, 21 Oct 2015 07:28:00 GMT", None), (None, None), ("-5", None)])
+def test_retry_after_parsing_never_raises(value: str | None, expected: int | None) -> None:
+    from shared.outbound import parse_retry_after
+    assert parse_retry_after(value) == expected
+
+
+def test_trace_ids_reach_child_loggers(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from shared import logctx
+    child = logging.getLogger("middletier.tokens")
+    logctx.install()
+    with caplog.at_level(logging.INFO, "middletier"), logctx.tracing("abc-123"):
+        child.info("reloading the credential")
+    assert "[trace=abc-123] reloading the credential" in caplog.text
+
+
+def test_acl_never_satisfies_a_function_that_refuses_it(keys: SigningKeys) -> None:
+    settings = load_settings(env(AzureAd__AllowWebApiToBeAuthorizedByACL="true",
+                                 AzureAd__AllowedClientApplications="client-1")).azure_ad
+    bare_app = validate(token(scp=None, idtyp="app"), keys, settings)
+    check(bare_app, Requirement(callers="any"), settings)  # ACL mode: a listed client passes
+    for refused in (Requirement(callers="app", app_permissions=("MiddleTier.Admin",), allow_acl=False),
+                    Requirement(callers="user")):
+        with pytest.raises(InsufficientScope):
+            check(bare_app, refused, settings)
