@@ -105,6 +105,40 @@ class Entra:
             "rbac_url": "https://pas.windows.net",
         }
 
+    def openid_configuration_v1(self, segment: str, tenant: Tenant) -> dict[str, Any]:
+        """The v1 document (``/{tenant}/.well-known/openid-configuration``): what middle tiers read
+        the v1 issuer from — ``https://sts.windows.net/{tid}/`` in the public cloud."""
+        generic = segment.lower() in ("common", "organizations", "consumers")
+        base = f"{self.instance}/{segment if generic else tenant.id}"
+        return {
+            "token_endpoint": f"{base}/oauth2/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{self.instance}/common/discovery/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+            "scopes_supported": ["openid"],
+            "issuer": self.issuer.v1_issuer("{tenantid}" if generic else tenant.id),
+            "microsoft_multi_refresh_token": True,
+            "authorization_endpoint": f"{base}/oauth2/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/oauth2/logout",
+            "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
+                                 "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr",
+                                 "amr", "nonce", "email", "given_name", "family_name", "nickname"],
+            "check_session_iframe": f"{base}/oauth2/checksession",
+            "userinfo_endpoint": f"{base}/openid/userinfo",
+            "kerberos_endpoint": f"{base}/kerberos",
+            "tenant_region_scope": "WW",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+
     async def discovery(self, request: Request) -> Response:
         self.stats.count("entra.discovery")
         if (r := await self._fault("discovery", request)) is not None:
@@ -114,7 +148,9 @@ class Entra:
             tenant = self.directory.tenant(segment)
         except AadError as err:
             return self._error(err, request)
-        return JSONResponse(self.openid_configuration(segment, tenant),
+        v1 = not request.url.path.endswith("/v2.0/.well-known/openid-configuration")
+        document = self.openid_configuration_v1(segment, tenant) if v1 else self.openid_configuration(segment, tenant)
+        return JSONResponse(document,
                             headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
 
     async def jwks(self, request: Request) -> Response:
@@ -246,6 +282,7 @@ class Entra:
             Route("/common/userrealm/{upn}", self.user_realm),
             Route("/devicelogin", self.devicelogin, methods=["GET", "POST"]),
             Route("/{tenant}/v2.0/.well-known/openid-configuration", self.discovery),
+            Route("/{tenant}/.well-known/openid-configuration", self.discovery),
             Route("/{tenant}/discovery/v2.0/keys", self.jwks),
             Route("/{tenant}/discovery/keys", self.jwks),
             Route("/{tenant}/oauth2/v2.0/token", self.token, methods=["POST"]),

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .directory import App, ManagedIdentity, Requested, Tenant, User
 from .signing import KeyRing, b64url, json_b64url
 
 DEFAULT_LIFETIME = 3599
+CAE_LIFETIME = (20 * 3600, 28 * 3600)  # Entra's long-lived tokens for CAE-capable clients of CAE-enabled APIs
 REFRESH_LIFETIME = 90 * 24 * 3600
 
 
@@ -32,8 +34,20 @@ def v2_issuer(instance: str, tid: str) -> str:
     return f"{instance}/{tid}/v2.0"
 
 
+# The v1 token issuer's host differs by cloud (Entra's v1 metadata documents publish it):
+# sts.windows.net in the public cloud and US Government, sts.chinacloudapi.cn in China.
+V1_STS = {"AzureCloud": "https://sts.windows.net/", "AzureUSGovernment": "https://sts.windows.net/",
+          "AzureChinaCloud": "https://sts.chinacloudapi.cn/"}
+_cloud = {"v1_sts": V1_STS["AzureCloud"]}
+
+
+def use_cloud(name: str) -> None:
+    """Emulate the cloud ``name`` (one per devstack process): its v1 issuer."""
+    _cloud["v1_sts"] = V1_STS[name]
+
+
 def v1_issuer(tid: str) -> str:
-    return f"https://sts.windows.net/{tid}/"
+    return f"{_cloud['v1_sts']}{tid}/"
 
 
 def pairwise_sub(oid: str, client_id: str) -> str:
@@ -42,6 +56,20 @@ def pairwise_sub(oid: str, client_id: str) -> str:
 
 def client_info(oid: str, tid: str) -> str:
     return json_b64url({"uid": oid, "utid": tid})
+
+
+def declares_cp1(capabilities: Any) -> bool:
+    """The client declared it handles claims challenges (``xms_cc`` values; case-insensitive)."""
+    return isinstance(capabilities, list) and any(isinstance(c, str) and c.lower() == "cp1" for c in capabilities)
+
+
+def is_app_only(claims: dict[str, Any]) -> bool:
+    """How a resource tells an app-only token from a delegated one: ``idtyp`` when the resource asked
+    for that optional claim, otherwise no ``scp`` and ``oid`` equal to ``sub`` (Microsoft's documented
+    check; a user's ``sub`` is pairwise, never its ``oid``)."""
+    if "idtyp" in claims:
+        return claims["idtyp"] == "app"
+    return "scp" not in claims and isinstance(claims.get("oid"), str) and claims.get("oid") == claims.get("sub")
 
 
 _serials = itertools.count(1)
@@ -90,11 +118,16 @@ class Issuer:
         self.keys = keys
         self.instance = instance
         self.lifetime = lifetime
+        self.cae_lifetime: int | None = None  # None: Entra's 20-28 h for CAE tokens; set by /lifetime in tests
         key_file = state / "refresh-token.key"
         if not key_file.is_file():
             key_file.write_bytes(AESGCM.generate_key(bit_length=256))
             key_file.chmod(0o600)
         self._aead = AESGCM(key_file.read_bytes())
+
+    @staticmethod
+    def v1_issuer(tid: str) -> str:
+        return v1_issuer(tid)
 
     # --- access tokens --------------------------------------------------------------
     def user_access_claims(self, tenant: Tenant, client: App, user: User, resource: App,
@@ -102,11 +135,12 @@ class Issuer:
                            audience: str | None = None, lifetime: int | None = None) -> dict[str, Any]:
         now = int(time.time())
         v1 = resource.access_token_version == 1
+        cae = resource.continuous_access_evaluation and declares_cp1(auth.capabilities)
         claims: dict[str, Any] = {
             "aud": audience or (resource.identifier_uris[0] if v1 and resource.identifier_uris
                                 else resource.client_id),
             "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
-            "iat": now, "nbf": now, "exp": now + (self.lifetime if lifetime is None else lifetime),
+            "iat": now, "nbf": now, "exp": now + (self._lifetime(cae) if lifetime is None else lifetime),
             "aio": auth.to_aio(next_serial()),
             "name": user.display_name,
             "oid": user.oid,
@@ -124,9 +158,18 @@ class Issuer:
                           amr=["pwd", "mfa"] if auth.mfa else ["pwd"])
         else:
             claims.update(azp=client.client_id, azpacr=client_auth, preferred_username=user.upn)
-        if "cp1" in [c.lower() for c in auth.capabilities]:
+        # Optional claims, as the resource's manifest asks: xms_cc only if the client declared cp1;
+        # idtyp on user tokens only with the include_user_token property.
+        if declares_cp1(auth.capabilities) and resource.access_token_claim("xms_cc"):
             claims["xms_cc"] = ["cp1"]
+        if "include_user_token" in ((resource.access_token_claim("idtyp") or {}).get("additional_properties") or []):
+            claims["idtyp"] = "user"
         return claims
+
+    def _lifetime(self, cae: bool) -> int:
+        if not cae:
+            return self.lifetime
+        return self.cae_lifetime if self.cae_lifetime is not None else random.randint(*CAE_LIFETIME)
 
     def app_access_claims(self, tenant: Tenant, client: App, resource: App, roles: list[str],
                           client_auth: str) -> dict[str, Any]:
@@ -137,7 +180,6 @@ class Issuer:
             "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
             "iat": now, "nbf": now, "exp": now + self.lifetime,
             "aio": AuthContext().to_aio(),
-            "idtyp": "app",
             "oid": client.sp_oid, "sub": client.sp_oid,
             "rh": "0." + b64url(os.urandom(24)),
             "tid": tenant.id,
@@ -150,6 +192,8 @@ class Issuer:
             claims.update(azp=client.client_id, azpacr=client_auth)
         if roles:
             claims["roles"] = roles
+        if resource.access_token_claim("idtyp"):  # an optional claim: only when the resource asks for it
+            claims["idtyp"] = "app"
         return claims
 
     def identity_claims(self, tenant: Tenant, mi: ManagedIdentity, resource: App, audience: str) -> dict[str, Any]:
@@ -158,13 +202,15 @@ class Issuer:
         v1 = resource.access_token_version == 1
         claims: dict[str, Any] = {
             "aud": audience, "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
-            "iat": now, "nbf": now, "exp": now + 24 * 3600, "aio": AuthContext().to_aio(), "idtyp": "app",
+            "iat": now, "nbf": now, "exp": now + 24 * 3600, "aio": AuthContext().to_aio(),
             "oid": mi.principal_id, "sub": mi.principal_id, "rh": "0." + b64url(os.urandom(24)), "tid": tenant.id,
             "uti": b64url(os.urandom(16)), "ver": "1.0" if v1 else "2.0",
             "xms_mirid": f"/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/"
                          f"Microsoft.Web/sites/{mi.name}",
         }
         claims.update({"appid": mi.client_id, "appidacr": "2"} if v1 else {"azp": mi.client_id, "azpacr": "2"})
+        if resource.access_token_claim("idtyp"):
+            claims["idtyp"] = "app"
         return claims
 
     def id_token(self, tenant: Tenant, client: App, user: User, nonce: str | None) -> str:
@@ -210,8 +256,9 @@ class Issuer:
             claims = self.user_access_claims(tenant, client, user, requested.resource, scopes, auth,
                                              client_auth)
             scope_out = list(requested.as_requested)
+            lifetime = claims["exp"] - claims["iat"]
             body.update(scope=" ".join(scope_out + [s for s in oidc if s != "offline_access"]),
-                        expires_in=self.lifetime, ext_expires_in=self.lifetime,
+                        expires_in=lifetime, ext_expires_in=lifetime,
                         access_token=self.keys.sign(claims))
         else:  # only OIDC scopes: Entra gives a Graph token for the userinfo endpoint
             body.update(scope=" ".join(s for s in oidc if s != "offline_access"),

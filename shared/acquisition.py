@@ -19,7 +19,9 @@ from msal.exceptions import MsalServiceError
 
 from .config import AzureAdSettings
 from .credentials import MsalCredential
-from .errors import ApiError, AuthenticationError, ClaimsChallenge, CredentialError, UpstreamError
+from . import aadsts
+from .aadsts import Kind
+from .errors import AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError, UpstreamError
 from .outbound import OutboundSession
 from . import telemetry
 from .cache import TokenCacheLayers
@@ -28,9 +30,6 @@ from .validation import Caller
 
 log = logging.getLogger("middletier.tokens")
 
-CHALLENGE_CODES = {50076, 50079, 53003, 50158, 65001, 65004, 50105}
-CALLER_TOKEN_CODES = {50013, 50027, 500131, 500133, 500137, 700024}
-CONFIG_CODES = {70011, 500011, 28000, 65005, 90009}
 
 
 @dataclass
@@ -242,31 +241,35 @@ class TokenAcquirer:
         if "access_token" in result:
             return str(result["access_token"])
         error = str(result.get("error", ""))
-        codes = {c for c in result.get("error_codes") or [] if isinstance(c, int)}
-        summary = f"{error} (AADSTS{','.join(map(str, sorted(codes)))})" if codes else error
-        if result.get("claims") or error in ("interaction_required", "consent_required") or codes & CHALLENGE_CODES:
-            reason = "consent_required" if (result.get("suberror") == "consent_required" or 65001 in codes) \
+        codes = sorted({c for c in result.get("error_codes") or [] if isinstance(c, int)})
+        summary = f"{error} (AADSTS{','.join(map(str, codes))})" if codes else error
+        kind = aadsts.classify(error, codes)
+        if kind is Kind.CREDENTIAL:
+            raise CredentialError("The identity provider refused this app's client credential: " + summary, codes)
+        if kind is Kind.CONFIGURATION:
+            raise ApiError("The app's registration or downstream scopes are not valid: " + summary, 500,
+                           "Configuration error", "configuration_error", extra={"aadsts": codes})
+        if result.get("claims") or kind is Kind.INTERACTION:
+            reason = "consent_required" if (result.get("suberror") == "consent_required" or {65001, 65004} & set(codes)) \
                 else "interaction_required"
             raise ClaimsChallenge(
                 "The user must sign in again to satisfy the identity provider: " + summary,
-                claims=result.get("claims"), reason=reason, aadsts=sorted(codes), client_id=self.settings.client_id,
-                authorization_uri=f"{self.settings.instance}{self.settings.tenant_id}/oauth2/v2.0/authorize")
-        if codes & CALLER_TOKEN_CODES:
+                claims=result.get("claims"), reason=reason, aadsts=codes, client_id=self.settings.client_id,
+                authorization_uri=f"{self.settings.authority}/oauth2/v2.0/authorize")
+        if kind is Kind.CALLER_TOKEN:
             raise AuthenticationError("The identity provider did not accept the token for delegation: " + summary)
-        if _is_invalid_client(result):
-            raise CredentialError("The identity provider refused this app's client credential: " + summary,
-                                  sorted(codes))
-        if codes & CONFIG_CODES or error in ("invalid_scope", "invalid_resource"):
-            raise ApiError("The downstream API's scopes are not valid for this app: " + summary, 500,
-                           "Configuration error", "configuration_error")
-        if error in ("temporarily_unavailable", "throttled") or self._session.last_status() == 429:
+        if kind is Kind.USER_BLOCKED:
+            raise AccessDenied("The identity provider will not issue a token for this user: " + summary, codes)
+        if kind is Kind.TRANSIENT or self._session.last_status() == 429:
             raise UpstreamError("entra", "The identity provider is throttling or unavailable: " + summary, 503,
                                 self._session.throttled_for())
         raise UpstreamError("entra", "The identity provider refused the exchange: " + summary, 502)
 
 
 def _is_invalid_client(result: dict[str, Any]) -> bool:
-    return result.get("error") == "invalid_client"
+    """Entra refused our own credential (it may have rotated: worth one reload)."""
+    codes = [c for c in result.get("error_codes") or [] if isinstance(c, int)]
+    return "access_token" not in result and aadsts.classify(str(result.get("error", "")), codes) is Kind.CREDENTIAL
 
 
 def _remember(part: Partition, scopes: tuple[str, ...], token: str, result: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ the value, because values are often secrets.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import uuid
@@ -72,6 +74,15 @@ class AzureAdSettings:
         return f"{self.instance}{self.tenant_id}"
 
     @property
+    def v1_metadata_url(self) -> str | None:
+        """The v1 OIDC document (only its issuer is used), or None when v1 tokens are refused.
+        Like Microsoft.IdentityModel, ``organizations`` reads ``common``'s v1 document."""
+        if "1.0" not in self.token_versions:
+            return None
+        tenant = "common" if self.tenant_id.lower() == "organizations" else self.tenant_id
+        return f"{self.instance}{tenant}/.well-known/openid-configuration"
+
+    @property
     def multi_tenant(self) -> bool:
         return self.tenant_id.lower() in GENERIC_TENANTS
 
@@ -100,6 +111,9 @@ class TokenCacheSettings:
     blob_connection_string: str | None = None
     blob_container: str = "msal-token-cache"
     encryption_key: str | None = None      # base64, 32 bytes (AES-256-GCM)
+    # Why the L2 is off although configured (the key is missing, unresolved or malformed): the
+    # app then serves from L1 alone and never writes a token outside the process unencrypted.
+    l2_disabled_reason: str | None = None
     l2_timeout_seconds: float = 0.5
     l2_retry_seconds: float = 5.0          # how long the breaker stays open before probing L2 again
     lock_milliseconds: int = 3000
@@ -122,10 +136,19 @@ class Settings:
 
 
 # --- parsing helpers --------------------------------------------------------------------------
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
 def _get(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
     value = env.get(key)
     if value is None or not value.strip():
         return default
+    if value.strip().startswith(KEY_VAULT_REFERENCE):
+        # App Service replaces a Key Vault reference by the secret's value at start-up; when it
+        # can't (no secret, no access for the app's identity, vault firewall), it leaves the
+        # reference text in place. Using that text as the value would fail far from the cause.
+        raise ConfigurationError(key, "is an unresolved Key Vault reference: check that the secret exists and "
+                                      "that the app's managed identity may read it (Key Vault Secrets User)")
     return value.strip()
 
 
@@ -258,22 +281,39 @@ def _token_cache(env: Mapping[str, str]) -> TokenCacheSettings:
         raise ConfigurationError("TokenCache__RedisConnectionString", "is required when TokenCache__L2 is redis")
     if kind == "blob" and not blob:
         raise ConfigurationError("TokenCache__BlobConnectionString", "is required when TokenCache__L2 is blob")
-    key = _get(env, "TokenCache__EncryptionKey")
-    if kind != "none" and not key:
-        raise ConfigurationError("TokenCache__EncryptionKey", "is required for a shared cache: tokens are never "
-                                 "stored outside the process unencrypted")
+    key, disabled = _encryption_key(env) if kind != "none" else (None, None)
     return TokenCacheSettings(
         l1_max_entries=int(_number(env, "TokenCache__L1MaxEntries", 10_000, minimum=1, maximum=10_000_000)),
         l1_max_bytes=int(_number(env, "TokenCache__L1MaxBytes", 64 * 1024 * 1024, minimum=64 * 1024,
                                  maximum=16 * 1024 ** 3)),
         l2=kind, redis_url=redis_url and redis_url_from(redis_url), blob_connection_string=blob,
         blob_container=_get(env, "TokenCache__BlobContainer", "msal-token-cache") or "msal-token-cache",
-        encryption_key=key,
+        encryption_key=key, l2_disabled_reason=disabled,
         l2_timeout_seconds=_number(env, "TokenCache__L2TimeoutSeconds", 0.5, maximum=30),
         l2_retry_seconds=_number(env, "TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600),
         lock_milliseconds=int(_number(env, "TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)),
         session_lifetime_seconds=int(_number(env, "TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
                                              maximum=90 * 86400)))
+
+
+def _encryption_key(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The L2 key, or why there is none usable. Not a start-up failure: a missing key costs the
+    shared cache, not the app (it serves from L1), and the operator error names the setting."""
+    name = "TokenCache__EncryptionKey"
+    try:
+        key = _get(env, name)
+    except ConfigurationError as err:
+        return None, err.detail
+    if not key:
+        return None, f"Setting {name} is required for a shared cache: tokens are never stored outside the process " \
+                     "unencrypted."
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        return None, f"Setting {name} must be 32 bytes, base64-encoded."
+    return key, None
 
 
 def redis_url_from(value: str) -> str:

@@ -1,14 +1,17 @@
 """The one per-process app context: settings, HTTP session, signing keys, MSAL, built on first use.
 
-A cold start pays for it once; a warm instance reuses it. A configuration error is kept too,
-so a misconfigured instance logs it once, not once per request.
+A cold start pays for it once; a warm instance reuses it. A configuration error is kept for
+``CONFIGURATION_RETRY_SECONDS`` so a misconfigured instance logs it once per interval, not once per
+request, and then reads the settings again. A shared token cache whose key is missing or an
+unresolved Key Vault reference is switched off with an operator error, never run unencrypted.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from .acquisition import TokenAcquirer
 from .cache import TokenCacheLayers
@@ -41,8 +44,9 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
     settings = load_settings(env)
     ad = settings.azure_ad
     session = OutboundSession(default_timeout=(min(3.05, ad.timeout_seconds), ad.timeout_seconds))
-    keys = SigningKeys(f"{ad.instance}{ad.tenant_id}/v2.0/.well-known/openid-configuration", session,
-                       refresh_seconds=ad.metadata_refresh_seconds, timeout=ad.timeout_seconds)
+    keys = SigningKeys(f"{ad.authority}/v2.0/.well-known/openid-configuration", session,
+                       v1_metadata_url=ad.v1_metadata_url, refresh_seconds=ad.metadata_refresh_seconds,
+                       timeout=ad.timeout_seconds)
     loader = CredentialLoader(ad.credentials, ad.keyvault, send_x5c=ad.send_x5c,
                               user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
     tokens = TokenAcquirer(ad, loader.load, session, token_cache_layers(settings.token_cache),
@@ -56,11 +60,12 @@ def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:
     l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes)
     if tc.l2 == "none":
         return TokenCacheLayers(l1)
-    assert tc.encryption_key is not None
-    try:
-        sealer = Sealer.from_base64(tc.encryption_key)
-    except ValueError:
-        raise ConfigurationError("TokenCache__EncryptionKey", "must be 32 bytes, base64-encoded") from None
+    if tc.l2_disabled_reason or tc.encryption_key is None:
+        log.error("configuration error: %s The shared token cache (TokenCache__L2=%s) is OFF: this instance serves "
+                  "from its in-process cache only and writes nothing outside the process until the setting is "
+                  "fixed and the app restarted.", tc.l2_disabled_reason, tc.l2)
+        return TokenCacheLayers(l1)
+    sealer = Sealer.from_base64(tc.encryption_key)
     if tc.l2 == "redis":
         assert tc.redis_url is not None
         backend: Backend = RedisBackend(tc.redis_url, tc.l2_timeout_seconds)
@@ -74,25 +79,29 @@ def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:
                             lock_ms=tc.lock_milliseconds)
 
 
+# A configuration error is answered from memory for this long, then the settings are read again:
+# a burst of requests logs it once, and a process whose environment is fixed recovers by itself.
+CONFIGURATION_RETRY_SECONDS = 30.0
 _lock = threading.Lock()
 _context: AppContext | None = None
-_failure: ConfigurationError | None = None
+_failure: tuple[float, ConfigurationError] | None = None
 
 
-def app_context() -> AppContext:
+def app_context(clock: Callable[[], float] = time.monotonic) -> AppContext:
     global _context, _failure
     if _context is not None:
         return _context
     with _lock:
         if _context is None:
-            if _failure is not None:
-                raise _failure
+            if _failure is not None and clock() - _failure[0] < CONFIGURATION_RETRY_SECONDS:
+                raise _failure[1]
             try:
                 _context = build_context()
             except ConfigurationError as err:
                 log.error("configuration error: %s", err.detail)
-                _failure = err
+                _failure = (clock(), err)
                 raise
+            _failure = None
         return _context
 
 

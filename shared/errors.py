@@ -75,6 +75,14 @@ class ClaimsChallenge(ApiError):
                          {"WWW-Authenticate": header}, extra)
 
 
+class AccessDenied(ApiError):
+    """403: the identity provider will not issue a token for this user, and signing in again won't
+    change that (Conditional Access block, no app-role assignment, disabled account)."""
+
+    def __init__(self, detail: str, aadsts: list[int] | None = None) -> None:
+        super().__init__(detail, 403, "Forbidden", "access_denied", extra={"aadsts": aadsts or []})
+
+
 class ConfigurationError(ApiError):
     """500: a setting is missing or malformed. Names the key, never the value."""
 

@@ -24,8 +24,9 @@ log = logging.getLogger("middletier.keys")
 
 @dataclass(frozen=True)
 class Metadata:
-    issuer: str
+    issuer: str                # the v2 issuer template (``{tenantid}`` for multi-tenant authorities)
     jwks_uri: str
+    v1_issuer: str | None = None  # from the v1 metadata document, when v1 tokens are accepted
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,15 @@ class SigningKey:
 
 
 class SigningKeys:
-    def __init__(self, metadata_url: str, session: requests.Session, *, refresh_seconds: float = 24 * 3600,
-                 unknown_kid_interval: float = 300, timeout: float = 10.0,
+    def __init__(self, metadata_url: str, session: requests.Session, *, v1_metadata_url: str | None = None,
+                 refresh_seconds: float = 24 * 3600, unknown_kid_interval: float = 300, timeout: float = 10.0,
                  clock: Callable[[], float] = time.monotonic):
+        """``metadata_url`` is the v2 OIDC document; ``v1_metadata_url`` the v1 one, read only for its
+        issuer (``https://sts.windows.net/{tenantid}/`` in the public cloud and US Government,
+        ``https://sts.chinacloudapi.cn/{tenantid}/`` in China) — the way Microsoft.IdentityModel's
+        AadIssuerValidator learns it, so no cloud's issuer is written into the app."""
         self.metadata_url = metadata_url
+        self.v1_metadata_url = v1_metadata_url
         self._session = session
         self._refresh = refresh_seconds
         self._unknown_interval = unknown_kid_interval
@@ -115,7 +121,13 @@ class SigningKeys:
             doc = self._get_json(self.metadata_url, "OpenID metadata")
             if not isinstance(doc.get("issuer"), str) or not isinstance(doc.get("jwks_uri"), str):
                 raise UpstreamError("entra", "The OpenID metadata lacks issuer or jwks_uri.", 502)
-            self._metadata = Metadata(doc["issuer"], doc["jwks_uri"])
+            v1_issuer = None
+            if self.v1_metadata_url:
+                v1 = self._get_json(self.v1_metadata_url, "v1 OpenID metadata")
+                if not isinstance(v1.get("issuer"), str):
+                    raise UpstreamError("entra", "The v1 OpenID metadata lacks issuer.", 502)
+                v1_issuer = v1["issuer"]
+            self._metadata = Metadata(doc["issuer"], doc["jwks_uri"], v1_issuer)
         jwks = self._get_json(self._metadata.jwks_uri, "signing keys")
         keys: dict[str, SigningKey] = {}
         for raw in jwks.get("keys") or []:

@@ -23,7 +23,7 @@ from cachetools import TLRUCache
 
 from .config import AzureAdSettings
 from .errors import AuthenticationError
-from .signing_keys import SigningKeys
+from .signing_keys import Metadata, SigningKeys
 
 ALGORITHMS = ["RS256"]
 MAX_LIFETIME_SECONDS = 48 * 3600  # Entra access tokens live at most ~28 h (CAE)
@@ -77,9 +77,11 @@ def _structure(token: str) -> dict[str, Any]:
     return header
 
 
-def _issuers(template: str, tid: str) -> set[str]:
-    """v2 issuer from the tenant's metadata (``{tenantid}`` substituted) and the v1 issuer."""
-    return {template.replace("{tenantid}", tid), f"https://sts.windows.net/{tid}/"}
+def _issuers(metadata: Metadata, tid: str) -> tuple[str, str | None]:
+    """The v2 and v1 issuers for tenant ``tid``, from the authority's own metadata (never a
+    hard-coded cloud); v1 is None when the API does not accept v1 tokens."""
+    v1 = metadata.v1_issuer.replace("{tenantid}", tid) if metadata.v1_issuer else None
+    return metadata.issuer.replace("{tenantid}", tid), v1
 
 
 def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller:
@@ -118,12 +120,13 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
             raise AuthenticationError("The token's tenant is not allowed.")
     elif tid.lower() != settings.tenant_id.lower():
         raise AuthenticationError("The token was issued by another tenant.")
-    valid_issuers = _issuers(keys.metadata.issuer, tid)
+    v2_issuer, v1_issuer = _issuers(keys.metadata, tid)
+    valid_issuers = {v2_issuer, v1_issuer} - {None}
     if not isinstance(claims.get("iss"), str) or claims["iss"] not in valid_issuers:
         raise AuthenticationError("The token's issuer is not trusted.")
     if claims.get("ver") not in settings.token_versions:
         raise AuthenticationError("The token's version is not accepted by this API.")
-    if (claims.get("ver") == "1.0") != str(claims["iss"]).startswith("https://sts.windows.net/"):
+    if (claims.get("ver") == "1.0") != (claims["iss"] == v1_issuer):
         raise AuthenticationError("The token's issuer does not match its version.")
     if key.issuer and key.issuer.replace("{tenantid}", tid) not in valid_issuers:
         raise AuthenticationError("The token's signing key belongs to another issuer.")

@@ -98,6 +98,7 @@ class FakeIdP:
 
     def __init__(self, *keys: rsa.RSAPrivateKey):
         self.keys = list(keys)
+        self.v1_issuer = "https://sts.windows.net/{tenantid}/"
         self.jwks_fetches = 0
         self.down = False
 
@@ -105,8 +106,10 @@ class FakeIdP:
         import requests
         if self.down:
             raise requests.ConnectionError("down")
-        if url.endswith("openid-configuration"):
+        if url.endswith("v2.0/.well-known/openid-configuration") or url == INSTANCE + "openid-configuration":
             return FakeResponse({"issuer": INSTANCE + "{tenantid}/v2.0", "jwks_uri": INSTANCE + "keys"})
+        if url.endswith("openid-configuration"):  # the v1 document: only its issuer is read
+            return FakeResponse({"issuer": self.v1_issuer, "jwks_uri": INSTANCE + "common/discovery/keys"})
         self.jwks_fetches += 1
         return FakeResponse({"keys": [dict(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key(), as_dict=True),
                                            kid=kid(k), use="sig") for k in self.keys]})
@@ -132,7 +135,8 @@ def idp() -> FakeIdP:
 
 @pytest.fixture
 def keys(idp: FakeIdP) -> SigningKeys:
-    return SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp)  # type: ignore[arg-type]
+    return SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       v1_metadata_url=load_settings(env()).azure_ad.v1_metadata_url)
 
 
 def test_valid_token_gives_the_caller(keys: SigningKeys) -> None:
@@ -143,6 +147,26 @@ def test_valid_token_gives_the_caller(keys: SigningKeys) -> None:
 def test_app_id_uri_audience_and_v1_issuer_are_accepted(keys: SigningKeys) -> None:
     v1 = token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0")
     assert validate(v1, keys, load_settings(env()).azure_ad).tid == TENANT
+
+
+def test_v1_issuer_comes_from_the_v1_metadata_not_from_a_constant(idp: FakeIdP) -> None:
+    """A sovereign cloud (China: sts.chinacloudapi.cn) publishes its own v1 issuer; the public
+    cloud's is then refused, and a v2-only API reads no v1 document at all."""
+    idp.v1_issuer = "https://sts.chinacloudapi.cn/{tenantid}/"
+    settings = load_settings(env()).azure_ad
+    assert settings.v1_metadata_url == INSTANCE + TENANT + "/.well-known/openid-configuration"
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       v1_metadata_url=settings.v1_metadata_url)
+    china = token(aud="api://middletier", iss=f"https://sts.chinacloudapi.cn/{TENANT}/", ver="1.0")
+    assert validate(china, keys, settings).tid == TENANT
+    with pytest.raises(AuthenticationError, match="issuer"):
+        validate(token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0"), keys, settings)
+    with pytest.raises(AuthenticationError, match="does not match its version"):
+        validate(token(iss=f"https://sts.chinacloudapi.cn/{TENANT}/"), keys, settings)
+    v2_only = load_settings(env(AzureAd__AccessTokenVersions="2.0")).azure_ad
+    assert v2_only.v1_metadata_url is None
+    assert load_settings(env(AzureAd__TenantId="organizations")).azure_ad.v1_metadata_url == \
+        INSTANCE + "common/.well-known/openid-configuration"
 
 
 @pytest.mark.parametrize("make,message", [

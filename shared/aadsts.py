@@ -1,0 +1,105 @@
+"""What an Entra error (AADSTS code) means for a middle tier, by whose problem it is.
+
+Entra's token endpoint answers a failed On-Behalf-Of or client-credentials request with an OAuth
+``error`` and ``error_codes``. The OAuth ``error`` alone can't tell "the caller's token is bad"
+from "our own certificate is bad" (both can be ``invalid_grant`` or ``invalid_client``), so the
+code decides, as listed in Entra's published error table (``reference-error-codes.md`` in
+MicrosoftDocs/entra-docs; codes missing from it are noted with their source). Each code belongs to
+exactly one kind; an unknown code falls back to the OAuth ``error``. ``docs/PROTOCOL.md`` has the
+table with the reasons.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Iterable
+
+
+class Kind(Enum):
+    CALLER_TOKEN = "caller_token"          # 401 invalid_token: the caller must get a new token
+    INTERACTION = "interaction"            # 401 + claims challenge: the user must sign in again
+    USER_BLOCKED = "user_blocked"          # 403: sign-in again won't help (policy, assignment, account)
+    CREDENTIAL = "credential"              # 500: this app's own credential (reload it once)
+    CONFIGURATION = "configuration"        # 500: this app's registration or settings
+    TRANSIENT = "transient"                # 503: Entra is unavailable; retry later
+
+
+KINDS: dict[int, Kind] = {
+    # The user assertion presented for OBO (the caller's token).
+    50013: Kind.CALLER_TOKEN,    # InvalidAssertion: signature, issuer, expired, malformed
+    50027: Kind.CALLER_TOKEN,    # InvalidJwtToken
+    500131: Kind.CALLER_TOKEN,   # assertion audience does not match the client presenting it
+    500133: Kind.CALLER_TOKEN,   # assertion (the user's access token) not within its valid time range
+    # The user must interact: MFA, consent, an external challenge, a password or session reset.
+    50076: Kind.INTERACTION,     # UserStrongAuthClientAuthNRequired (MFA)
+    50079: Kind.INTERACTION,     # UserStrongAuthEnrollmentRequired
+    50072: Kind.INTERACTION,     # UserStrongAuthEnrollmentRequiredInterrupt
+    50074: Kind.INTERACTION,     # UserStrongAuthClientAuthNRequiredInterrupt
+    50078: Kind.INTERACTION,     # UserStrongAuthExpired
+    50158: Kind.INTERACTION,     # ExternalSecurityChallenge (terms of use, third-party MFA)
+    65001: Kind.INTERACTION,     # DelegationDoesNotExist: consent
+    65004: Kind.INTERACTION,     # UserDeclinedConsent
+    50055: Kind.INTERACTION,     # InvalidPasswordExpiredPassword
+    50173: Kind.INTERACTION,     # FreshTokenNeeded: grant revoked (password change, admin revoke)
+    50132: Kind.INTERACTION,     # SsoArtifactInvalidOrExpired
+    70043: Kind.INTERACTION,     # BadTokenDueToSignInFrequency
+    50097: Kind.INTERACTION,     # DeviceAuthenticationRequired
+    # Signing in again does not help: an administrator or a different device must change something.
+    53003: Kind.USER_BLOCKED,    # BlockedByConditionalAccess (with a claims value it is a challenge)
+    53000: Kind.USER_BLOCKED,    # DeviceNotCompliant
+    53001: Kind.USER_BLOCKED,    # DeviceNotDomainJoined
+    50005: Kind.USER_BLOCKED,    # DevicePolicyError
+    50105: Kind.USER_BLOCKED,    # EntitlementGrantsNotFound: user not assigned to the app
+    50053: Kind.USER_BLOCKED,    # IdsLocked
+    50057: Kind.USER_BLOCKED,    # UserDisabled
+    # This app's own client credential: secret, certificate, assertion or federated credential.
+    700024: Kind.CREDENTIAL,     # client assertion not within its valid time range (app clock, expired MI token)
+    700027: Kind.CREDENTIAL,     # client assertion failed signature validation
+    700023: Kind.CREDENTIAL,     # client assertion audience does not match the realm (SDK docs; the table
+                                 # names it InvalidResourcelessScope, but Entra sends it for assertions)
+    700021: Kind.CREDENTIAL,     # client assertion application identifier does not match client_id (SDK docs)
+    7000215: Kind.CREDENTIAL,    # invalid client secret
+    7000222: Kind.CREDENTIAL,    # InvalidClientSecretExpiredKeysProvided
+    7000218: Kind.CREDENTIAL,    # neither client_assertion nor client_secret
+    700025: Kind.CREDENTIAL,     # InvalidClientPublicClientWithCredential
+    700016: Kind.CREDENTIAL,     # UnauthorizedClient_DoesNotMatchRequest: app not found in the tenant
+    7000112: Kind.CREDENTIAL,    # UnauthorizedClientApplicationDisabled
+    70021: Kind.CREDENTIAL,      # no matching federated identity record (Azure DevOps docs)
+    700229: Kind.CREDENTIAL,     # ForbiddenTokenType: only app-only tokens as a federated credential
+    # This app's registration or settings.
+    70011: Kind.CONFIGURATION,   # InvalidScope
+    28000: Kind.CONFIGURATION,   # scope spans more than one resource
+    65005: Kind.CONFIGURATION,   # MisconfiguredApplication
+    90009: Kind.CONFIGURATION,   # TokenForItselfMissingIdenticalAppIdentifier
+    500011: Kind.CONFIGURATION,  # InvalidResourceServicePrincipalNotFound
+    500014: Kind.CONFIGURATION,  # InvalidResourceServicePrincipalDisabled
+    50001: Kind.CONFIGURATION,   # InvalidResource
+    7000114: Kind.CONFIGURATION,  # the app may not make application on-behalf-of calls
+    90002: Kind.CONFIGURATION,   # InvalidTenantName
+    50049: Kind.CONFIGURATION,   # NoSuchInstanceForDiscovery
+    900144: Kind.CONFIGURATION,  # a required parameter is missing
+    # Entra itself.
+    50000: Kind.TRANSIENT,       # TokenIssuanceError
+    90033: Kind.TRANSIENT,       # MsodsServiceUnavailable
+    70012: Kind.TRANSIENT,       # MsaServerError
+    50196: Kind.TRANSIENT,       # LoopDetected: back off
+}
+
+_PRECEDENCE = (Kind.CREDENTIAL, Kind.CONFIGURATION, Kind.CALLER_TOKEN, Kind.INTERACTION, Kind.USER_BLOCKED,
+               Kind.TRANSIENT)
+_BY_ERROR = {"invalid_client": Kind.CREDENTIAL, "unauthorized_client": Kind.CREDENTIAL,
+             "interaction_required": Kind.INTERACTION, "consent_required": Kind.INTERACTION,
+             "invalid_scope": Kind.CONFIGURATION, "invalid_resource": Kind.CONFIGURATION,
+             "temporarily_unavailable": Kind.TRANSIENT, "throttled": Kind.TRANSIENT}
+
+
+def classify(error: str, codes: Iterable[int]) -> Kind | None:
+    """The kind of an Entra error answer: by its AADSTS codes, else by its OAuth ``error``.
+
+    When several codes are listed the app's own problems win (credential, then configuration),
+    because no caller can fix them. None means unknown: the caller treats it as an upstream refusal.
+    """
+    kinds = {KINDS[c] for c in codes if c in KINDS}
+    for kind in _PRECEDENCE:
+        if kind in kinds:
+            return kind
+    return _BY_ERROR.get(error)
