@@ -1,9 +1,18 @@
 """OpenTelemetry spans and counters for the request path, free when telemetry is off.
 
-On when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (exported to Application Insights with
-``azure-monitor-opentelemetry``, configured once) or when ``MiddleTier__Telemetry=otel`` (use the
-process's own OpenTelemetry SDK setup). Off otherwise: ``span()`` returns a shared null context
-and OpenTelemetry is never imported. Attributes carry ids and outcomes, never a token.
+One pipeline, the one Azure Functions sets up (its OpenTelemetry guidance): ``host.json`` has
+``"telemetryMode": "OpenTelemetry"`` so the host exports its request telemetry with OpenTelemetry,
+and the app setting ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`` makes the Python worker
+call ``configure_azure_monitor()`` once and run each invocation inside the host's trace context.
+This module never configures an exporter itself: it takes the worker's tracer and meter, so the
+app's spans are children of the host's request and logs are sent once.
+
+On when the worker's OpenTelemetry is on (``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY`` or
+``PYTHON_ENABLE_OPENTELEMETRY`` true) or ``MiddleTier__Telemetry=otel`` (an SDK set up by the
+process). Off otherwise: ``span()`` returns a shared null context and OpenTelemetry is never
+imported. With a connection string but the worker's telemetry off, spans would have nowhere to go
+correlated, so it warns once instead of starting a second exporter. Attributes carry ids and
+outcomes, never a token.
 """
 from __future__ import annotations
 
@@ -17,6 +26,17 @@ log = logging.getLogger("middletier.telemetry")
 _NULL = contextlib.nullcontext()
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
+WORKER_SETTINGS = ("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "PYTHON_ENABLE_OPENTELEMETRY")
+
+
+def enabled_by(env: Any = os.environ) -> str | None:
+    """Which setting turns telemetry on, or None: the worker's OpenTelemetry, or our own opt-in."""
+    for name in WORKER_SETTINGS:
+        if str(env.get(name, "")).strip().lower() == "true":
+            return name
+    if str(env.get("MiddleTier__Telemetry", "")).strip().lower() == "otel":
+        return "MiddleTier__Telemetry"
+    return None
 
 
 def _setup() -> bool:
@@ -25,13 +45,8 @@ def _setup() -> bool:
     with _lock:
         if "enabled" in _state:
             return bool(_state["enabled"])
-        connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
-        mode = os.environ.get("MiddleTier__Telemetry", "").lower()
-        enabled = bool(connection) or mode == "otel"
-        if enabled:
-            if connection:
-                from azure.monitor.opentelemetry import configure_azure_monitor
-                configure_azure_monitor(connection_string=connection, logger_name="middletier")
+        source = enabled_by()
+        if source is not None:
             from opentelemetry import metrics, trace
             _state["tracer"] = trace.get_tracer("middletier")
             meter = metrics.get_meter("middletier")
@@ -41,9 +56,13 @@ def _setup() -> bool:
                     ("middletier.cache.misses", "token cache misses (an Entra call follows)"),
                     ("middletier.obo.calls", "On-Behalf-Of requests sent to Entra"),
                 )}
-            log.info("telemetry on (%s)", "Application Insights" if connection else "OpenTelemetry SDK")
-        _state["enabled"] = enabled
-        return enabled
+            log.info("telemetry on (%s)", source)
+        elif os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+            log.warning("APPLICATIONINSIGHTS_CONNECTION_STRING is set but the worker's OpenTelemetry is off: set "
+                        "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true (and telemetryMode OpenTelemetry in "
+                        "host.json) to get the app's spans correlated with the host's requests")
+        _state["enabled"] = source is not None
+        return bool(_state["enabled"])
 
 
 def span(name: str, **attributes: str | int | bool) -> ContextManager[Any]:

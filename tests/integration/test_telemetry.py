@@ -56,3 +56,24 @@ def test_spans_and_counters_without_tokens(devstack: dict[str, Any], admin: Admi
               for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert points["middletier.obo.calls"] == 1 and points["middletier.cache.misses"] == 1
     assert points["middletier.cache.hits"] == 2
+
+
+def test_a_connection_string_alone_starts_no_second_exporter() -> None:
+    """On Azure the worker configures Azure Monitor (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY);
+    the app must not start its own exporter beside it, which would send logs twice, uncorrelated."""
+    code = ("import json, logging, sys; logging.basicConfig(level=logging.WARNING); import shared.telemetry as t; "
+            "assert t.span('x').__enter__() is None; "
+            "print(json.dumps(sorted({m.split('.')[0] + '.' + m.split('.')[1] for m in sys.modules "
+            "if m.startswith(('azure.monitor', 'opentelemetry.'))})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "APPLICATIONINSIGHTS_CONNECTION_STRING":
+                              "InstrumentationKey=00000000-0000-0000-0000-000000000000"})
+    assert json.loads(out.stdout) == []
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true" in out.stderr
+
+
+def test_host_json_sends_host_telemetry_through_opentelemetry() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    # Host.Results carries the request telemetry: never filtered away.
+    assert "Host.Results" not in (host.get("logging") or {}).get("logLevel", {})
