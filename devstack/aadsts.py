@@ -21,6 +21,9 @@ CATALOGUE: dict[int, tuple[int, str, str]] = {
     50079: (400, "invalid_grant",
             "Due to a configuration change made by your administrator, or because you moved to a "
             "new location, you must enroll in multi-factor authentication to access '{resource}'."),
+    # Instance discovery (GET /common/discovery/instance): an authority Entra does not know.
+    50049: (400, "invalid_instance", "Unknown or invalid instance."),
+    50050: (400, "invalid_request", "Request is malformed: invalid or missing '{param}'."),
     50126: (400, "invalid_grant", "Error validating credentials due to invalid username or password."),
     53003: (400, "invalid_grant",
             "Access has been blocked by Conditional Access policies. The access policy does not "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .settings_file import write_local_settings
     ports = {} if args.port is None else {name: args.port for name in stack.DEFAULT_PORTS}
     state = state_dir(args.state)
-    built = stack.build(state, host=args.host, ports=ports)
+    built = stack.build(state, host=args.host, ports=ports, names=_public_names(args))
     children: list[subprocess.Popen[bytes]] = []
 
     def ready(info: dict[str, Any]) -> None:
@@ -38,8 +39,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = PROJECT_ROOT / "local.settings.json"
         if write_local_settings(settings, info):
             print(f"  wrote {settings} (wired to this devstack)", flush=True)
+        from .resolve import environment
         children.append(subprocess.Popen([sys.executable, "-m", "devstack", "--state", str(state), "host",
-                                          "--app", str(PROJECT_ROOT), "--settings", str(settings)]))
+                                          "--app", str(PROJECT_ROOT), "--settings", str(settings)],
+                                         env={**os.environ, **environment(info)}))
         print(CALL_HINT, flush=True)
 
     try:
@@ -49,6 +52,21 @@ def cmd_up(args: argparse.Namespace) -> int:
             child.terminate()
             child.wait(timeout=15)
     return 0
+
+
+def _public_names(args: argparse.Namespace) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    if args.production_names:
+        from .stack import PRODUCTION_NAMES
+        names = {service: list(hosts) for service, hosts in PRODUCTION_NAMES.items()}
+    for item in args.name or []:
+        service, sep, host = item.partition("=")
+        if not sep or not host.strip():
+            raise SystemExit(f"--name expects SERVICE=HOST, got {item!r}")
+        hosts = names.setdefault(service.strip(), [])
+        if host.strip().lower() not in hosts:
+            hosts.append(host.strip().lower())
+    return names
 
 
 CALL_HINT = """
@@ -77,7 +95,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from .client import sign_in
+    from .resolve import install
     info = _running(args)
+    if info.get("resolve"):  # a devstack under public names: reach them the way the app does
+        install(info["resolve"])
     if args.user not in info["users"]:
         print(f"unknown user {args.user!r}; known: {', '.join(info['users'])}", file=sys.stderr)
         return 2
@@ -106,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, help="0 = free ports for every service (tests)")
     up.add_argument("--ready-json", action="store_true", help="print one JSON line when ready")
     up.add_argument("--no-host", action="store_true", help="emulators only, no local Functions host")
+    up.add_argument("--name", action="append", metavar="SERVICE=HOST",
+                    help="serve SERVICE (entra, graph, keyvault, orders) under a public host name on port 443; "
+                         "repeat for aliases; a process reaches it with DEVSTACK_RESOLVE from `info --json`")
+    up.add_argument("--production-names", action="store_true",
+                    help="entra=login.microsoftonline.com, graph=graph.microsoft.com, "
+                         "keyvault=<vault>.vault.azure.net (and any --name)")
     up.set_defaults(func=cmd_up)
     host = sub.add_parser("host", help="serve a function app the way `func start` does")
     host.add_argument("--app", default=str(PROJECT_ROOT), help="the function app folder (host.json)")

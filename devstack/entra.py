@@ -20,6 +20,23 @@ from .issuer import AuthContext, Issuer, v2_issuer
 JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 FORM_LIMIT = 64 * 1024
 
+# What https://login.microsoftonline.com/common/discovery/instance?api-version=1.1 lists: one group of
+# aliases per cloud (recorded answers in azure-sdk-for-js's test recordings and MSAL.NET's
+# TestConstants.DiscoveryJsonResponse). MSAL reads the group holding its authority's host for aliases.
+CLOUD_METADATA: list[dict[str, Any]] = [
+    {"preferred_network": "login.microsoftonline.com", "preferred_cache": "login.windows.net",
+     "aliases": ["login.microsoftonline.com", "login.windows.net", "login.microsoft.com", "sts.windows.net"]},
+    {"preferred_network": "login.partner.microsoftonline.cn", "preferred_cache": "login.partner.microsoftonline.cn",
+     "aliases": ["login.partner.microsoftonline.cn", "login.chinacloudapi.cn"]},
+    {"preferred_network": "login.microsoftonline.de", "preferred_cache": "login.microsoftonline.de",
+     "aliases": ["login.microsoftonline.de"]},
+    {"preferred_network": "login.microsoftonline.us", "preferred_cache": "login.microsoftonline.us",
+     "aliases": ["login.microsoftonline.us", "login.usgovcloudapi.net"]},
+    {"preferred_network": "login-us.microsoftonline.com", "preferred_cache": "login-us.microsoftonline.com",
+     "aliases": ["login-us.microsoftonline.com"]},
+]
+DISCOVERY_API_VERSIONS = ("1.0", "1.1")
+
 
 def parse_form(body: bytes) -> dict[str, str]:
     """application/x-www-form-urlencoded, first value wins; unknown parameters are kept and ignored."""
@@ -166,14 +183,53 @@ class Entra:
         return JSONResponse(self.issuer.keys.jwks(self.instance, None if generic else tenant.id),
                             headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
 
-    async def instance_discovery(self, request: Request) -> Response:
+    def instance_metadata(self) -> list[dict[str, Any]]:
+        """Under a public cloud's name (``up --production-names``) the emulator is that cloud and lists
+        every cloud, as Entra does; on loopback it is an instance of its own, aliased to nothing else."""
         host = urllib.parse.urlsplit(self.instance).netloc
-        tenant = self.directory.default.id
-        return JSONResponse({
-            "tenant_discovery_endpoint": f"{self.instance}/{tenant}/v2.0/.well-known/openid-configuration",
-            "api-version": request.query_params.get("api-version", "1.1"),
-            "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
-        })
+        if any(host in group["aliases"] for group in CLOUD_METADATA):
+            return CLOUD_METADATA
+        return [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}]
+
+    def known_instances(self) -> set[str]:
+        """Hosts whose authorities this emulator validates: its own and its aliases. Entra also knows
+        the other clouds' hosts; the emulator refuses them, as it cannot serve them."""
+        host = urllib.parse.urlsplit(self.instance).netloc
+        return next(set(g["aliases"]) for g in self.instance_metadata() if host in g["aliases"])
+
+    async def instance_discovery(self, request: Request) -> Response:
+        """``GET /common/discovery/instance``: MSAL's authority validation (``api-version=1.0``, the
+        authority's authorize endpoint; MSAL Python asks for any host it does not know) and alias
+        lookup (``1.1``, ``https://login.microsoftonline.com/common/oauth2/authorize``). A host Entra
+        does not know gets 400 ``invalid_instance`` (AADSTS50049), on which MSAL refuses the authority."""
+        q = request.query_params
+        version = q.get("api-version", "")
+        if (r := await self._fault("instance_discovery", request)) is not None:
+            self.stats.count("entra.instance_discovery", outcome=f"fault-{r.status_code}")
+            return r
+        try:
+            if version not in DISCOVERY_API_VERSIONS:
+                raise AadError(50050, {"param": "api-version"})
+            named = [k for k in ("authorization_endpoint", "issuer") if q.get(k)]
+            if len(named) != 1:
+                raise AadError(50050, {"param": "authorization_endpoint"})
+            parts = urllib.parse.urlsplit(q[named[0]])
+            segments = [s for s in parts.path.split("/") if s]
+            if parts.scheme != "https" or not parts.netloc or not segments:
+                raise AadError(50050, {"param": named[0]})
+            if parts.netloc.lower() not in self.known_instances():
+                raise AadError(50049)
+        except AadError as err:
+            self.stats.count("entra.instance_discovery", outcome=f"AADSTS{err.code}", api_version=version or None)
+            return self._error(err, request)
+        v2 = named[0] == "authorization_endpoint" and "/oauth2/v2.0/authorize" in parts.path
+        doc = f"{self.instance}/{segments[0]}" + ("/v2.0" if v2 else "") + "/.well-known/openid-configuration"
+        body: dict[str, Any] = {"tenant_discovery_endpoint": doc}
+        if version == "1.1":  # 1.0 answers the endpoint alone; the alias table came with 1.1
+            body.update({"api-version": "1.1", "metadata": self.instance_metadata()})
+        self.stats.count("entra.instance_discovery", outcome="200", api_version=version, host=parts.netloc.lower())
+        return JSONResponse(body, headers={"Cache-Control": "max-age=86400, private",
+                                           "Access-Control-Allow-Origin": "*"})
 
     async def user_realm(self, request: Request) -> Response:
         upn = request.path_params["upn"]

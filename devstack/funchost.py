@@ -293,7 +293,11 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     """Load settings and functions, then serve until SIGINT/SIGTERM (the `func start` lifecycle)."""
     import uvicorn
 
+    from .resolve import install_from_env
     from .stack import bind
+    # DEVSTACK_RESOLVE (process environment, not a setting): real host names -> the devstack, in
+    # this process only, before the app makes a connection (devstack/resolve.py).
+    install_from_env()
     settings = read_local_settings(settings_path or app_dir / "local.settings.json")
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)

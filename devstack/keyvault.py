@@ -184,9 +184,10 @@ class KeyVault:
                 raise KvError(403, "Forbidden", "Operation get is not allowed on a secret that is not yet valid.",
                               "SecretNotYetValid")
         except KvError as err:
-            self.stats.count("keyvault.get", outcome=str(err.status))  # by_secret counts successful reads only
+            # by_secret counts successful reads only; by_host: the vault's name as the client used it
+            self.stats.count("keyvault.get", outcome=str(err.status), host=request.headers.get("host"))
             return self._error(err)
-        self.stats.count("keyvault.get", secret=name, outcome="200", caller=caller)
+        self.stats.count("keyvault.get", secret=name, outcome="200", caller=caller, host=request.headers.get("host"))
         return JSONResponse({"value": v.value, **self._secret_item(name, v)})
 
     async def list_versions(self, request: Request) -> Response:

@@ -3,6 +3,12 @@
 Only settings: the app reaches the emulators through the same keys it uses for Entra ID.
 ``REQUESTS_CA_BUNDLE`` is the combined bundle (machine roots + local CA) so MSAL, azure-core
 and requests all trust the local HTTPS endpoints without code changes.
+
+A devstack under public names (``up --production-names``) gets production values: URLs with
+Microsoft's host names, and neither ``AzureAd__DisableInstanceDiscovery`` (the Entra emulator answers
+instance discovery as ``login.microsoftonline.com``) nor ``KeyVault__VerifyChallengeResource``
+(the vault is under ``*.vault.azure.net``). The host process then needs ``DEVSTACK_RESOLVE``
+(``devstack.resolve.environment(info)``) to reach those names.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ def credential_settings(info: dict[str, Any], kind: str = "keyvault-certificate"
 def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = "keyvault-certificate",
                    cors: str = "http://localhost:5173,http://127.0.0.1:5173") -> dict[str, Any]:
     mt = info["apps"]["middletier-api"]
-    return {
+    settings: dict[str, Any] = {
         "IsEncrypted": False,
         "Values": {
             "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -71,6 +77,14 @@ def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = 
         },
         "Host": {"LocalHttpPort": port, "CORS": cors, "CORSCredentials": False},
     }
+    public = info.get("names") or {}
+    from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+    if public.get("entra", [""])[0] in WELL_KNOWN_AUTHORITY_HOSTS:
+        # MSAL asks a well-known host itself for instance metadata: here that is the emulator.
+        del settings["Values"]["AzureAd__DisableInstanceDiscovery"]
+    if any(n.endswith(".vault.azure.net") for n in public.get("keyvault", [])[:1]):
+        del settings["Values"]["KeyVault__VerifyChallengeResource"]
+    return settings
 
 
 def write_local_settings(path: Path, info: dict[str, Any], *, port: int = 7071, overwrite: bool = False) -> bool:

@@ -2,6 +2,11 @@
 
 Ports are bound before the apps are built, so ``--port 0`` (tests) gets free ports and the
 issuer URLs inside tokens name the port actually served.
+
+Public names (``up --name entra=login.microsoftonline.com`` or ``--production-names``) serve an
+emulator under a real host name on port 443 instead: its URLs, the issuer in tokens and the
+server certificate name it, and ``info()["resolve"]`` is the ``DEVSTACK_RESOLVE`` mapping that
+sends that name to the emulator's loopback port inside a process (``devstack/resolve.py``).
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import contextlib
 import logging
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -31,6 +36,9 @@ from .tls import TlsFiles, ensure_tls
 
 DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "keyvault": 8445, "identity": 8446, "orders": 8447, "admin": 8440}
 PLAIN_HTTP = ("admin", "identity")  # loopback-only; the managed-identity endpoint is plain http on App Service too
+# The public cloud's host names, for a run with production settings (`up --production-names`).
+PRODUCTION_NAMES = {"entra": ["login.microsoftonline.com"], "graph": ["graph.microsoft.com"],
+                    "keyvault": ["{vault}.vault.azure.net"]}
 log = logging.getLogger("devstack")
 
 
@@ -57,10 +65,22 @@ class Stack:
     orders: Orders
     admin: Admin
     certificates: dict[str, AppCertificate]
+    names: dict[str, list[str]] = field(default_factory=dict)
 
-    def url(self, name: str) -> str:
+    def loopback_url(self, name: str) -> str:
         scheme = "http" if name in PLAIN_HTTP else "https"
         return f"{scheme}://{self.host}:{self.sockets[name].getsockname()[1]}"
+
+    def url(self, name: str) -> str:
+        """The service's base URL as clients name it: its public name if it has one (port 443)."""
+        return f"https://{self.names[name][0]}" if self.names.get(name) else self.loopback_url(name)
+
+    def resolve_spec(self) -> str:
+        """``DEVSTACK_RESOLVE`` for the public names: each one -> this service's loopback port."""
+        from .resolve import format_spec
+        ip = "127.0.0.1" if self.host in ("0.0.0.0", "localhost") else "::1" if self.host == "::" else self.host
+        return format_spec({n: (ip, self.sockets[service].getsockname()[1])
+                            for service, names in self.names.items() for n in names})
 
     def info(self) -> dict[str, Any]:
         tenant = self.directory.default
@@ -98,6 +118,10 @@ class Stack:
                                             "system_assigned": m.system_assigned} for m in tenant.managed_identities},
             "vault": {"name": self.keyvault.vault.name, "url": self.url("keyvault"),
                       "secrets": sorted(self.keyvault.store.secrets), "certificates": sorted(self.keyvault.store.certificates)},
+            # Public names: where each emulator really listens, and the mapping to reach it by name.
+            "names": {service: list(names) for service, names in self.names.items() if names},
+            "loopback": {name: self.loopback_url(name) for name in self.sockets},
+            "resolve": self.resolve_spec(),
             "apps": apps,
             "users": {u.name: {"oid": u.oid, "upn": u.upn, "password": u.password,
                                "display_name": u.display_name, "mfa_code": u.mfa_code}
@@ -106,13 +130,24 @@ class Stack:
 
 
 def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
-          tenant_file: Path = DEFAULT_TENANT_FILE) -> Stack:
+          tenant_file: Path = DEFAULT_TENANT_FILE, names: dict[str, list[str]] | None = None) -> Stack:
+    """``names``: service -> public host names, the first one canonical (URLs, issuer), the others
+    aliases (certificate and resolve mapping only); ``{vault}`` stands for the vault's name."""
     state.mkdir(parents=True, exist_ok=True)
-    tls = ensure_tls(state / "tls")
+    directory = load_directory(tenant_file)
+    vault_name = directory.default.vaults[0].name
+    names = {service: [n.replace("{vault}", vault_name).lower().rstrip(".") for n in hosts]
+             for service, hosts in (names or {}).items() if hosts}
+    for service in names:
+        if service not in DEFAULT_PORTS or service in PLAIN_HTTP:
+            raise ValueError(f"no public name for {service!r}: one of entra, graph, keyvault, orders")
+        if names[service][0].startswith("*"):
+            raise ValueError(f"the first name of {service!r} is its URL: a host name, not a wildcard")
+    tls = ensure_tls(state / "tls", [n for hosts in names.values() for n in hosts])
     chosen = {**DEFAULT_PORTS, **(ports or {})}
     sockets = {name: bind(host, port) for name, port in chosen.items()}
-    instance = f"https://{host}:{sockets['entra'].getsockname()[1]}"
-    directory = load_directory(tenant_file)
+    instance = f"https://{names['entra'][0]}" if "entra" in names \
+        else f"https://{host}:{sockets['entra'].getsockname()[1]}"
     certificates: dict[str, AppCertificate] = {}
     for tenant in directory.tenants:
         for app in tenant.apps:
@@ -127,12 +162,14 @@ def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None 
     graph = Graph(directory, issuer, stats, faults)
     identity = IdentityEndpoint(directory, issuer, stats, faults)
     keyvault = KeyVault(directory, issuer, stats, faults, directory.default.vaults[0])
-    keyvault.url = f"https://{host}:{sockets['keyvault'].getsockname()[1]}"
+    keyvault.url = f"https://{names['keyvault'][0]}" if "keyvault" in names \
+        else f"https://{host}:{sockets['keyvault'].getsockname()[1]}"
     _seed_vault(keyvault, directory, certificates)
     stack_ref: list[Stack] = []
     admin = Admin(directory, issuer, graph, keyvault, stats, faults, state / "certs", lambda: stack_ref[0].info())
     orders = Orders(directory, issuer, stats, faults)
-    stack = Stack(state, host, directory, tls, sockets, entra, graph, keyvault, identity, orders, admin, certificates)
+    stack = Stack(state, host, directory, tls, sockets, entra, graph, keyvault, identity, orders, admin, certificates,
+                  names)
     stack_ref.append(stack)
     return stack
 
@@ -209,4 +246,4 @@ def describe(info: dict[str, Any]) -> str:
         f"  admin (loopback)     {e['admin']}",
         f"  CA certificate       {info['ca_cert']}",
         f"  CA bundle            {info['ca_bundle']}",
-    ])
+    ] + ([f"  public names         DEVSTACK_RESOLVE={info['resolve']}"] if info.get("resolve") else []))

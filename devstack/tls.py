@@ -6,6 +6,12 @@ the CA explicitly: ``ca.pem`` alone, or ``bundle.pem`` (the machine's roots plus
 processes that also talk to real hosts. ``bundle.pem`` exists because ``requests`` lets
 ``REQUESTS_CA_BUNDLE`` override ``Session.verify``: pointing that variable at the combined
 bundle is the one setting that works for MSAL, azure-core and plain ``requests`` at once.
+
+The server certificate names ``localhost`` and the loopback addresses, plus the public names a
+devstack is started with (``up --name entra=login.microsoftonline.com``...): runs with production
+settings reach the emulators under Microsoft's host names (``devstack/resolve.py``), and TLS
+verification must pass for those names. It is reissued (same CA) whenever the set of names changes,
+so a devstack started without public names serves a certificate that names none.
 """
 from __future__ import annotations
 
@@ -72,10 +78,15 @@ def _issue_ca(now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
+def server_names(extra: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """DNS names of the server certificate: ``localhost`` and ``extra`` (lower case, no duplicates)."""
+    return tuple(dict.fromkeys([*SERVER_NAMES, *(n.strip().lower().rstrip(".") for n in extra if n.strip())]))
+
+
 def _issue_server(ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate,
-                  now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+                  now: dt.datetime, names: tuple[str, ...] = SERVER_NAMES) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
     cert = (
         x509.CertificateBuilder()
@@ -108,19 +119,24 @@ def system_roots() -> bytes:
         return b""
 
 
-def _leaf_is_current(path: Path, now: dt.datetime) -> bool:
+def _leaf_is_current(path: Path, now: dt.datetime, names: tuple[str, ...] = SERVER_NAMES) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    if set(san.get_values_for_type(x509.DNSName)) != set(names):
         return False
     return cert.not_valid_after_utc - now > dt.timedelta(days=7)
 
 
-def ensure_tls(folder: Path) -> TlsFiles:
+def ensure_tls(folder: Path, names: tuple[str, ...] | list[str] = ()) -> TlsFiles:
     """Create the CA and server certificate once; reuse them on later runs.
 
-    Reuse matters: users may have imported ``ca.pem`` into a browser or OS store.
+    Reuse matters: users may have imported ``ca.pem`` into a browser or OS store. ``names``: public
+    host names the server certificate must also cover (see the module docstring).
     """
+    dns_names = server_names(names)
     folder.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem",
                      folder / "bundle.pem")
@@ -131,10 +147,10 @@ def ensure_tls(folder: Path) -> TlsFiles:
         _write_private(ca_key_path, _pem_key(ca_key))
         files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         files.server_cert.unlink(missing_ok=True)
-    if not _leaf_is_current(files.server_cert, now) or not files.server_key.is_file():
+    if not _leaf_is_current(files.server_cert, now, dns_names) or not files.server_key.is_file():
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-        key, cert = _issue_server(ca_key, ca_cert, now)  # type: ignore[arg-type]
+        key, cert = _issue_server(ca_key, ca_cert, now, dns_names)  # type: ignore[arg-type]
         _write_private(files.server_key, _pem_key(key))
         files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     ca_pem = files.ca_cert.read_bytes()

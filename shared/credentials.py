@@ -115,6 +115,13 @@ class CredentialLoader:
             raise self._vault_error(desc, url, name, reason) from None
         except AzureError as err:  # connection refused, DNS, timeouts
             raise self._vault_error(desc, url, name, f"could not be reached ({type(err).__name__})") from None
+        except ValueError as err:
+            # The SDK refused the URL: not https, or (KeyVault__VerifyChallengeResource, on by default) the
+            # vault's challenge names a resource this host is not under. It sent no token; nor will we.
+            log.error("client credential from Key Vault failed: Key Vault %s secret '%s' (%s) refused by the "
+                      "SDK: %s", url, name, desc.key, str(err)[:300])
+            raise ConfigurationError(f"{desc.key}__KeyVaultUrl",
+                                     "names a host the Key Vault SDK will not authenticate to") from None
 
     @staticmethod
     def _vault_error(desc: CredentialDescription, url: str, name: str, reason: str) -> UpstreamError:

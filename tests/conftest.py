@@ -31,10 +31,12 @@ def drain(stream: Any, log: Path) -> None:
     threading.Thread(target=pump, daemon=True).start()
 
 
-def start_devstack(state: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start `python -m devstack up` and wait for its ready line (no sleeps, no fixed ports)."""
+def start_devstack(state: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start `python -m devstack up` and wait for its ready line (no sleeps, no fixed ports).
+    ``args``: more `up` options, e.g. ``--production-names``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--state", str(state), "up", "--port", "0", "--ready-json", "--no-host"],
+        [sys.executable, "-m", "devstack", "--state", str(state), "up", "--port", "0", "--ready-json", "--no-host",
+         *args],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     assert proc.stdout is not None
     lines = []
@@ -93,12 +95,15 @@ def admin(devstack: dict[str, Any]) -> Iterator[Admin]:
     a.clear_faults()
 
 
-def start_host(state: Path, settings_file: Path, devstack_state: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start the local Functions host (`python -m devstack host`) on a free port; wait for ready."""
+def start_host(state: Path, settings_file: Path, devstack_state: str,
+               env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start the local Functions host (`python -m devstack host`) on a free port; wait for ready.
+    ``env``: more environment for the host process (``DEVSTACK_RESOLVE``: devstack/resolve.py)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack", "--state", str(state), "host", "--app", str(ROOT),
          "--settings", str(settings_file), "--port", "0", "--ready-json", "--devstack", devstack_state],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(state / "host.log", "w"), text=True, env=dict(os.environ))
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(state / "host.log", "w"), text=True,
+        env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith('{"ready"'):
@@ -120,6 +125,7 @@ class HostFactory:
 
     def __call__(self, info: dict[str, Any], credential: str = "keyvault-certificate", cors: str | None = None,
                  **overrides: str) -> dict[str, Any]:
+        from devstack.resolve import environment
         from devstack.settings_file import local_settings
         folder = self._tmp.mktemp("host")
         settings = local_settings(info, port=0, credential=credential)
@@ -131,7 +137,8 @@ class HostFactory:
         settings["Values"].update(overrides)
         path = folder / "local.settings.json"
         path.write_text(json.dumps(settings))
-        proc, ready = start_host(folder, path, info["state"])
+        # A devstack under public names (production host names): the host resolves them to it.
+        proc, ready = start_host(folder, path, info["state"], env=environment(info))
         self._procs.append(proc)
         ready["proc"] = proc
         return ready
