@@ -18,7 +18,7 @@ from .aadsts import AadError
 from .controls import FaultPlan, Stats, fault_from_json
 from .directory import Directory, Secret
 from .graph import Graph
-from .issuer import AuthContext, Issuer
+from .issuer import DEFAULT_LIFETIME, AuthContext, Issuer
 from .keyvault import KeyVault
 from .signing import ensure_app_certificate
 
@@ -119,7 +119,8 @@ class Admin:
                 raise KeyError(f"no user {data['user']!r}")
             claims = self.issuer.user_access_claims(
                 tenant, client, user, requested.resource, requested.scopes or requested.resource.scopes,
-                AuthContext.signed_in(mfa=bool(data.get("mfa"))), "0", lifetime=data.get("lifetime"))
+                AuthContext.signed_in(mfa=bool(data.get("mfa")), capabilities=data.get("capabilities")), "0",
+                lifetime=data.get("lifetime"))
         else:
             claims = self.issuer.app_access_claims(tenant, client, requested.resource,
                                                    data.get("roles", []), "1")
@@ -140,12 +141,26 @@ class Admin:
         return {"redirect_uris": app.redirect_uris, "spa_redirect_uris": app.spa_redirect_uris}
 
     def set_lifetime(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Lifetime (seconds) of access tokens issued from now on; tests of expiry and refresh use it."""
+        """Lifetime (seconds) of access tokens issued from now on, CAE ones included; tests of expiry
+        and refresh use it. The default (3599) restores Entra's lifetimes (20-28 h for CAE tokens)."""
         seconds = int(data["seconds"])
         if not 1 <= seconds <= 86400:
             raise ValueError("seconds must be between 1 and 86400")
         self.issuer.lifetime = seconds
+        self.issuer.cae_lifetime = None if seconds == DEFAULT_LIFETIME else seconds
         return {"lifetime": seconds}
+
+    def set_optional_claims(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Edit an app registration's ``optionalClaims.accessToken`` (as the manifest does), e.g.
+        ``{"app": "middletier-api", "access_token": [{"name": "idtyp"}]}``; ``[]`` removes them all."""
+        tenant = self.directory.tenant(data.get("tenant", self.directory.default.id))
+        app = tenant.app_by_name(data["app"])
+        claims = data["access_token"]
+        if not isinstance(claims, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                   for c in claims):
+            raise ValueError("access_token must be a list of {name, additional_properties}")
+        app.optional_claims["access_token"] = claims
+        return {"app": app.name, "optional_claims": app.optional_claims}
 
     def set_fault(self, data: dict[str, Any]) -> dict[str, Any]:
         self.faults.add(fault_from_json(data))
@@ -183,4 +198,5 @@ class Admin:
             Route("/mint", _json_endpoint(self.mint), methods=["POST"]),
             Route("/lifetime", _json_endpoint(self.set_lifetime), methods=["POST"]),
             Route("/apps/redirect-uri", _json_endpoint(self.add_redirect_uri), methods=["POST"]),
+            Route("/apps/optional-claims", _json_endpoint(self.set_optional_claims), methods=["POST"]),
         ])

@@ -17,6 +17,7 @@ import jwt
 
 from .aadsts import AadError
 from .directory import App, Tenant
+from .issuer import is_app_only
 from .signing import KeySet
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -146,7 +147,7 @@ def _check_federated(tenant: Tenant, app: App, assertion: str, keys: KeySet, iss
         raise AadError(700024) from None
     except jwt.PyJWTError:
         raise AadError(70021, {"iss": "(unverified)", "sub": "(unverified)", "aud": "(unverified)"}) from None
-    if claims.get("idtyp") != "app":
+    if not is_app_only(claims):  # idtyp is an optional claim: without it, no scp and oid == sub
         raise AadError(700229)
     subjects = {mi.principal_id for name in app.federated_identities if (mi := tenant.identity(name=name))}
     if claims.get("sub") not in subjects:

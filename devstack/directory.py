@@ -46,6 +46,11 @@ class App:
     redirect_uris: list[str] = field(default_factory=list)
     spa_redirect_uris: list[str] = field(default_factory=list)
     federated_identities: list[str] = field(default_factory=list)  # managed identities trusted as FIC
+    # The manifest's optionalClaims: {"access_token": [{"name": "idtyp", "additional_properties": [...]}]}.
+    # Claims such as idtyp and xms_cc reach this resource's access tokens only when it asks for them.
+    optional_claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # A CAE-enabled resource (Graph): a client that declares cp1 gets long-lived (20-28 h) tokens for it.
+    continuous_access_evaluation: bool = False
     # thumbprints of registered certificates, filled in by the stack: b64url sha1 / sha256 -> PEM
     cert_thumbprints: dict[str, Any] = field(default_factory=dict)
 
@@ -53,6 +58,13 @@ class App:
     def sp_oid(self) -> str:
         """The service principal's object id: stable, distinct from the app id."""
         return str(uuid.uuid5(_NS, "sp:" + self.client_id))
+
+    def access_token_claim(self, name: str) -> dict[str, Any] | None:
+        """The optional claim ``name`` this resource requests in its access tokens, or None."""
+        for claim in self.optional_claims.get("access_token", []):
+            if claim.get("name") == name:
+                return claim
+        return None
 
     def canonical_scope(self, name: str) -> str | None:
         for s in self.scopes:

@@ -18,7 +18,7 @@ import jwt
 from . import client_auth
 from .aadsts import AadError
 from .directory import App, Directory, Requested, Tenant, User
-from .issuer import AuthContext, Issuer, v1_issuer, v2_issuer
+from .issuer import AuthContext, Issuer, is_app_only, v1_issuer, v2_issuer
 
 GRANT_OBO = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -274,7 +274,7 @@ class Grants:
         audiences = {client.client_id, *client.identifier_uris}
         if claims.get("aud") not in audiences:
             raise AadError(500131, {"aud": claims.get("aud"), "client_id": client.client_id})
-        if claims.get("idtyp") == "app" or "scp" not in claims:
+        if is_app_only(claims) or "scp" not in claims:
             # Unverified against Entra: app-only tokens are refused as user assertions.
             raise AadError(50013, {"reason": "The assertion is not a user token."})
         user = tenant.user_by_oid(str(claims.get("oid")))

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from .controls import FaultPlan, Stats, delay
 from .directory import Directory, Tenant, User
-from .issuer import AuthContext, Issuer, next_serial, v1_issuer, v2_issuer
+from .issuer import AuthContext, Issuer, declares_cp1, is_app_only, next_serial, v1_issuer, v2_issuer
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 AUDIENCES = ("https://graph.microsoft.com", "https://graph.microsoft.com/", GRAPH_APP_ID)
@@ -98,6 +98,11 @@ class Graph:
         return validate_bearer(request, self.issuer, self.directory, AUDIENCES)
 
     def _cae(self, user: User, claims: dict[str, Any]) -> None:
+        """Challenge a token issued before a revocation event — only if its client declared cp1 (CAE
+        token, ``xms_cc``). A client that did not is never challenged: its token, revoked or not,
+        is served until it expires (about an hour), as Graph does."""
+        if not declares_cp1(claims.get("xms_cc")):
+            return
         aio = AuthContext.decode(claims.get("aio"))
         revoked = None
         if (event := self.revoked_tokens.get(user.oid)) and int(aio.get("t") or 0) < event[0]:
@@ -123,7 +128,7 @@ class Graph:
                 raise GraphError(fault.status, "serviceNotAvailable" if fault.status >= 500 else "TooManyRequests",
                                  "The service is temporarily unavailable.")
             tenant, claims = self._validate(request)
-            if claims.get("idtyp") == "app" or "scp" not in claims:
+            if is_app_only(claims) or "scp" not in claims:
                 raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
             user = tenant.user_by_oid(str(claims.get("oid")))
             if user is None:

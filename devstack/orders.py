@@ -18,7 +18,7 @@ from starlette.routing import Route
 from .controls import FaultPlan, Stats, delay
 from .directory import Directory, Tenant, User
 from .graph import GraphError, validate_bearer
-from .issuer import Issuer
+from .issuer import Issuer, is_app_only
 
 
 def orders_for(user: User) -> list[dict[str, Any]]:
@@ -50,12 +50,12 @@ class Orders:
             return Response(json.dumps({"error": {"code": err.code, "message": err.message}}),
                             status_code=err.status, media_type="application/json",
                             headers={"WWW-Authenticate": err.challenge} if err.challenge else None)
-        kind = "app" if claims.get("idtyp") == "app" else "user"
+        kind = "app" if is_app_only(claims) else "user"
         self.stats.count("orders.list", status="200", caller=kind)
         return Response(json.dumps(body), media_type="application/json", headers={"request-id": str(uuid.uuid4())})
 
     def _visible(self, tenant: Tenant, claims: dict[str, Any]) -> dict[str, Any]:
-        if claims.get("idtyp") == "app":
+        if is_app_only(claims):
             if "Orders.Read.All" not in (claims.get("roles") or []):
                 raise GraphError(403, "Forbidden", "The app lacks the Orders.Read.All role.")
             return {"value": [o for u in tenant.users for o in orders_for(u)], "scope": "all"}

@@ -87,7 +87,7 @@ class TokenAcquirer:
                 self._apps[tenant] = self._call_entra(lambda: msal.ConfidentialClientApplication(
                     self.settings.client_id, client_credential=credential,
                     authority=f"{self.settings.instance}{tenant}", token_cache=self.cache,
-                    http_client=self._session,
+                    http_client=self._session, client_capabilities=list(self.settings.client_capabilities) or None,
                     instance_discovery=not self.settings.disable_instance_discovery))
             return self._apps[tenant], self._generation
 

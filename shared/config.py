@@ -61,6 +61,8 @@ class AzureAdSettings:
     send_x5c: bool = False
     user_assigned_managed_identity_client_id: str | None = None
     disable_instance_discovery: bool = False
+    # MIW's ClientCapabilities: "cp1" tells Entra this app handles claims challenges (CAE tokens)
+    client_capabilities: tuple[str, ...] = ("cp1",)
     allowed_tenants: tuple[str, ...] = ()
     allow_acl: bool = False                  # accept tokens without scp/roles from listed clients
     allowed_client_applications: tuple[str, ...] = ()
@@ -255,6 +257,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_x5c=_bool(env, "AzureAd__SendX5C"),
         user_assigned_managed_identity_client_id=_get(env, "AzureAd__UserAssignedManagedIdentityClientId"),
         disable_instance_discovery=_bool(env, "AzureAd__DisableInstanceDiscovery"),
+        client_capabilities=_capabilities(env),
         allowed_tenants=_list(env, "AzureAd__AllowedTenants"),
         token_versions=_versions(env),
         allow_acl=_bool(env, "AzureAd__AllowWebApiToBeAuthorizedByACL"),
@@ -327,6 +330,13 @@ def redis_url_from(value: str) -> str:
     password = opts.get("password")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"{scheme}://{auth}{host}/0"
+
+
+def _capabilities(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``AzureAd__ClientCapabilities`` (default ``cp1``: the app redoes OBO on a downstream claims
+    challenge, so it may get CAE tokens); ``none`` declares none."""
+    values = _list(env, "AzureAd__ClientCapabilities") or ("cp1",)
+    return () if [v.lower() for v in values] == ["none"] else values
 
 
 def _versions(env: Mapping[str, str]) -> tuple[str, ...]:

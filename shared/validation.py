@@ -180,6 +180,33 @@ class TokenValidator:
         return caller
 
 
+def _is_app_only(claims: dict[str, Any]) -> bool:
+    """App-only (client credentials) or delegated, as Entra documents it, for v1 and v2 tokens alike.
+
+    ``idtyp`` is an optional claim ("the most accurate way", present only if the API's registration
+    requests it): ``app`` for app-only tokens, ``user`` for delegated ones with ``include_user_token``.
+    Without it, a token is app-only when ``oid`` equals ``sub`` (a user's ``sub`` is pairwise, never
+    its ``oid``). ``scp`` is "only included for user tokens", so a token that says app-only and
+    carries ``scp``, or says ``user`` and carries none, contradicts itself and is refused.
+    """
+    has_scp = "scp" in claims
+    if "idtyp" in claims:
+        idtyp = claims["idtyp"]
+        if not isinstance(idtyp, str):
+            raise AuthenticationError("The token's idtyp claim is malformed.")
+        if idtyp == "app" and has_scp:
+            raise AuthenticationError("The token is app-only (idtyp) yet carries delegated scopes.")
+        if idtyp == "user" and not has_scp:
+            raise AuthenticationError("The token is a user token (idtyp) yet carries no delegated scopes.")
+        return idtyp == "app"
+    oid, sub = claims.get("oid"), claims.get("sub")
+    if not (isinstance(oid, str) and oid and oid == sub):
+        return False
+    if has_scp:
+        raise AuthenticationError("The token's subject is an application (oid = sub) yet it carries delegated scopes.")
+    return True
+
+
 def _caller(claims: dict[str, Any], tid: str) -> Caller:
     scp = claims.get("scp")
     roles = claims.get("roles")
@@ -187,6 +214,6 @@ def _caller(claims: dict[str, Any], tid: str) -> Caller:
     role_set = frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset()
     oid = claims.get("oid")
     client = claims.get("azp") or claims.get("appid") or ""
-    is_app = claims.get("idtyp") == "app" or (not scopes and bool(role_set))
+    is_app = _is_app_only(claims)
     return Caller(oid=oid if isinstance(oid, str) else "", tid=tid, client_id=str(client), scopes=scopes,
                   roles=role_set, is_app=is_app, claims=claims)

@@ -127,6 +127,36 @@ def test_app_only_calls_use_client_credentials_and_their_own_cache(devstack: dic
     assert after["client_credentials"] == before.get("client_credentials", 0) + 1  # then cache hits
 
 
+@pytest.mark.parametrize("idtyp", [False, True])
+def test_app_only_tokens_with_and_without_the_idtyp_optional_claim(devstack: dict[str, Any],
+                                                                   function_host: dict[str, Any], admin: Admin,
+                                                                   idtyp: bool) -> None:
+    """Entra puts idtyp in an API's tokens only when its registration requests that optional claim; the
+    app tells app-only tokens either way (idtyp, else no scp and oid == sub). A daemon's token from
+    unmodified MSAL (client credentials) reaches AdminApi and OrdersApi as an app in both cases."""
+    import jwt
+    import msal
+
+    from devstack.client import session
+    admin.post("/apps/optional-claims", {"app": "middletier-api", "access_token": [{"name": "idtyp"}] if idtyp else []})
+    try:
+        daemon = devstack["apps"]["daemon-client"]
+        result = msal.ConfidentialClientApplication(
+            daemon["client_id"], client_credential=daemon["secrets"][0], authority=devstack["authority"],
+            instance_discovery=False, http_client=session(devstack["ca_bundle"]),
+        ).acquire_token_for_client(["api://middletier/.default"])
+        token = result["access_token"]
+        at = jwt.decode(token, options={"verify_signature": False})
+        assert at.get("idtyp") == ("app" if idtyp else None) and at["oid"] == at["sub"] and "scp" not in at
+        assert "idtyp" not in jwt.decode(admin.mint(user="alice"), options={"verify_signature": False})  # users: never
+        user = get(function_host, "/api/admin/users/alice@contoso.dev", token)
+        assert user.status_code == 200 and user.json()["id"] == devstack["users"]["alice"]["oid"]
+        orders = get(function_host, "/api/orders", token)
+        assert orders.status_code == 200 and orders.json()["scope"] == "all"
+    finally:
+        admin.post("/apps/optional-claims", {"app": "middletier-api", "access_token": []})
+
+
 def test_user_and_app_partitions_never_mix(devstack: dict[str, Any], host_factory: Any, admin: Admin) -> None:
     host = host_factory(devstack)
     callers = [("alice", admin.mint(user="alice")), ("bob", admin.mint(user="bob")),

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from devstack.client import public_client, sign_in
@@ -39,6 +40,30 @@ def test_cae_session_revocation_round_trip_with_msal(devstack: dict[str, Any], f
         second = sign_in(devstack, "bob", [API_SCOPE], app=pca, claims_challenge=claims)
         retried = call(function_host, second["access_token"])
         assert retried.status_code == 200 and retried.json()["id"] == devstack["users"]["bob"]["oid"]
+    finally:
+        admin.post("/graph/revoke", {"user": "bob", "scope": "clear"})
+
+
+@pytest.mark.parametrize("capabilities,status", [(None, 401), ("none", 200)])
+def test_graph_challenges_a_revoked_session_only_when_the_app_declares_cp1(
+        devstack: dict[str, Any], function_host: dict[str, Any], host_factory: Any, admin: Admin,
+        capabilities: str | None, status: int) -> None:
+    """The app declares cp1 by default (AzureAd__ClientCapabilities): its Graph tokens are CAE tokens and a
+    revoked session reaches the client as a claims challenge. Declaring none, the app gets ~1 h tokens that
+    Graph keeps serving, revoked session or not, until they expire — as Graph does for such clients."""
+    host = function_host if capabilities is None else host_factory(devstack, AzureAd__ClientCapabilities=capabilities)
+    token = admin.mint(user="bob")
+    assert call(host, token).status_code == 200
+    admin.post("/graph/revoke", {"user": "bob", "scope": "sessions"})
+    try:
+        r = call(host, token)
+        assert r.status_code == status, r.text
+        if status == 401:
+            assert '"nbf"' in claims_from(r) and challenge_params(r.headers["WWW-Authenticate"])["error"] == \
+                "insufficient_claims"
+        else:
+            assert r.json()["id"] == devstack["users"]["bob"]["oid"]
+            assert call(host, admin.mint(user="bob")).status_code == 200  # a fresh OBO: again a non-CAE token
     finally:
         admin.post("/graph/revoke", {"user": "bob", "scope": "clear"})
 

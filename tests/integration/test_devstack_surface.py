@@ -123,7 +123,7 @@ def test_graph_rejects_what_graph_rejects(devstack: dict[str, Any], admin: Any, 
 
 
 def test_graph_cae_challenge_until_a_newer_token(devstack: dict[str, Any], admin: Any) -> None:
-    stale = admin.mint(user="bob", scope=GRAPH_SCOPE)
+    stale = admin.mint(user="bob", scope=GRAPH_SCOPE, capabilities=["cp1"])  # a CAE token: Graph challenges it
     revoked_at = admin.post("/graph/revoke", {"user": "bob", "scope": "tokens"})["revoked_at"]
     http = session(devstack["ca_bundle"])
     try:
@@ -134,7 +134,7 @@ def test_graph_cae_challenge_until_a_newer_token(devstack: dict[str, Any], admin
         claims_b64 = challenge.split('claims="')[1].split('"')[0]
         claims = json.loads(base64.b64decode(claims_b64))
         assert claims == {"access_token": {"nbf": {"essential": True, "value": str(revoked_at)}}}
-        fresh = admin.mint(user="bob", scope=GRAPH_SCOPE)  # issued after the event: accepted
+        fresh = admin.mint(user="bob", scope=GRAPH_SCOPE, capabilities=["cp1"])  # issued after the event: accepted
         assert http.get(devstack["endpoints"]["graph_me"], headers={"Authorization": f"Bearer {fresh}"},
                         timeout=10).status_code == 200
     finally:

@@ -17,11 +17,11 @@ def claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def middletier(info: dict[str, Any], credential: Any = None) -> msal.ConfidentialClientApplication:
+def middletier(info: dict[str, Any], credential: Any = None, **kwargs: Any) -> msal.ConfidentialClientApplication:
     app = info["apps"]["middletier-api"]
     return msal.ConfidentialClientApplication(
         app["client_id"], client_credential=credential or app["secrets"][0], authority=info["authority"],
-        instance_discovery=False, http_client=session(info["ca_bundle"]))
+        instance_discovery=False, http_client=session(info["ca_bundle"]), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,30 @@ def test_unknown_user_on_sign_in_page_is_refused(devstack: dict[str, Any]) -> No
     flow["expires_at"] = 0  # stop MSAL polling: the sign-in never happened
     result = pca.acquire_token_by_device_flow(flow)
     assert "access_token" not in result
+
+
+@pytest.mark.parametrize("capabilities", [["cp1"], None])
+def test_cae_only_for_a_middle_tier_that_declares_cp1(devstack: dict[str, Any], admin: Any,
+                                                     capabilities: list[str] | None) -> None:
+    """MSAL's client_capabilities puts {"access_token":{"xms_cc":{"values":["cp1"]}}} in the OBO request's
+    claims: Entra then issues a CAE token for Graph (xms_cc, 20-28 h) and Graph challenges it once the
+    user's sessions are revoked. Without cp1: a ~1 h token that Graph keeps serving until it expires."""
+    bob = sign_in(devstack, "bob", [API_SCOPE])
+    result = middletier(devstack, client_capabilities=capabilities).acquire_token_on_behalf_of(
+        bob["access_token"], [GRAPH_SCOPE])
+    assert "access_token" in result, result
+    at = claims(result["access_token"])
+    http = session(devstack["ca_bundle"])
+    admin.post("/graph/revoke", {"user": "bob", "scope": "sessions"})
+    try:
+        r = http.get(devstack["endpoints"]["graph_me"], headers={"Authorization": f"Bearer {result['access_token']}"},
+                     timeout=10)
+    finally:
+        admin.post("/graph/revoke", {"user": "bob", "scope": "clear"})
+    if capabilities:
+        assert at["xms_cc"] == ["cp1"] and 20 * 3600 <= result["expires_in"] <= 28 * 3600
+        assert at["exp"] - at["iat"] == result["expires_in"]
+        assert r.status_code == 401 and 'error="insufficient_claims"' in r.headers["WWW-Authenticate"]
+    else:
+        assert "xms_cc" not in at and result["expires_in"] <= 3600
+        assert r.status_code == 200 and r.json()["id"] == devstack["users"]["bob"]["oid"]

@@ -219,8 +219,13 @@ CASES: list[Case] = [
                                                     roles=["MiddleTier.Admin"])), 403, "insufficient_scope"),
     ("app-token-without-role", lambda k: bearer(k.mint(client="daemon-client", scope="api://middletier/.default")),
      403, "insufficient_scope"),
+    # app-only (oid == sub, or idtyp app) and delegated (scp) at once: Entra never issues it (scp is only in
+    # user tokens), so the token is refused as invalid, not merely short of a scope
     ("app-token-claiming-scp", lambda k: bearer(k.mint(client="daemon-client", scope="api://middletier/.default",
-                                                       claims={"scp": "access_as_user"})), 403, "insufficient_scope"),
+                                                       claims={"scp": "access_as_user"})), 401, "invalid_token"),
+    ("app-token-claiming-scp-with-idtyp", lambda k: bearer(k.mint(
+        client="daemon-client", scope="api://middletier/.default",
+        claims={"scp": "access_as_user", "idtyp": "app"})), 401, "invalid_token"),
     # --- accepted variants (boundaries that must NOT be refused) ---
     ("lowercase-bearer-accepted", lambda k: raw(f"bearer {k.good}", k.good), 200, None),
     ("uppercase-bearer-accepted", lambda k: raw(f"BEARER {k.good}", k.good), 200, None),

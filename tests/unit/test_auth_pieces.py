@@ -241,6 +241,54 @@ def test_authorization_needs_scope_or_role(keys: SigningKeys) -> None:
     assert "neither scopes nor app roles" in bare.value.detail
 
 
+# --- app-only or delegated: idtyp when present, else no scp and oid == sub ------------------------------
+V1 = {"iss": f"https://sts.windows.net/{TENANT}/", "ver": "1.0", "aud": "api://middletier", "azp": None,
+      "appid": "client-1"}
+APP = {"scp": None, "oid": "sp-1", "sub": "sp-1"}  # a service principal: oid == sub, no scp
+USER = {"sub": "pairwise-sub-of-user-1"}            # a user's sub is pairwise, never its oid
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.0"])
+@pytest.mark.parametrize("claims,is_app", [
+    (USER, False),
+    ({**USER, "idtyp": "user"}, False),                                   # include_user_token
+    ({**USER, "roles": ["MiddleTier.Admin"]}, False),                     # a user with an app role
+    ({**APP, "roles": ["MiddleTier.Admin"]}, True),                       # no idtyp requested
+    (APP, True),                                                          # no idtyp, no roles (ACL mode)
+    ({**APP, "roles": ["MiddleTier.Admin"], "idtyp": "app"}, True),       # idtyp requested
+    ({**USER, "scp": None, "roles": ["MiddleTier.Admin"]}, False),        # no marker of an app: not app-only
+    ({**APP, "idtyp": "device"}, False),
+])
+def test_app_only_classification_with_and_without_idtyp(keys: SigningKeys, version: str, claims: dict[str, Any],
+                                                         is_app: bool) -> None:
+    extra = V1 if version == "1.0" else {}
+    caller = validate(token(**{**extra, **claims}), keys, load_settings(env()).azure_ad)
+    assert caller.is_app is is_app
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.0"])
+@pytest.mark.parametrize("claims,message", [
+    ({**APP, "scp": "access_as_user", "idtyp": "app"}, "app-only (idtyp) yet carries delegated scopes"),
+    ({**USER, "scp": None, "roles": ["MiddleTier.Admin"], "idtyp": "user"}, "user token (idtyp) yet carries no"),
+    ({**APP, "scp": "access_as_user"}, "(oid = sub) yet it carries delegated scopes"),
+    ({**APP, "idtyp": ["app"]}, "idtyp claim is malformed"),
+])
+def test_token_whose_idtyp_contradicts_its_scp_is_401(keys: SigningKeys, version: str, claims: dict[str, Any],
+                                                      message: str) -> None:
+    extra = V1 if version == "1.0" else {}
+    with pytest.raises(AuthenticationError) as err:
+        validate(token(**{**extra, **claims}), keys, load_settings(env()).azure_ad)
+    assert message in err.value.detail and err.value.status == 401
+    assert 'error="invalid_token"' in err.value.headers["WWW-Authenticate"]
+
+
+def test_client_capabilities_default_to_cp1() -> None:
+    assert load_settings(env()).azure_ad.client_capabilities == ("cp1",)
+    assert load_settings(env(AzureAd__ClientCapabilities="none")).azure_ad.client_capabilities == ()
+    assert load_settings(env(AzureAd__ClientCapabilities__0="cp1", AzureAd__ClientCapabilities__1="cp2")
+                         ).azure_ad.client_capabilities == ("cp1", "cp2")
+
+
 # --- errors ----------------------------------------------------------------------------------------
 def test_problem_body_and_challenge_quoting() -> None:
     status, headers, body = problem(InsufficientScope(("a", "b")), trace_id="t1")

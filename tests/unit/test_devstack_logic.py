@@ -119,3 +119,44 @@ def test_tls_is_generated_once_and_bundle_trusts_both(tmp_path: Path, monkeypatc
     assert ca in bundle and bundle.count(b"BEGIN CERTIFICATE") > 1
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(first.bundle))  # bundle pointing at itself: no duplication
     assert ensure_tls(tmp_path).bundle.read_bytes().count(ca) == 1
+
+
+# --- optional claims (idtyp, xms_cc) and CAE lifetimes ----------------------------------------------
+def test_idtyp_only_when_the_resource_requests_it(tmp_path):
+    """Entra emits idtyp (optional claim) only for resources that ask for it; user tokens only with
+    include_user_token. Without it, app-only is told by no scp and oid == sub."""
+    from devstack.issuer import is_app_only
+    tenant = load_directory().default
+    issuer = Issuer(KeySet(tmp_path / "keys"), "https://127.0.0.1:1", tmp_path)
+    daemon, api, graph = (tenant.app_by_name(n) for n in ("daemon-client", "middletier-api", "graph"))
+    bare = issuer.app_access_claims(tenant, daemon, api, ["MiddleTier.Admin"], "1")
+    assert "idtyp" not in bare and bare["oid"] == bare["sub"] and is_app_only(bare)
+    user = issuer.user_access_claims(tenant, tenant.app_by_name("desktop-client"), tenant.users[0], api,
+                                     ["access_as_user"], AuthContext(), "0")
+    assert "idtyp" not in user and user["oid"] != user["sub"] and not is_app_only(user)
+    api.optional_claims["access_token"] = [{"name": "idtyp"}]
+    assert issuer.app_access_claims(tenant, daemon, api, [], "1")["idtyp"] == "app"
+    assert "idtyp" not in issuer.user_access_claims(tenant, daemon, tenant.users[0], api, ["access_as_user"],
+                                                    AuthContext(), "1")
+    # Graph's registration asks for idtyp on user tokens too (include_user_token)
+    graph_user = issuer.user_access_claims(tenant, api, tenant.users[0], graph, ["User.Read"], AuthContext(), "1")
+    assert graph_user["idtyp"] == "user" and not is_app_only(graph_user)
+    assert issuer.app_access_claims(tenant, api, graph, ["User.Read.All"], "1")["idtyp"] == "app"
+
+
+@pytest.mark.parametrize("capabilities,resource,cae", [
+    (["cp1"], "graph", True), (["CP1", "other"], "graph", True), ([], "graph", False),
+    (["cp2"], "graph", False), (["cp1"], "middletier-api", False),
+])
+def test_cae_tokens_only_for_cp1_clients_of_cae_resources(tmp_path, tenant, capabilities, resource, cae):
+    """xms_cc and the 20-28 h lifetime only when the client declared cp1 and the resource does CAE;
+    otherwise the default (~1 h) token without xms_cc."""
+    issuer = Issuer(KeySet(tmp_path / "keys"), "https://127.0.0.1:1", tmp_path)
+    target = tenant.app_by_name(resource)
+    claims = issuer.user_access_claims(tenant, tenant.app_by_name("middletier-api"), tenant.users[0], target,
+                                       target.scopes[:1], AuthContext(capabilities=capabilities), "1")
+    lifetime = claims["exp"] - claims["iat"]
+    if cae:
+        assert claims["xms_cc"] == ["cp1"] and 20 * 3600 <= lifetime <= 28 * 3600
+    else:
+        assert "xms_cc" not in claims and lifetime == issuer.lifetime
