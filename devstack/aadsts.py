@@ -2,7 +2,7 @@
 
 MSAL hands 4xx bodies to the caller as dicts and decides on ``error``, ``suberror`` and
 ``claims``; apps log ``error_codes``. The shape therefore matters as much as the status.
-Messages follow the Entra error-code reference (see PROTOCOL.md §1f/§1g).
+Messages follow the Entra error-code reference (docs/PROTOCOL.md, "Entra errors").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python -m devstack up | info | token | stats`` — the contract in DESIGN.md."""
+"""``python -m devstack up | info | token | stats`` — the contract in docs/ARCHITECTURE.md."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .settings_file import write_local_settings
     ports = {} if args.port is None else {name: args.port for name in stack.DEFAULT_PORTS}
     state = state_dir(args.state)
-    built = stack.build(state, host=args.host, ports=ports, names=_public_names(args))
+    built = stack.build(state, host=args.host, ports=ports, names=_public_names(args), cloud=args.cloud)
     children: list[subprocess.Popen[bytes]] = []
 
     def ready(info: dict[str, Any]) -> None:
@@ -57,8 +57,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _public_names(args: argparse.Namespace) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     if args.production_names:
-        from .stack import PRODUCTION_NAMES
-        names = {service: list(hosts) for service, hosts in PRODUCTION_NAMES.items()}
+        from .clouds import CLOUDS
+        names = {service: list(hosts) for service, hosts in CLOUDS[args.cloud].production_names().items()}
     for item in args.name or []:
         service, sep, host = item.partition("=")
         if not sep or not host.strip():
@@ -130,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--name", action="append", metavar="SERVICE=HOST",
                     help="serve SERVICE (entra, graph, keyvault, orders) under a public host name on port 443; "
                          "repeat for aliases; a process reaches it with DEVSTACK_RESOLVE from `info --json`")
+    up.add_argument("--cloud", default="AzureCloud", choices=["AzureCloud", "AzureUSGovernment", "AzureChinaCloud"],
+                    help="the national cloud to emulate: v1 issuer, Graph, Key Vault domain, token-exchange audience")
     up.add_argument("--production-names", action="store_true",
-                    help="entra=login.microsoftonline.com, graph=graph.microsoft.com, "
-                         "keyvault=<vault>.vault.azure.net (and any --name)")
+                    help="the cloud's own host names: entra=login.microsoftonline.com, graph=graph.microsoft.com, "
+                         "keyvault=<vault>.vault.azure.net in AzureCloud (and any --name)")
     up.set_defaults(func=cmd_up)
     host = sub.add_parser("host", help="serve a function app the way `func start` does")
     host.add_argument("--app", default=str(PROJECT_ROOT), help="the function app folder (host.json)")

@@ -1,6 +1,6 @@
 """Client authentication at the token endpoint: secret, certificate assertion, or none.
 
-Accepts every shape the SDKs send (PROTOCOL.md §1c): secret in the body or HTTP Basic;
+Accepts every shape the SDKs send (docs/PROTOCOL.md, "Client authentication"): secret in the body or HTTP Basic;
 assertions signed RS256 or PS256, identified by ``x5t`` or ``x5t#S256``, with integer or
 float times and padded or unpadded base64url. Rejects what Entra rejects, with its codes.
 """
@@ -15,6 +15,7 @@ from typing import Mapping
 
 import jwt
 
+from . import clouds
 from .aadsts import AadError
 from .directory import App, Tenant
 from .issuer import is_app_only
@@ -59,7 +60,11 @@ def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
 
 
-TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+
+def token_exchange_audience() -> str:
+    """api://AzureADTokenExchange, or the emulated national cloud's (…USGov, …China)."""
+    return clouds.active().token_exchange
 
 
 def authenticate(tenant: Tenant, form: Mapping[str, str], headers: Mapping[str, str],
@@ -142,7 +147,7 @@ def _check_federated(tenant: Tenant, app: App, assertion: str, keys: KeySet, iss
     assert key is not None
     try:
         claims = jwt.decode(assertion, key.private_key.public_key(), algorithms=["RS256"],
-                            audience=TOKEN_EXCHANGE_AUDIENCE, issuer=issuer)
+                            audience=token_exchange_audience(), issuer=issuer)
     except jwt.ExpiredSignatureError:
         raise AadError(700024) from None
     except jwt.PyJWTError:
@@ -151,5 +156,5 @@ def _check_federated(tenant: Tenant, app: App, assertion: str, keys: KeySet, iss
         raise AadError(700229)
     subjects = {mi.principal_id for name in app.federated_identities if (mi := tenant.identity(name=name))}
     if claims.get("sub") not in subjects:
-        raise AadError(70021, {"iss": claims.get("iss"), "sub": claims.get("sub"), "aud": TOKEN_EXCHANGE_AUDIENCE})
+        raise AadError(70021, {"iss": claims.get("iss"), "sub": claims.get("sub"), "aud": token_exchange_audience()})
     return CERTIFICATE

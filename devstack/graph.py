@@ -19,12 +19,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import clouds
 from .controls import FaultPlan, Stats, delay
 from .directory import Directory, Tenant, User
 from .issuer import AuthContext, Issuer, declares_cp1, is_app_only, next_serial, v1_issuer, v2_issuer
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-AUDIENCES = ("https://graph.microsoft.com", "https://graph.microsoft.com/", GRAPH_APP_ID)
+
+
+def audiences() -> tuple[str, ...]:
+    """Graph's App ID URI in the emulated cloud (graph.microsoft.com, graph.microsoft.us, ...), or its id."""
+    graph = clouds.active().graph
+    return graph, graph + "/", GRAPH_APP_ID
 ME_SCOPES = {"User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"}
 USERS_ROLES = {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All"}
 CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -95,7 +101,7 @@ class Graph:
 
     # --- validation --------------------------------------------------------------------------
     def _validate(self, request: Request) -> tuple[Tenant, dict[str, Any]]:
-        return validate_bearer(request, self.issuer, self.directory, AUDIENCES)
+        return validate_bearer(request, self.issuer, self.directory, audiences())
 
     def _cae(self, user: User, claims: dict[str, Any]) -> None:
         """Challenge a token issued before a revocation event — only if its client declared cp1 (CAE

@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import clouds
 from .directory import App, ManagedIdentity, Requested, Tenant, User
 from .signing import KeyRing, b64url, json_b64url
 
@@ -34,20 +35,9 @@ def v2_issuer(instance: str, tid: str) -> str:
     return f"{instance}/{tid}/v2.0"
 
 
-# The v1 token issuer's host differs by cloud (Entra's v1 metadata documents publish it):
-# sts.windows.net in the public cloud and US Government, sts.chinacloudapi.cn in China.
-V1_STS = {"AzureCloud": "https://sts.windows.net/", "AzureUSGovernment": "https://sts.windows.net/",
-          "AzureChinaCloud": "https://sts.chinacloudapi.cn/"}
-_cloud = {"v1_sts": V1_STS["AzureCloud"]}
-
-
-def use_cloud(name: str) -> None:
-    """Emulate the cloud ``name`` (one per devstack process): its v1 issuer."""
-    _cloud["v1_sts"] = V1_STS[name]
-
-
 def v1_issuer(tid: str) -> str:
-    return f"{_cloud['v1_sts']}{tid}/"
+    """The v1 issuer differs by cloud: sts.windows.net (public, US Government), sts.chinacloudapi.cn."""
+    return f"{clouds.active().v1_sts}{tid}/"
 
 
 def pairwise_sub(oid: str, client_id: str) -> str:

@@ -21,12 +21,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import clouds
 from .controls import FaultPlan, Stats, delay
 from .directory import Directory, Tenant, Vault
 from .issuer import Issuer, v1_issuer, v2_issuer
 from .signing import AppCertificate, b64url
 
-RESOURCE = "https://vault.azure.net"
+
+
+def resource() -> str:
+    """The challenge's resource: https://vault.azure.net in the public cloud, the cloud's domain elsewhere."""
+    return clouds.active().keyvault_resource
 PFX = "application/x-pkcs12"
 
 
@@ -104,7 +109,7 @@ class KeyVault:
 
     # --- auth ---------------------------------------------------------------------------------
     def challenge(self) -> str:
-        return f'Bearer authorization="{self.issuer.instance}/{self.tenant.id}", resource="{RESOURCE}"'
+        return f'Bearer authorization="{self.issuer.instance}/{self.tenant.id}", resource="{resource()}"'
 
     def _authorize(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -116,11 +121,11 @@ class KeyVault:
             if key is None:
                 raise jwt.InvalidSignatureError("unknown kid")
             claims = jwt.decode(token.strip(), key.private_key.public_key(), algorithms=["RS256"],
-                                audience=[RESOURCE, RESOURCE + "/"], options={"require": ["exp", "iss", "aud"]})
+                                audience=[resource(), resource() + "/"], options={"require": ["exp", "iss", "aud"]})
         except jwt.ExpiredSignatureError:
             raise KvError(401, "Unauthorized", "AKV10032: Token has expired.") from None
         except jwt.InvalidAudienceError:
-            raise KvError(401, "Unauthorized", f"AKV10022: Invalid audience. Expected {RESOURCE}.") from None
+            raise KvError(401, "Unauthorized", f"AKV10022: Invalid audience. Expected {resource()}.") from None
         except jwt.PyJWTError:
             raise KvError(401, "Unauthorized", "AKV10013: Token validation failed.") from None
         if claims.get("iss") not in (v1_issuer(self.tenant.id), v2_issuer(self.issuer.instance, self.tenant.id)):

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .clouds import CLOUDS, PUBLIC
+
 
 CREDENTIALS = ("keyvault-certificate", "keyvault-secret", "federated", "secret")
 
@@ -34,7 +36,9 @@ def credential_settings(info: dict[str, Any], kind: str = "keyvault-certificate"
         return {prefix + "SourceType": "KeyVaultSecret", prefix + "KeyVaultUrl": vault,
                 prefix + "KeyVaultSecretName": "middletier-secret"}
     if kind == "federated":
-        return {prefix + "SourceType": "SignedAssertionFromManagedIdentity"}
+        exchange = CLOUDS[info.get("cloud", PUBLIC.name)].token_exchange
+        return {prefix + "SourceType": "SignedAssertionFromManagedIdentity",
+                **({prefix + "TokenExchangeUrl": exchange} if exchange != PUBLIC.token_exchange else {})}
     if kind == "secret":
         return {prefix + "SourceType": "ClientSecret",
                 prefix + "ClientSecret": info["apps"]["middletier-api"]["secrets"][0]}
@@ -44,6 +48,7 @@ def credential_settings(info: dict[str, Any], kind: str = "keyvault-certificate"
 def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = "keyvault-certificate",
                    cors: str = "http://localhost:5173,http://127.0.0.1:5173") -> dict[str, Any]:
     mt = info["apps"]["middletier-api"]
+    cloud = CLOUDS[info.get("cloud", PUBLIC.name)]
     settings: dict[str, Any] = {
         "IsEncrypted": False,
         "Values": {
@@ -62,10 +67,10 @@ def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = 
             "KeyVault__VerifyChallengeResource": "false",
             "DownstreamApis__Graph__BaseUrl": info["endpoints"]["graph"] + "/v1.0",
             "DownstreamApis__Graph__RelativePath": "me",
-            "DownstreamApis__Graph__Scopes": "https://graph.microsoft.com/User.Read",
+            "DownstreamApis__Graph__Scopes": f"{cloud.graph}/User.Read",
             # The same Graph as the app itself (client credentials), for the admin function.
             "DownstreamApis__GraphApp__BaseUrl": info["endpoints"]["graph"] + "/v1.0",
-            "DownstreamApis__GraphApp__Scopes": "https://graph.microsoft.com/.default",
+            "DownstreamApis__GraphApp__Scopes": f"{cloud.graph}/.default",
             "DownstreamApis__GraphApp__RequestAppToken": "true",
             "DownstreamApis__Orders__BaseUrl": info["endpoints"]["orders"],
             "DownstreamApis__Orders__Scopes": "api://orders/Orders.Read",
@@ -82,7 +87,7 @@ def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = 
     if public.get("entra", [""])[0] in WELL_KNOWN_AUTHORITY_HOSTS:
         # MSAL asks a well-known host itself for instance metadata: here that is the emulator.
         del settings["Values"]["AzureAd__DisableInstanceDiscovery"]
-    if any(n.endswith(".vault.azure.net") for n in public.get("keyvault", [])[:1]):
+    if any(n.endswith("." + cloud.keyvault_domain) for n in public.get("keyvault", [])[:1]):
         del settings["Values"]["KeyVault__VerifyChallengeResource"]
     return settings
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Generator
 
 import uvicorn
 
+from . import clouds
 from .admin import Admin
 from .controls import FaultPlan, Stats
 from .directory import DEFAULT_TENANT_FILE, Directory, load_directory
@@ -37,8 +38,7 @@ from .tls import TlsFiles, ensure_tls
 DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "keyvault": 8445, "identity": 8446, "orders": 8447, "admin": 8440}
 PLAIN_HTTP = ("admin", "identity")  # loopback-only; the managed-identity endpoint is plain http on App Service too
 # The public cloud's host names, for a run with production settings (`up --production-names`).
-PRODUCTION_NAMES = {"entra": ["login.microsoftonline.com"], "graph": ["graph.microsoft.com"],
-                    "keyvault": ["{vault}.vault.azure.net"]}
+PRODUCTION_NAMES = clouds.PUBLIC.production_names()
 log = logging.getLogger("devstack")
 
 
@@ -97,6 +97,7 @@ class Stack:
                                  for c in app.certificates],
             }
         return {
+            "cloud": clouds.active().name,
             "tenant_id": tenant.id, "tenant_domain": tenant.domain,
             "instance": instance, "authority": f"{instance}/{tenant.id}",
             "ca_cert": str(self.tls.ca_cert), "ca_bundle": str(self.tls.bundle),
@@ -130,11 +131,21 @@ class Stack:
 
 
 def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None = None,
-          tenant_file: Path = DEFAULT_TENANT_FILE, names: dict[str, list[str]] | None = None) -> Stack:
+          tenant_file: Path = DEFAULT_TENANT_FILE, names: dict[str, list[str]] | None = None,
+          cloud: str = clouds.PUBLIC.name) -> Stack:
     """``names``: service -> public host names, the first one canonical (URLs, issuer), the others
-    aliases (certificate and resolve mapping only); ``{vault}`` stands for the vault's name."""
+    aliases (certificate and resolve mapping only); ``{vault}`` stands for the vault's name.
+    ``cloud``: the national cloud to emulate (its v1 issuer, Graph, Key Vault domain)."""
     state.mkdir(parents=True, exist_ok=True)
+    emulated = clouds.use(cloud)
     directory = load_directory(tenant_file)
+    for tenant in directory.tenants:  # Graph, Key Vault, token exchange: known by this cloud's URIs only
+        for app in tenant.apps:
+            uri = {"graph": (emulated.graph, clouds.PUBLIC.graph),
+                   "keyvault": (emulated.keyvault_resource, clouds.PUBLIC.keyvault_resource),
+                   "token-exchange": (emulated.token_exchange, clouds.PUBLIC.token_exchange)}.get(app.name)
+            if uri:
+                app.identifier_uris[:] = [uri[0]] + [u for u in app.identifier_uris if u not in uri]
     vault_name = directory.default.vaults[0].name
     names = {service: [n.replace("{vault}", vault_name).lower().rstrip(".") for n in hosts]
              for service, hosts in (names or {}).items() if hosts}

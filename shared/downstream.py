@@ -1,7 +1,7 @@
 """Calling a named downstream API with the acquired token, and reading its answer carefully.
 
 A 401 carrying a CAE claims challenge is raised as ``DownstreamChallenge`` so the pipeline can
-redo OBO with those claims once; other failures become the app's error types (DESIGN.md).
+redo OBO with those claims once; other failures become the app's error types (docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
