@@ -1,4 +1,4 @@
-"""GET /api/admin/users/{id}: for app-only callers with the MiddleTier.Admin role.
+"""GET /api/directory/users/{id}: for app-only callers with the MiddleTier.Admin role.
 
 No user is involved, so the downstream call is made as the app itself (client credentials,
 DownstreamApis__GraphApp__RequestAppToken=true), from the app's own token-cache partition.

@@ -4,7 +4,9 @@ It reads what `func start` reads — ``host.json`` (routePrefix), every ``*/func
 (route, methods, authLevel, scriptFile, entryPoint) and ``local.settings.json`` (``Values``
 into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.CORS``,
 ``Host.CORSCredentials``) — builds real ``azure.functions.HttpRequest`` objects and runs
-sync functions in a thread pool, as the Python worker does.
+sync functions in a thread pool, as the Python worker does. At start-up it refuses what the real
+host refuses (reserved or conflicting routes, invalid names, bindings, authLevel, route templates:
+``devstack/routes.py``), with the host's messages.
 
 Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them
 locally) so that ``authLevel: function`` can be tested, and ``Values`` override variables
@@ -19,7 +21,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import secrets
 import sys
 import uuid
@@ -31,6 +32,8 @@ from urllib.parse import parse_qsl
 
 import azure.functions as func
 
+from .routes import FunctionInError, HttpTrigger, Route, check_conflicts, http_trigger
+
 log = logging.getLogger("funchost")
 MAX_BODY = 100 * 1024 * 1024  # the Functions host's request size limit
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -41,7 +44,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 class Function:
     name: str
     route: str
-    pattern: re.Pattern[str]
+    matcher: Route
     methods: frozenset[str]
     auth_level: str
     entry: Callable[..., Any]
@@ -79,56 +82,44 @@ def read_local_settings(path: Path | None) -> HostSettings:
     return HostSettings(int(host.get("LocalHttpPort", 7071)), cors, bool(host.get("CORSCredentials", False)), values)
 
 
-_SEGMENT = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?(\?)?\}")
-_CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "guid": r"[0-9a-fA-F-]{36}", "alpha": r"[A-Za-z]+",
-                "bool": r"(?i:true|false)", None: r"[^/]+"}
-
-
-def route_pattern(prefix: str, route: str) -> re.Pattern[str]:
-    """Compile an ASP.NET-style route template (``users/{id:int}``, ``{*rest}``, ``{x?}``)."""
-    template = "/".join(p for p in (prefix.strip("/"), route.strip("/")) if p)
-    out, pos = "", 0
-    for m in _SEGMENT.finditer(template):
-        out += re.escape(template[pos:m.start()])
-        catch_all, name, constraint, optional = m.groups()
-        body = r".*" if catch_all else _CONSTRAINTS.get(constraint, r"[^/]+")
-        group = f"(?P<{name}>{body})"
-        if optional or catch_all:
-            if out.endswith("/"):
-                out = out[:-1] + f"(?:/{group})?"
-            else:
-                out += group + "?"
-        else:
-            out += group
-        pos = m.end()
-    out += re.escape(template[pos:])
-    return re.compile("/" + out + "/?", re.IGNORECASE)
+ANY_METHOD = frozenset(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 
 
 def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
+    """Load the HTTP functions as the host does at start-up (devstack/routes.py): a function the host
+    would refuse is logged "in error" and not served, the others are; a route template ASP.NET
+    cannot build raises RouteCreationError (the host does not start)."""
     host = json.loads((app_dir / "host.json").read_text())
-    prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api")
+    prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api") or ""
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
-    functions = []
-    for fj in sorted(app_dir.glob("*/function.json")):
-        spec = json.loads(fj.read_text())
-        trigger = next((b for b in spec.get("bindings", []) if b.get("type") == "httpTrigger"), None)
-        if trigger is None or spec.get("disabled"):
-            continue
+    functions: list[Function] = []
+    loaded: dict[str, HttpTrigger] = {}
+    for fj in sorted(app_dir.glob("*/function.json")):  # the host: the file system's order
         name = fj.parent.name
+        try:
+            spec = json.loads(fj.read_text())
+            trigger = http_trigger(name, spec)
+            if trigger is not None:
+                check_conflicts(trigger, loaded)
+        except (FunctionInError, ValueError) as e:
+            log.error("The '%s' function is in error: %s", name, e)
+            continue
+        if trigger is None:
+            continue  # not an HTTP function: this host runs HTTP triggers only
+        loaded[name] = trigger
+        if any(os.environ.get(f"AzureWebJobs{sep}{name}{sep}Disabled", "").lower() in ("true", "1") for sep in "._"):
+            continue  # disabled with the app setting (function.json's "disabled" is ignored since v2)
+        matcher = Route(name, str(prefix), trigger.route)
         script = spec.get("scriptFile", "__init__.py")
         module_name = name if script == "__init__.py" else f"{name}.{Path(script).stem}"
         module = importlib.import_module(module_name)
         entry = getattr(module, spec.get("entryPoint", "main"))
-        route = trigger.get("route") or name
-        methods = frozenset(m.upper() for m in trigger.get("methods") or
-                            ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+        methods = ANY_METHOD if trigger.methods is None else frozenset(m.upper() for m in trigger.methods)
         params = inspect.signature(entry).parameters
-        functions.append(Function(name, route, route_pattern(prefix, route), methods,
-                                  trigger.get("authLevel", "function").lower(), entry, "context" in params,
+        functions.append(Function(name, trigger.route, matcher, methods, trigger.auth_level, entry, "context" in params,
                                   inspect.iscoroutinefunction(entry), fj.parent))
-    return prefix, functions
+    return str(prefix), functions
 
 
 def ensure_keys(path: Path) -> dict[str, str]:
@@ -154,11 +145,13 @@ class FunctionsHost:
         count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or min(32, (os.cpu_count() or 1) + 4)
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
 
-    def _authorized(self, fn: Function, headers: dict[str, str], query: dict[str, str]) -> bool:
-        if fn.auth_level == "anonymous":
+    def _authorized(self, auth_level: str, headers: dict[str, str], query: dict[str, str]) -> bool:
+        """The host's key check: ``function`` takes the host or master key; ``admin``, and ``user`` and
+        ``system`` (no such keys here), only the master key (AuthUtility.PrincipalHasAuthLevelClaim)."""
+        if auth_level == "anonymous":
             return True
         presented = headers.get("x-functions-key") or query.get("code") or ""
-        allowed = [self.keys["master"]] if fn.auth_level == "admin" else [self.keys["master"], self.keys["default"]]
+        allowed = [self.keys["master"], self.keys["default"]] if auth_level == "function" else [self.keys["master"]]
         return any(secrets.compare_digest(presented.encode(), k.encode()) for k in allowed)
 
     def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
@@ -185,7 +178,10 @@ class FunctionsHost:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         cors = self._cors_headers(headers.get("origin"))
-        if path == "/admin/host/status":
+        if method == "GET" and path.lower() in ("/admin/host/status", "/admin/host/status/"):
+            if not self._authorized("admin", headers, query):  # the host: admin level (master key)
+                await _respond(send, 401, [], b"")
+                return
             await _respond(send, 200, [(b"content-type", b"application/json")], b'{"state":"Running"}')
             return
         if method == "OPTIONS" and "access-control-request-method" in headers and cors:
@@ -196,13 +192,13 @@ class FunctionsHost:
             await _respond(send, 204, cors + allow, b"")
             return
         for fn in self.functions:
-            match = fn.pattern.fullmatch(path)
-            if match and method in fn.methods:
+            values = fn.matcher.match(path) if method in fn.methods else None
+            if values is not None:
                 break
         else:
             await _respond(send, 404, cors, b"")
             return
-        if not self._authorized(fn, headers, query):
+        if not self._authorized(fn.auth_level, headers, query):
             await _respond(send, 401, cors, b"")
             return
         declared = headers.get("content-length", "0")
@@ -217,7 +213,7 @@ class FunctionsHost:
         qs = scope.get("query_string", b"").decode("latin-1")
         url = f"http://{host}{path}" + (f"?{qs}" if qs else "")
         request = func.HttpRequest(method, url, headers=headers, params=query,
-                                   route_params={k: v for k, v in match.groupdict().items() if v is not None},
+                                   route_params=values,
                                    body=body)
         status, out_headers, out_body = await self._invoke(fn, request)
         await _respond(send, status, out_headers + cors, out_body)

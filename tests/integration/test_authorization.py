@@ -46,7 +46,7 @@ def test_role_only_function(devstack: dict[str, Any], function_host: dict[str, A
                             who: str, status: int) -> None:
     token = {"app-with-role": app_token(admin, ["MiddleTier.Admin"]), "app-without-role": app_token(admin, ["Other"]),
              "user": admin.mint(user="alice")}[who]
-    r = get(function_host, "/api/admin/users/alice@contoso.dev", token)
+    r = get(function_host, "/api/directory/users/alice@contoso.dev", token)
     assert r.status_code == status, r.text
     if status == 200:
         assert r.json()["id"] == devstack["users"]["alice"]["oid"]
@@ -56,8 +56,8 @@ def test_role_only_function(devstack: dict[str, Any], function_host: dict[str, A
         assert "app-only callers only" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("raw_path", ["/api/admin/users/..", "/api/admin/users/.", "/api/admin/users/%2E%2E",
-                                      "/api/admin/users/a%2F..%2Fme"])
+@pytest.mark.parametrize("raw_path", ["/api/directory/users/..", "/api/directory/users/.",
+                                      "/api/directory/users/%2E%2E", "/api/directory/users/a%2F..%2Fme"])
 def test_role_only_function_validates_its_route_parameter(function_host: dict[str, Any], admin: Admin,
                                                           raw_path: str) -> None:
     """Sent as-is (no client-side dot-segment removal): '.'/'..' must never reach Graph as users/ or /."""
@@ -104,7 +104,7 @@ def test_no_scopes_no_roles_is_refused_then_accepted_in_acl_mode_for_listed_clie
     ok = get(acl, "/api/orders", bare_daemon)
     assert ok.status_code == 200 and ok.json()["scope"] == "all"
     assert get(acl, "/api/orders", bare_spa).status_code == 403  # not on the list
-    assert get(acl, "/api/admin/users/alice@contoso.dev", bare_daemon).status_code == 403  # demands its role
+    assert get(acl, "/api/directory/users/alice@contoso.dev", bare_daemon).status_code == 403  # demands its role
 
 
 def test_acl_mode_without_a_client_list_is_a_configuration_error(devstack: dict[str, Any], host_factory: Any,
@@ -149,7 +149,7 @@ def test_app_only_tokens_with_and_without_the_idtyp_optional_claim(devstack: dic
         at = jwt.decode(token, options={"verify_signature": False})
         assert at.get("idtyp") == ("app" if idtyp else None) and at["oid"] == at["sub"] and "scp" not in at
         assert "idtyp" not in jwt.decode(admin.mint(user="alice"), options={"verify_signature": False})  # users: never
-        user = get(function_host, "/api/admin/users/alice@contoso.dev", token)
+        user = get(function_host, "/api/directory/users/alice@contoso.dev", token)
         assert user.status_code == 200 and user.json()["id"] == devstack["users"]["alice"]["oid"]
         orders = get(function_host, "/api/orders", token)
         assert orders.status_code == 200 and orders.json()["scope"] == "all"
