@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 import azure.functions as func
 
 from .routes import FunctionInError, HttpTrigger, Route, check_conflicts, http_trigger
+from .worker_telemetry import TraceContext, WorkerTelemetry, invocation_trace_context
 
 log = logging.getLogger("funchost")
 MAX_BODY = 100 * 1024 * 1024  # the Functions host's request size limit
@@ -64,11 +65,11 @@ class HostSettings:
 class Context:
     """The parts of ``azure.functions.Context`` a function reads."""
 
-    def __init__(self, name: str, directory: Path):
+    def __init__(self, name: str, directory: Path, trace_context: TraceContext):
         self.invocation_id = str(uuid.uuid4())
         self.function_name = name
         self.function_directory = str(directory)
-        self.trace_context = None
+        self.trace_context = trace_context
         self.retry_context = None
 
 
@@ -144,6 +145,7 @@ class FunctionsHost:
         self.keys = keys
         count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or min(32, (os.cpu_count() or 1) + 4)
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
+        self.telemetry = WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
 
     def _authorized(self, auth_level: str, headers: dict[str, str], query: dict[str, str]) -> bool:
         """The host's key check: ``function`` takes the host or master key; ``admin``, and ``user`` and
@@ -215,19 +217,22 @@ class FunctionsHost:
         request = func.HttpRequest(method, url, headers=headers, params=query,
                                    route_params=values,
                                    body=body)
-        status, out_headers, out_body = await self._invoke(fn, request)
+        status, out_headers, out_body = await self._invoke(fn, request, invocation_trace_context(headers))
         await _respond(send, status, out_headers + cors, out_body)
 
-    async def _invoke(self, fn: Function, request: func.HttpRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _invoke(self, fn: Function, request: func.HttpRequest,
+                      trace_context: TraceContext) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         args: dict[str, Any] = {"req": request}
+        context = Context(fn.name, fn.directory, trace_context)
         if fn.wants_context:
-            args["context"] = Context(fn.name, fn.directory)
+            args["context"] = context
         try:
             if fn.is_async:
-                result = await fn.entry(**args)
+                result = await self.telemetry.run_async(trace_context, lambda: fn.entry(**args))
             else:
                 ctx = contextvars.copy_context()
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, lambda: ctx.run(fn.entry, **args))
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, lambda: ctx.run(self.telemetry.run, trace_context, lambda: fn.entry(**args)))
         except Exception:
             log.exception("Executed 'Functions.%s' (Failed)", fn.name)
             return 500, [], b""
