@@ -14,6 +14,9 @@ from shared.errors import ApiError
 from shared.functions import Call, endpoint, json_answer
 from shared.pipeline import call_downstream
 
+# The downstream APIs (DownstreamApis__<name>__*) this function calls: infra/main.bicep must provision
+# them (tests/unit/test_infra.py checks it, and that the function calls no other).
+DOWNSTREAM_APIS = ("GraphApp",)
 USER_ID = re.compile(r"(?!\.+$)[A-Za-z0-9@._-]{1,128}")  # an object id or UPN; never "." or ".."
 
 

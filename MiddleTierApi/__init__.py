@@ -10,6 +10,10 @@ from shared.context import AppContext
 from shared.functions import Call, endpoint, json_answer
 from shared.pipeline import call_downstream
 
+# The downstream APIs (DownstreamApis__<name>__*) this function calls: infra/main.bicep must provision
+# them (tests/unit/test_infra.py checks it, and that the function calls no other).
+DOWNSTREAM_APIS = ("Graph",)
+
 
 @endpoint(Requirement(callers="user"))
 def main(ctx: AppContext, call: Call) -> func.HttpResponse:

@@ -1,54 +1,568 @@
-"""Offline checks of infra/ (no Bicep compiler can be installed from the registries here)."""
+"""infra/main.bicep, parsed by a Bicep parser (pycep-parser), checked against the app's own code.
+
+No Bicep compiler is installable here (not on PyPI, npm or Debian), so the template is parsed with
+pycep and its app settings are *evaluated*: ``concat()`` of arrays, ternaries, variables, parameters,
+string interpolations (each ``${...}`` parsed by pycep too), ``environment()`` of each cloud, and
+stand-in values for what only Azure knows (keys, host names, ids). Every bool parameter is a
+deployment switch whose both values are explored (useFederatedCredential × deployRedis: every branch
+of every condition on them); other conditions are computed from the parameters, and the cases with
+parameters set are tests of their own.
+
+What the code requires comes from the code: the functions found like the Functions host finds them
+(``*/function.json``), each declaring ``DOWNSTREAM_APIS``; running each function (real authorization
+check, ``call_downstream`` recorded) as a user and as an app shows which APIs it calls and which it calls
+as the app (those need ``RequestAppToken``). Each branch's settings must load with
+``shared.config.load_settings`` (every required setting, the token-cache key when L2 is on) and build the
+token-cache layers. The scopes and app roles that the functions demand must be the ones that
+infra/app-registrations.sh registers, run against the stand-in ``az`` of tests/unit/fake_az.py.
+"""
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import importlib
+import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any, Callable, Iterator
+from unittest import mock
 
+import azure.functions as func
 import pytest
+from pycep import BicepParser
+from pycep.models import BicepElement
 
-from shared.config import load_settings
+import shared.functions
+from shared.config import Settings, load_settings
+from shared.context import token_cache_layers
+from shared.downstream import DownstreamResponse
+from shared.validation import Caller
 
+from . import fake_az
 from ..conftest import ROOT
 
-BICEP = (ROOT / "infra" / "main.bicep").read_text()
+BICEP = ROOT / "infra" / "main.bicep"
+SUBSCRIPTION = "0a0b0c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"
+TENANT = "6f4e2a1c-8b3d-4c5e-9f7a-1d2b3c4d5e6f"
+
+# What environment() answers in each cloud, for the fields the template reads (ARM's cloud metadata).
+ENVIRONMENTS = {
+    "AzureCloud": {"name": "AzureCloud", "authentication": {"loginEndpoint": "https://login.microsoftonline.com/"},
+                   "suffixes": {"storage": "core.windows.net", "keyvaultDns": ".vault.azure.net"}},
+    "AzureUSGovernment": {"name": "AzureUSGovernment",
+                          "authentication": {"loginEndpoint": "https://login.microsoftonline.us/"},
+                          "suffixes": {"storage": "core.usgovcloudapi.net", "keyvaultDns": ".vault.usgovcloudapi.net"}},
+    "AzureChinaCloud": {"name": "AzureChinaCloud", "authentication": {"loginEndpoint": "https://login.chinacloudapi.cn/"},
+                        "suffixes": {"storage": "core.chinacloudapi.cn", "keyvaultDns": ".vault.azure.cn"}},
+}
+# Microsoft Graph's root (learn.microsoft.com/graph/deployments) and the managed identity token's
+# audience for a federated credential (Entra ID: "Configure an application to trust a managed identity").
+GRAPH = {"AzureCloud": "https://graph.microsoft.com", "AzureUSGovernment": "https://graph.microsoft.us",
+         "AzureChinaCloud": "https://microsoftgraph.chinacloudapi.cn"}
+TOKEN_EXCHANGE = {"AzureCloud": "api://AzureADTokenExchange", "AzureUSGovernment": "api://AzureADTokenExchangeUSGov",
+                  "AzureChinaCloud": "api://AzureADTokenExchangeChina"}
+
+CACHE_KEY = base64.b64encode(bytes(range(32))).decode()
+PARAMETERS = {  # a parameters file: what has no default
+    "apiClientId": "9b1c7e42-3d5a-4f86-a0b2-6c8d9e0f1a2b",
+    "ordersBaseUrl": "https://orders.contoso.example/orders",
+    "ordersAppIdUri": "api://orders",
+    "tokenCacheKey": CACHE_KEY,
+}
+
+# What only Azure knows, per resource type and property path.
+STAND_INS: dict[tuple[str, str], Any] = {
+    ("Microsoft.KeyVault/vaults", "properties.vaultUri"): lambda r: f"https://{r.name}{r.env['suffixes']['keyvaultDns']}/",
+    ("Microsoft.Insights/components", "properties.ConnectionString"):
+        "InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=https://ingest.example/",
+    ("Microsoft.Cache/redis", "properties.hostName"): lambda r: f"{r.name}.redis.cache.example",
+    ("Microsoft.Cache/redis", "listKeys()"): {"primaryKey": "stand+in/redis=key"},
+    ("Microsoft.Storage/storageAccounts", "listKeys()"): {"keys": [{"value": base64.b64encode(b"k" * 64).decode()}]},
+    ("Microsoft.ManagedIdentity/userAssignedIdentities", "properties.clientId"): "5d3c1b2a-6e7f-4a8b-9c0d-1e2f3a4b5c6d",
+    ("Microsoft.ManagedIdentity/userAssignedIdentities", "properties.principalId"): "e1d2c3b4-a5f6-4789-8a0b-c1d2e3f4a5b6",
+    ("Microsoft.Web/sites", "identity.principalId"): "c0ffee00-1111-4222-8333-444455556666",
+    ("Microsoft.Web/sites", "properties.defaultHostName"): lambda r: f"{r.name}.azurewebsites.example",
+}
+
+PARSER = BicepParser()
 
 
-def test_the_template_has_what_the_app_needs() -> None:
-    for resource in ("Microsoft.Web/sites@", "Microsoft.KeyVault/vaults@", "Microsoft.Storage/storageAccounts@",
-                     "Microsoft.Insights/components@", "Microsoft.Authorization/roleAssignments@",
-                     "Microsoft.Cache/redis@"):
-        assert f"'{resource}" in BICEP, resource
-    assert "type: 'SystemAssigned'" in BICEP and "enableRbacAuthorization: true" in BICEP
-    assert "4633458b-17de-408a-b874-0445c86b69e6" in BICEP  # Key Vault Secrets User
-    assert "linuxFxVersion: 'Python|3.11'" in BICEP and "httpsOnly: true" in BICEP
+@functools.cache
+def template() -> dict[str, Any]:
+    return PARSER.parse(file_path=BICEP)
 
 
-def test_the_template_sets_valid_app_settings() -> None:
-    """Every literal app setting in the template must load with the app's own settings parser."""
-    settings = dict(re.findall(r"\{ name: '([A-Za-z0-9_]+)', value: '([^'$]*)' \}", BICEP))
-    settings.update({"AzureAd__Instance": "https://login.microsoftonline.com/",
-                     "AzureAd__TenantId": "6f4e2a1c-8b3d-4c5e-9f7a-1d2b3c4d5e6f",
-                     "AzureAd__ClientId": "9b1c7e42-3d5a-4f86-a0b2-6c8d9e0f1a2b",
-                     "TokenCache__L2": "none"})
-    loaded = load_settings(settings)
-    assert loaded.azure_ad.token_versions == ("2.0",)
-    assert loaded.downstream_api("Graph").scopes == ("https://graph.microsoft.com/User.Read",)
-    for needed in ("AzureAd__ClientId", "AzureAd__TenantId", "AzureAd__ClientCredentials__0__SourceType",
-                   "DownstreamApis__Graph__BaseUrl", "TokenCache__EncryptionKey", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
-        assert f"name: '{needed}'" in BICEP, needed
+class Undecided(Exception):
+    """A deployment switch (a bool parameter) that this evaluation has not fixed yet."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
-def test_registration_script_parses_and_covers_the_setup() -> None:
-    script = (ROOT / "infra" / "app-registrations.sh").read_text()
-    subprocess.run(["bash", "-n", str(ROOT / "infra" / "app-registrations.sh")], check=True)
-    for step in ("access_as_user", "requestedAccessTokenVersion", "preAuthorizedApplications", "admin-consent",
-                 "federated-credential create", "api://AzureADTokenExchange", "--is-fallback-public-client"):
-        assert step in script, step
+class Resource:
+    """A resource symbol, or a property path below it, as an expression sees it."""
+
+    def __init__(self, ev: "Evaluation", symbol: str, path: str = ""):
+        self.ev, self.symbol, self.path = ev, symbol, path
+        self.decl = ev.tree["resources"][symbol]
+        self.type = self.decl["type"]
+        config = self.decl["config"]
+        self.config = config["config"] if "condition" in config else config
+        self.env = ev.env
+
+    @property
+    def name(self) -> str:
+        return self.ev.value(self.config["name"])
+
+    def get(self, key: str) -> Any:
+        path = f"{self.path}.{key}" if self.path else key
+        if path == "name":
+            return self.name
+        if path == "id":
+            return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/{self.type}/{self.name}"
+        if (self.type, path) in STAND_INS:
+            found = STAND_INS[(self.type, path)]
+            return found(self) if callable(found) else found
+        if key in ("properties", "identity") and not self.path:
+            return Resource(self.ev, self.symbol, key)
+        raise KeyError(f"no stand-in for {self.symbol}.{path} ({self.type}): add one to STAND_INS")
+
+    def call(self, function: str) -> Any:
+        return STAND_INS[(self.type, f"{function}()")]
+
+
+class Evaluation:
+    """Values of the template's expressions for one cloud, one parameter set and fixed switches."""
+
+    def __init__(self, tree: dict[str, Any], cloud: str, params: dict[str, Any], switches: dict[str, bool]):
+        self.tree, self.cloud, self.params, self.switches = tree, cloud, params, switches
+        self.env = ENVIRONMENTS[cloud]
+        self._vars: dict[str, Any] = {}
+
+    # --- names ---------------------------------------------------------------------------------------
+    def name(self, name: str) -> Any:
+        t = self.tree
+        if name in t["parameters"]:
+            decl = t["parameters"][name]
+            if decl["type"] == "bool" and name not in self.params:
+                if name not in self.switches:
+                    raise Undecided(name)
+                return self.switches[name]
+            if name in self.params:
+                return self.params[name]
+            if decl["default"] is None:
+                raise KeyError(f"parameter {name} has no default and no value")
+            return self.value(decl["default"])
+        if name in t["variables"]:
+            if name not in self._vars:
+                self._vars[name] = self.value(t["variables"][name]["value"])
+            return self._vars[name]
+        if name in t["resources"]:
+            return Resource(self, name)
+        raise KeyError(f"unknown name {name}")
+
+    # --- expressions ---------------------------------------------------------------------------------
+    def value(self, node: Any) -> Any:
+        if isinstance(node, BicepElement):
+            return self.name(str(node))
+        if isinstance(node, str):
+            return self.interpolate(node)
+        if node is None or isinstance(node, (bool, int)):
+            return node
+        if isinstance(node, list):
+            return [self.value(x) for x in node]
+        if isinstance(node, dict) and set(node) == {"function"}:
+            return self.function(node["function"])
+        if isinstance(node, dict) and set(node) == {"operator"}:
+            return self.operator(node["operator"])
+        if isinstance(node, dict):
+            return {self.key(k): self.value(v) for k, v in node.items()}
+        raise TypeError(f"unexpected node {node!r}")
+
+    def key(self, key: str) -> str:
+        return self.interpolate(key[1:-1]) if key.startswith("'") and key.endswith("'") else key
+
+    def interpolate(self, text: str) -> str:
+        out, i = [], 0
+        while (start := text.find("${", i)) >= 0:
+            out.append(text[i:start])
+            end = closing_brace(text, start + 2)
+            expression = PARSER.parse(text=f"var x = {text[start + 2:end]}\n")["variables"]["x"]["value"]
+            value = self.value(expression)
+            assert isinstance(value, (str, int)), f"interpolating a {type(value).__name__}: {text}"
+            out.append(str(value))
+            i = end + 1
+        out.append(text[i:])
+        return "".join(out)
+
+    def function(self, f: dict[str, Any]) -> Any:
+        kind, args = f["type"], [self.value(v) for v in (f.get("parameters") or {}).values() if v is not None]
+        simple: dict[str, Callable[..., Any]] = {
+            "environment": lambda: self.env,
+            "concat": lambda *a: [x for part in a for x in part] if isinstance(a[0], list) else "".join(map(str, a)),
+            "empty": lambda v: len(v) == 0,
+            "to_lower": lambda s: s.lower(),
+            "take": lambda v, n: v[:n],
+            "replace": lambda s, old, new: s.replace(old, new),
+            "unique_string": lambda *a: "u" + digest(a)[:12],
+            "guid": lambda *a: "9f9f9f9f-0000-4000-8000-" + digest(a)[:12],
+            "subscription_resource_id": lambda *a: f"/subscriptions/{SUBSCRIPTION}/providers/{a[0]}/{'/'.join(a[1:])}",
+        }
+        if kind == "resource_group":
+            return {"location": "westeurope", "id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg"}
+        if kind == "subscription":
+            return {"tenantId": TENANT, "subscriptionId": SUBSCRIPTION}
+        if kind not in simple:
+            raise NotImplementedError(f"Bicep function {kind} is not evaluated by this test")
+        return simple[kind](*args)
+
+    def operator(self, op: dict[str, Any]) -> Any:
+        kind, operands = op["type"], op["operands"]
+        if kind == "conditional":
+            condition = self.value(operands["condition"])
+            assert isinstance(condition, bool)
+            return self.value(operands["true_value" if condition else "false_value"])
+        if kind == "not":
+            return not self.value(operands["bool_value"])
+        if kind == "property_accessor":
+            return self.path(self.value(operands["operand_1"]), operands["operand_2"])
+        if kind == "index_accessor":
+            return index(self.value(operands["operand_1"]), self.value(operands["operand_2"]))
+        if kind == "function_accessor":
+            target = self.value(operands["operand_1"])
+            assert isinstance(target, Resource), op
+            return target.call(operands["func_name"])
+        raise NotImplementedError(f"Bicep operator {kind} is not evaluated by this test")
+
+    def path(self, base: Any, node: Any) -> Any:
+        """``base.node``: pycep nests ``a.b.c`` as accessor(a, accessor(b, c))."""
+        if isinstance(node, str):
+            return base.get(str(node)) if isinstance(base, Resource) else base[str(node)]
+        kind, operands = node["operator"]["type"], node["operator"]["operands"]
+        if kind == "property_accessor":
+            return self.path(self.path(base, operands["operand_1"]), operands["operand_2"])
+        if kind == "index_accessor":
+            return index(self.path(base, operands["operand_1"]), self.value(operands["operand_2"]))
+        raise NotImplementedError(f"accessor {kind}")
+
+
+def closing_brace(text: str, i: int) -> int:
+    depth, quoted = 1, False
+    while True:
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == "'":
+                quoted = False
+        elif c == "'":
+            quoted = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+
+
+def digest(values: tuple[Any, ...]) -> str:
+    return hashlib.sha256("|".join(map(str, values)).encode()).hexdigest()
+
+
+def index(base: Any, key: Any) -> Any:
+    return base.get(key) if isinstance(base, Resource) else base[key]
+
+
+def branches(cloud: str = "AzureCloud", **params: Any) -> Iterator[tuple[dict[str, bool], Evaluation, dict[str, str]]]:
+    """Every combination of the switches that the app settings depend on, with those settings."""
+    todo: list[dict[str, bool]] = [{}]
+    while todo:
+        switches = todo.pop()
+        ev = Evaluation(template(), cloud, {**PARAMETERS, **params}, switches)
+        try:
+            settings = ev.value(site(ev)["properties"]["siteConfig"]["appSettings"])
+        except Undecided as undecided:
+            todo += [{**switches, undecided.name: True}, {**switches, undecided.name: False}]
+            continue
+        names = [s["name"] for s in settings]
+        assert len(names) == len(set(names)), f"duplicate app settings in {switches}"
+        assert all(isinstance(s["value"], str) for s in settings), switches
+        yield switches, ev, {s["name"]: s["value"] for s in settings}
+
+
+def symbols(of_type: str) -> list[str]:
+    return [name for name, r in template()["resources"].items() if r["type"] == of_type]
+
+
+def site(ev: Evaluation) -> dict[str, Any]:
+    [app] = symbols("Microsoft.Web/sites")
+    return Resource(ev, app).config
+
+
+def resolve_key_vault_references(ev: Evaluation, settings: dict[str, str]) -> dict[str, str]:
+    """What App Service does with ``@Microsoft.KeyVault(VaultName=..;SecretName=..)``: the value of that
+    secret, which must be a secret of the template's vault."""
+    [vault] = symbols("Microsoft.KeyVault/vaults")
+    secrets = {ev.value(Resource(ev, s).config["name"]): Resource(ev, s).config for s in
+               symbols("Microsoft.KeyVault/vaults/secrets")}
+    resolved = dict(settings)
+    for key, value in settings.items():
+        if m := re.fullmatch(r"@Microsoft\.KeyVault\(VaultName=([^;]+);SecretName=([^)]+)\)", value):
+            assert m.group(1) == Resource(ev, vault).name, key
+            secret = secrets[m.group(2)]
+            assert secret["parent"] == vault, key
+            resolved[key] = ev.value(secret["properties"]["value"])
+    return resolved
+
+
+# --- the functions ---------------------------------------------------------------------------------
+@functools.cache
+def function_modules() -> dict[str, ModuleType]:
+    """The functions, found as the Functions host finds them: every folder with a function.json."""
+    found = {}
+    for spec_path in sorted(ROOT.glob("*/function.json")):
+        spec = json.loads(spec_path.read_text())
+        assert spec["scriptFile"] == "__init__.py", spec_path
+        found[spec_path.parent.name] = importlib.import_module(spec_path.parent.name)
+    return found
+
+
+def downstream_calls(name: str, settings: Settings) -> dict[str, set[str]]:
+    """Run a function as each kind of caller it accepts (a user with the first scope it accepts, an
+    app with the first role): the real authorization check, ``call_downstream`` recorded."""
+    module = function_modules()[name]
+    requirement = module.main.requirement
+    scopes, roles = requirement.resolve(settings.azure_ad)
+    callers = {}
+    if requirement.callers in ("user", "any"):
+        callers["user"] = Caller("oid-user", settings.azure_ad.tenant_id, "client", frozenset(scopes[:1]), frozenset(),
+                                 False, {})
+    if requirement.callers in ("app", "any"):
+        callers["app"] = Caller("oid-app", settings.azure_ad.tenant_id, "daemon", frozenset(), frozenset(roles[:1]),
+                                True, {})
+    [binding] = [b for b in json.loads((ROOT / name / "function.json").read_text())["bindings"]
+                 if b["type"] == "httpTrigger"]
+    route_params = {p: "alice" for p in re.findall(r"{(\w+)", binding.get("route", ""))}
+    calls: dict[str, set[str]] = {}
+    for kind, caller in callers.items():
+        recorded: set[str] = set()
+
+        def record(ctx: Any, token: str, who: Caller, api: str, **_: Any) -> DownstreamResponse:
+            recorded.add(api)
+            return DownstreamResponse(200, "application/json", b"{}")
+
+        request = func.HttpRequest("GET", "http://localhost/api/x", headers={"Authorization": "Bearer t"},
+                                   route_params=route_params, body=b"")
+        with mock.patch.object(module, "call_downstream", record), \
+                mock.patch.object(shared.functions, "authenticate", lambda ctx, header: ("t", caller)), \
+                mock.patch.object(shared.functions, "app_context", lambda: SimpleNamespace(settings=settings)):
+            answer = module.main(request)
+        assert answer.status_code == 200, (name, kind, answer.get_body())
+        calls[kind] = recorded
+    return calls
+
+
+# --- tests -----------------------------------------------------------------------------------------
+def test_pycep_parses_the_template() -> None:
+    tree = template()
+    types = {r["type"] for r in tree["resources"].values()}
+    assert {"Microsoft.Web/sites", "Microsoft.KeyVault/vaults", "Microsoft.KeyVault/vaults/secrets",
+            "Microsoft.Storage/storageAccounts", "Microsoft.Storage/storageAccounts/blobServices/containers",
+            "Microsoft.Storage/storageAccounts/managementPolicies", "Microsoft.Insights/components",
+            "Microsoft.Authorization/roleAssignments", "Microsoft.Cache/redis",
+            "Microsoft.ManagedIdentity/userAssignedIdentities"} <= types
+    ev = Evaluation(tree, "AzureCloud", PARAMETERS, {})
+    app = site(ev)
+    assert ev.value(app["identity"]["type"]) == "SystemAssigned, UserAssigned"
+    [identity] = symbols("Microsoft.ManagedIdentity/userAssignedIdentities")
+    assert list(ev.value(app["identity"]["userAssignedIdentities"])) == [Resource(ev, identity).get("id")]
+    config = app["properties"]["siteConfig"]
+    assert (ev.value(config["linuxFxVersion"]), ev.value(app["properties"]["httpsOnly"])) == ("Python|3.11", True)
+    [vault] = symbols("Microsoft.KeyVault/vaults")
+    assert Resource(ev, vault).config["properties"]["enableRbacAuthorization"] is True
+    # The app's own identity reads the vault: Key Vault Secrets User, on the vault.
+    readers = [Resource(ev, s).config for s in symbols("Microsoft.Authorization/roleAssignments")]
+    assert any(r["scope"] == vault and ev.value(r["properties"]["principalId"]) == STAND_INS[
+        ("Microsoft.Web/sites", "identity.principalId")] and ev.value(r["properties"]["roleDefinitionId"]).endswith(
+        "/4633458b-17de-408a-b874-0445c86b69e6") for r in readers)
+
+
+@pytest.mark.parametrize("cloud", sorted(ENVIRONMENTS))
+def test_every_branch_provisions_what_the_functions_use(cloud: str) -> None:
+    seen = []
+    for switches, ev, raw in branches(cloud):
+        seen.append(switches)
+        settings = load_settings(resolve_key_vault_references(ev, raw))  # every required setting, valid
+        assert settings.token_cache.l2 == ("redis" if switches["deployRedis"] else "blob")
+        # The shared cache is on: a 32-byte key (else the app runs L1-only with an operator error).
+        assert settings.token_cache.encryption_key == CACHE_KEY and not settings.token_cache.l2_disabled_reason
+        assert token_cache_layers(settings.token_cache).l2 is not None    # the L2 connection setting parses
+        assert settings.azure_ad.instance == ENVIRONMENTS[cloud]["authentication"]["loginEndpoint"]
+        for name, module in function_modules().items():
+            declared = set(module.DOWNSTREAM_APIS)
+            for api in declared:
+                settings.downstream_api(name=api)                          # BaseUrl and Scopes provisioned
+            calls = downstream_calls(name, settings)
+            assert set().union(*calls.values()) <= declared, f"{name} calls an API it does not declare"
+            for api in calls.get("app", ()):
+                assert settings.downstream_api(api).request_app_token, f"{name} calls {api} as the app"
+        for api in ("Graph", "GraphApp"):
+            graph = settings.downstream_api(api)
+            assert graph.base_url == GRAPH[cloud] + "/v1.0"
+            assert all(s.startswith(GRAPH[cloud] + "/") for s in graph.scopes)
+        [credential] = settings.azure_ad.credentials
+        if switches["useFederatedCredential"]:
+            assert credential.source_type == "SignedAssertionFromManagedIdentity"
+            assert credential.get("TokenExchangeUrl") == TOKEN_EXCHANGE[cloud]
+            assert credential.get("ManagedIdentityClientId") == STAND_INS[
+                ("Microsoft.ManagedIdentity/userAssignedIdentities", "properties.clientId")]
+        else:
+            assert credential.source_type == "KeyVault"
+            assert credential.require("KeyVaultUrl").endswith(ENVIRONMENTS[cloud]["suffixes"]["keyvaultDns"] + "/")
+            assert credential.require("KeyVaultCertificateName")
+    assert sorted(map(sorted, (s.items() for s in seen))) == sorted(
+        sorted({"deployRedis": r, "useFederatedCredential": f}.items()) for r in (True, False) for f in (True, False))
+
+
+def test_graph_and_token_exchange_overrides() -> None:
+    """A cloud not in the template's tables (or US Gov DoD) sets graphEndpoint / tokenExchangeAudience."""
+    for switches, ev, raw in branches("AzureUSGovernment", graphEndpoint="https://dod-graph.microsoft.us",
+                                      tokenExchangeAudience="api://AzureADTokenExchangeUSGov"):
+        settings = load_settings(resolve_key_vault_references(ev, raw))
+        assert settings.downstream_api("GraphApp").scopes == ("https://dod-graph.microsoft.us/.default",)
+        if switches["useFederatedCredential"]:
+            assert settings.azure_ad.credentials[0].get("TokenExchangeUrl") == "api://AzureADTokenExchangeUSGov"
+
+
+def test_a_setting_the_code_requires_without_infra_fails() -> None:
+    """The check above has teeth: drop a provisioned setting or an API and loading/lookup fails."""
+    from shared.errors import ConfigurationError
+    _, ev, raw = next(branches())
+    env = resolve_key_vault_references(ev, raw)
+    for required in ("AzureAd__ClientId", "AzureAd__TenantId", "DownstreamApis__Graph__Scopes"):
+        with pytest.raises(ConfigurationError):
+            load_settings({k: v for k, v in env.items() if k != required})
+    without_key = load_settings({k: v for k, v in env.items() if k != "TokenCache__EncryptionKey"})
+    assert without_key.token_cache.l2_disabled_reason and without_key.token_cache.encryption_key is None
+    unresolved = load_settings(raw)  # a Key Vault reference that App Service could not resolve
+    assert unresolved.token_cache.l2_disabled_reason and unresolved.token_cache.encryption_key is None
+    settings = load_settings({k: v for k, v in env.items() if not k.startswith("DownstreamApis__OrdersApp__")})
+    with pytest.raises(ConfigurationError):
+        settings.downstream_api("OrdersApp")
+
+
+def test_registrations_define_what_the_functions_demand(tmp_path: Path) -> None:
+    """The scopes and app roles each function accepts exist on the API registration that
+    app-registrations.sh creates; every downstream scope it asks for is consented."""
+    az = fake_az.FakeAz(tmp_path, fake_az.seed("AzureCloud"), ROOT / "infra" / "app-registrations.sh")
+    orders = next(a for a in az.state()["apps"] if a["displayName"] == "Orders API")
+    done = az.run("middletier", ORDERS_API_APP_ID=orders["appId"])
+    assert done.returncode == 0, done.stderr
+    state = az.state()
+    [api] = [a for a in state["apps"] if a["displayName"] == "middletier-api"]
+    scopes = {s["value"] for s in api["api"]["oauth2PermissionScopes"] if s["isEnabled"]}
+    app_roles = {r["value"] for r in api["appRoles"] if r["isEnabled"] and "Application" in r["allowedMemberTypes"]}
+    directory = fake_az.Directory(state)
+    api_sp = directory.sp(api["appId"])["id"]
+
+    for _, ev, raw in branches(apiClientId=api["appId"], ordersAppIdUri=orders["identifierUris"][0]):
+        settings = load_settings(resolve_key_vault_references(ev, raw))
+        assert f"api://{api['appId']}" in settings.azure_ad.audiences
+        for name, module in function_modules().items():
+            wanted_scopes, wanted_roles = module.main.requirement.resolve(settings.azure_ad)
+            assert set(wanted_scopes) <= scopes and set(wanted_roles) <= app_roles, name
+        for downstream in settings.downstream.values():
+            for scope in downstream.scopes:
+                resource, _, permission = scope.rpartition("/")
+                sp = directory.sp(resource)
+                if permission == ".default":   # as the app: an application permission was granted
+                    assert any(a["principalId"] == api_sp and a["resourceId"] == sp["id"]
+                               for a in state["assignments"]), downstream.name
+                else:                          # on behalf of users: consented for all of them
+                    assert any(g["clientId"] == api_sp and g["resourceId"] == sp["id"] and g["consentType"] ==
+                               "AllPrincipals" and permission in g["scope"].split()
+                               for g in state["grants"]), downstream.name
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:5173", "https://app.contoso.example"])
+def test_cors_allows_the_spa_origin(origin: str) -> None:
+    ev = Evaluation(template(), "AzureCloud", {**PARAMETERS, "spaOrigin": origin}, {})
+    cors = ev.value(site(ev)["properties"]["siteConfig"]["cors"])
+    assert cors == {"allowedOrigins": [origin], "supportCredentials": False}
+
+
+def test_token_cache_blobs_expire_by_lifecycle_rule() -> None:
+    """The rule deletes blobs of the container the blob L2 writes to, in the account it writes to,
+    and never before an entry's own expiry (l2.py checks that on read; each write refreshes it)."""
+    for switches, ev, raw in branches():
+        if switches["deployRedis"]:
+            continue
+        settings = load_settings(resolve_key_vault_references(ev, raw))
+        [storage] = symbols("Microsoft.Storage/storageAccounts")
+        account = Resource(ev, storage).name
+        assert f"AccountName={account};" in settings.token_cache.blob_connection_string
+        [container] = symbols("Microsoft.Storage/storageAccounts/blobServices/containers")
+        container_config = Resource(ev, container).config
+        assert ev.value(container_config["name"]) == settings.token_cache.blob_container == "msal-token-cache"
+        assert Resource(ev, container_config["parent"]).config["parent"] == storage
+        [policy] = symbols("Microsoft.Storage/storageAccounts/managementPolicies")
+        policy_config = Resource(ev, policy).config
+        assert policy_config["parent"] == storage and ev.value(policy_config["name"]) == "default"
+        [rule] = ev.value(policy_config["properties"]["policy"]["rules"])
+        assert rule["enabled"] is True and rule["type"] == "Lifecycle"
+        assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"],
+                                                 "prefixMatch": [settings.token_cache.blob_container + "/"]}
+        days = rule["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
+        assert days * 86400 >= settings.token_cache.session_lifetime_seconds + 86400
+
+
+def test_the_cache_key_is_a_secure_parameter_written_to_key_vault() -> None:
+    tree = template()
+    param = tree["parameters"]["tokenCacheKey"]
+    decorators = {d["type"]: d.get("argument") for d in param["decorators"]}
+    assert "secure" in decorators and param["default"] is None
+    assert decorators["min_length"] == decorators["max_length"] == len(base64.b64encode(bytes(32))) == 44
+    [secret] = symbols("Microsoft.KeyVault/vaults/secrets")
+    value = Resource(Evaluation(tree, "AzureCloud", PARAMETERS, {}), secret).config["properties"]["value"]
+    assert value == "tokenCacheKey" and isinstance(value, BicepElement)
+
+
+def test_no_cloud_specific_url_outside_the_per_cloud_tables() -> None:
+    """Login, storage and vault endpoints come from environment(); Graph and the token-exchange
+    audience from the cloud's name. Only those tables (and descriptions) may name a cloud's host."""
+    tree = template()
+    tables = {"graphEndpoints", "tokenExchangeAudiences"}
+    strings: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str) and not isinstance(node, BicepElement):
+            strings.append(node)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if k != "decorators":
+                    walk(k)
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for section in ("parameters", "resources", "outputs"):
+        walk(tree[section])
+    walk({k: v for k, v in tree["variables"].items() if k not in tables})
+    cloud_hosts = re.compile(r"microsoftonline|graph\.microsoft|chinacloudapi|usgovcloudapi|core\.windows\.net|"
+                             r"vault\.azure\.net|AzureADTokenExchange", re.I)
+    assert not [s for s in strings if cloud_hosts.search(s)]
 
 
 @pytest.mark.skipif(shutil.which("bicep") is None and shutil.which("az") is None,
                     reason="no Bicep compiler on this machine (it is not on PyPI, npm or Debian)")
 def test_bicep_compiles() -> None:  # pragma: no cover - runs where bicep or az exists
     cmd = ["bicep", "build", "--stdout"] if shutil.which("bicep") else ["az", "bicep", "build", "--stdout", "-f"]
-    subprocess.run(cmd + [str(ROOT / "infra" / "main.bicep")], check=True, capture_output=True)
+    subprocess.run(cmd + [str(BICEP)], check=True, capture_output=True)
+
