@@ -233,6 +233,11 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'AzureWebJobsStorage', value: storageConnection }
         { name: 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING', value: storageConnection }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
+        // One telemetry pipeline (host.json telemetryMode OpenTelemetry): the Python worker configures Azure
+        // Monitor and runs each invocation in the host request's trace context. The 4.x worker reads
+        // PYTHON_ENABLE_OPENTELEMETRY, the newer library worker PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY.
+        { name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY', value: 'true' }
+        { name: 'PYTHON_ENABLE_OPENTELEMETRY', value: 'true' }
         { name: 'AzureAd__Instance', value: environment().authentication.loginEndpoint }
         { name: 'AzureAd__TenantId', value: tenantId }
         { name: 'AzureAd__ClientId', value: apiClientId }

@@ -14,7 +14,8 @@ MENTIONED_DOC = re.compile(r"(?<![\w/.-])((?:\.\./|[\w.-]+/)*[A-Z][A-Z_]+\.md)\b
 
 
 def test_no_file_points_outside_the_repository() -> None:
-    offenders = [p for p in TEXT if "../shared/" in (ROOT / p).read_text(errors="ignore")]
+    outside = "../" + "shared/"  # the reference folder beside the checkout (spelled so this file isn't one)
+    offenders = [p for p in TEXT if outside in (ROOT / p).read_text(errors="ignore")]
     for path in (p for p in TEXT if p.endswith(".md")):
         for target in MARKDOWN_LINK.findall((ROOT / path).read_text(errors="ignore")):
             if "://" not in target and ROOT.resolve() not in (ROOT / path).parent.joinpath(target).resolve().parents:
