@@ -163,6 +163,16 @@ if [ "$version" != 2 ]; then
   log "access tokens: v2"
 fi
 
+# idtyp in access tokens: Entra emits it only when the API's registration asks (optional claim). It is
+# the most accurate way to tell an app-only token; the app also works without it (no scp, oid == sub).
+idtyp=$(az ad app show --id "$api" --query "optionalClaims.accessToken[?name=='idtyp'].name | [0]" -o tsv)
+if [ -z "$idtyp" ]; then
+  claims=$(az ad app show --id "$api" --query "optionalClaims.accessToken || \`[]\`" -o json)
+  az rest --method PATCH --uri "$graph_url/v1.0/applications/$api_object" --body "{\"optionalClaims\": {\"accessToken\": $(
+    json_append "$claims" '{"name": "idtyp", "essential": false, "additionalProperties": []}')}}"
+  log "optional claim idtyp: added"
+fi
+
 # The delegated scope: reuse its id when it exists; only a new scope gets a new id.
 scope_id=$(az ad app show --id "$api" --query "api.oauth2PermissionScopes[?value=='access_as_user'].id | [0]" -o tsv)
 if [ -z "$scope_id" ]; then

@@ -100,7 +100,7 @@ def new_app(name: str) -> dict[str, Any]:
             "signInAudience": "AzureADMyOrg", "identifierUris": [], "isFallbackPublicClient": None,
             "api": {"requestedAccessTokenVersion": None, "oauth2PermissionScopes": [],
                     "preAuthorizedApplications": []},
-            "appRoles": [], "requiredResourceAccess": [], "spa": {"redirectUris": []},
+            "appRoles": [], "requiredResourceAccess": [], "optionalClaims": None, "spa": {"redirectUris": []},
             "publicClient": {"redirectUris": []}, "web": {"redirectUris": []}}
 
 

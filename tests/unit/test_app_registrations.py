@@ -68,6 +68,7 @@ def test_two_runs_as_the_readme_says_converge(tmp_path: Path) -> None:
     # What the functions need of the registration.
     assert api["identifierUris"] == [f"api://{api['appId']}"]
     assert api["api"]["requestedAccessTokenVersion"] == 2
+    assert [c["name"] for c in api["optionalClaims"]["accessToken"]] == ["idtyp"]  # once, after two runs
     [scope] = api["api"]["oauth2PermissionScopes"]
     assert (scope["value"], scope["type"], scope["isEnabled"]) == ("access_as_user", "User", True)
     [role] = api["appRoles"]
