@@ -137,7 +137,7 @@ class FunctionsHost:
     """An ASGI app that routes to the functions; one instance per host process."""
 
     def __init__(self, functions: list[Function], settings: HostSettings, keys: dict[str, str],
-                 threads: int | None = None):
+                 threads: int | None = None, telemetry: WorkerTelemetry | None = None):
         # The Functions host's request size limit (100 MB), adjustable with the same app setting.
         self.max_body = int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") or MAX_BODY)
         self.functions = functions
@@ -145,7 +145,7 @@ class FunctionsHost:
         self.keys = keys
         count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or min(32, (os.cpu_count() or 1) + 4)
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
-        self.telemetry = WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
+        self.telemetry = telemetry or WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
 
     def _authorized(self, auth_level: str, headers: dict[str, str], query: dict[str, str]) -> bool:
         """The host's key check: ``function`` takes the host or master key; ``admin``, and ``user`` and
@@ -303,9 +303,10 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
     logging.basicConfig(level=log_level(app_dir), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
+    telemetry = WorkerTelemetry()  # the worker's init request comes before it loads the functions
     prefix, functions = load_functions(app_dir)
     keys = ensure_keys(state / "functions-keys.json")
-    app = FunctionsHost(functions, settings, keys)
+    app = FunctionsHost(functions, settings, keys, telemetry=telemetry)
     sock = bind(host, settings.port if port is None else port)
     url = f"http://{host}:{sock.getsockname()[1]}"
 

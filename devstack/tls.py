@@ -161,3 +161,16 @@ def ensure_tls(folder: Path, names: tuple[str, ...] | list[str] = ()) -> TlsFile
     if not files.bundle.is_file() or files.bundle.read_bytes() != bundle:
         files.bundle.write_bytes(bundle)
     return files
+
+
+def issue_leaf(tls_folder: Path, names: list[str], out: Path) -> tuple[Path, Path]:
+    """A server certificate from the devstack's CA (in ``tls_folder``) for ``names``, written to
+    ``out``: for a real server started beside the devstack under a public name (Azurite serving
+    ``<account>.blob.core.windows.net``, redis-server with TLS) so clients trust it as they do the devstack."""
+    ca_key = serialization.load_pem_private_key((tls_folder / "ca-key.pem").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((tls_folder / "ca.pem").read_bytes())
+    key, cert = _issue_server(ca_key, ca_cert, dt.datetime.now(dt.timezone.utc), server_names(names))  # type: ignore[arg-type]
+    out.mkdir(parents=True, exist_ok=True)
+    _write_private(out / "server-key.pem", _pem_key(key))
+    (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return out / "server.pem", out / "server-key.pem"

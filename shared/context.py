@@ -26,6 +26,11 @@ from .signing_keys import SigningKeys
 from .validation import TokenValidator
 
 log = logging.getLogger("middletier")
+# azure-core logs every request and response at INFO — the Azure Monitor exporter's own included, which
+# the worker's log exporter would then export again: too much for Application Insights. Set on import,
+# because the worker configures its exporter before it loads the functions.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+logging.getLogger("azure.identity").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -38,9 +43,6 @@ class AppContext:
 
 
 def build_context(env: Mapping[str, str] | None = None) -> AppContext:
-    # azure-core logs every request and response at INFO: too much for Application Insights.
-    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
-    logging.getLogger("azure.identity").setLevel(logging.WARNING)
     settings = load_settings(env)
     ad = settings.azure_ad
     session = OutboundSession(default_timeout=(min(3.05, ad.timeout_seconds), ad.timeout_seconds))
