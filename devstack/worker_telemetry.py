@@ -1,16 +1,17 @@
 """What the Azure Functions Python worker does for OpenTelemetry, for the local host.
 
-From azure-functions-python-worker (`azure_functions_worker/dispatcher.py`, 4.34.0:
-`initialize_azure_monitor`, `configure_opentelemetry`, `_run_sync_func`; and the library worker's
-`dispatcher.py`/`otel.py`):
-- at start-up, with ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`` (library worker) or
-  ``PYTHON_ENABLE_OPENTELEMETRY=true`` (4.x worker), it calls ``configure_azure_monitor(
-  connection_string=APPLICATIONINSIGHTS_CONNECTION_STRING, logger_name=PYTHON_AZURE_MONITOR_LOGGER_NAME
-  or "")`` once, logging and carrying on when that fails;
-- for every invocation, when OpenTelemetry is on, it extracts ``traceparent``/``tracestate`` from
-  the invocation's ``context.trace_context`` (the host's request activity) and attaches that
-  context in the thread that runs the function, so the app's spans are children of the host's
-  request.
+The worker that runs Python 3.11 (the runtime infra/main.bicep deploys) is
+azure-functions-python-worker 4.x (`azure_functions_worker/dispatcher.py`, 4.34.0:
+`_handle__worker_init_request`, `initialize_azure_monitor`, `configure_opentelemetry`, `_run_sync_func`):
+- at its init request, before it loads functions, with ``PYTHON_ENABLE_OPENTELEMETRY=true`` it calls
+  ``configure_azure_monitor(connection_string=APPLICATIONINSIGHTS_CONNECTION_STRING,
+  logger_name=PYTHON_AZURE_MONITOR_LOGGER_NAME or "")`` once; when that raises (no connection
+  string, no distro) it logs and carries on with Azure Monitor unavailable;
+- for every invocation, only if Azure Monitor is available, it extracts ``traceparent``/``tracestate``
+  from the invocation's ``context.trace_context`` (the host's request activity) and attaches that
+  context in the thread that runs the function, so the app's spans are children of the host's request.
+(The newer library worker, for later Python versions, reads ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``
+instead; 4.x ignores it. The template sets both.)
 
 The local host has no request activity of its own to export; it makes one as the host would: a new
 span id under the caller's ``traceparent`` (or a new trace), handed to the function as
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 log = logging.getLogger("funchost")
-SETTINGS = ("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "PYTHON_ENABLE_OPENTELEMETRY")
+SETTING = "PYTHON_ENABLE_OPENTELEMETRY"  # what the 4.x worker reads
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
@@ -56,7 +57,7 @@ class WorkerTelemetry:
         self.enabled = False
         self._propagator: Any = None
         self._context_api: Any = None
-        if not any(str(env.get(name, "")).lower() == "true" for name in SETTINGS):
+        if str(env.get(SETTING, "")).lower() != "true":
             return
         try:
             from opentelemetry import context as context_api
@@ -65,15 +66,18 @@ class WorkerTelemetry:
             log.exception("Cannot import OpenTelemetry libraries.")
             return
         self._context_api, self._propagator = context_api, TraceContextTextMapPropagator()
-        self.enabled = True
-        if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
-            try:
-                from azure.monitor.opentelemetry import configure_azure_monitor
-                configure_azure_monitor(connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"],
-                                        logger_name=env.get("PYTHON_AZURE_MONITOR_LOGGER_NAME", ""))
-                log.info("Successfully configured Azure monitor distro.")
-            except Exception:
-                log.exception("Error initializing Azure monitor distro.")
+        try:
+            from azure.monitor.opentelemetry import configure_azure_monitor
+            configure_azure_monitor(connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+                                    logger_name=env.get("PYTHON_AZURE_MONITOR_LOGGER_NAME", ""))
+        except ImportError:
+            log.exception("Cannot import Azure Monitor distro.")
+            return
+        except Exception:
+            log.exception("Error initializing Azure monitor distro.")
+            return
+        log.info("Successfully configured Azure monitor distro.")
+        self.enabled = True  # the worker's _azure_monitor_available
 
     async def run_async(self, trace_context: TraceContext, function: Callable[[], Awaitable[Any]]) -> Any:
         """Await an async function in the invocation's trace context (the event loop's task)."""

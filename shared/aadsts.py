@@ -18,7 +18,7 @@ class Kind(Enum):
     CALLER_TOKEN = "caller_token"          # 401 invalid_token: the caller must get a new token
     INTERACTION = "interaction"            # 401 + claims challenge: the user must sign in again
     USER_BLOCKED = "user_blocked"          # 403: sign-in again won't help (policy, assignment, account)
-    CREDENTIAL = "credential"              # 500: this app's own credential (reload it once)
+    CREDENTIAL = "credential"              # 500: this app's own credential, which a rotation may fix (reload it)
     CONFIGURATION = "configuration"        # 500: this app's registration or settings
     TRANSIENT = "transient"                # 503: Entra is unavailable; retry later
 
@@ -60,12 +60,12 @@ KINDS: dict[int, Kind] = {
     7000215: Kind.CREDENTIAL,    # invalid client secret
     7000222: Kind.CREDENTIAL,    # InvalidClientSecretExpiredKeysProvided
     7000218: Kind.CREDENTIAL,    # neither client_assertion nor client_secret
-    700025: Kind.CREDENTIAL,     # InvalidClientPublicClientWithCredential
-    700016: Kind.CREDENTIAL,     # UnauthorizedClient_DoesNotMatchRequest: app not found in the tenant
-    7000112: Kind.CREDENTIAL,    # UnauthorizedClientApplicationDisabled
     70021: Kind.CREDENTIAL,      # no matching federated identity record (Azure DevOps docs)
-    700229: Kind.CREDENTIAL,     # ForbiddenTokenType: only app-only tokens as a federated credential
-    # This app's registration or settings.
+    # This app's registration or settings: no credential reload can fix these.
+    700025: Kind.CONFIGURATION,  # InvalidClientPublicClientWithCredential: the registration is a public client
+    700016: Kind.CONFIGURATION,  # UnauthorizedClient_DoesNotMatchRequest: app not found in the tenant
+    7000112: Kind.CONFIGURATION,  # UnauthorizedClientApplicationDisabled
+    700229: Kind.CONFIGURATION,  # ForbiddenTokenType: only app-only tokens as a federated credential
     70011: Kind.CONFIGURATION,   # InvalidScope
     28000: Kind.CONFIGURATION,   # scope spans more than one resource
     65005: Kind.CONFIGURATION,   # MisconfiguredApplication
@@ -86,7 +86,7 @@ KINDS: dict[int, Kind] = {
 
 _PRECEDENCE = (Kind.CREDENTIAL, Kind.CONFIGURATION, Kind.CALLER_TOKEN, Kind.INTERACTION, Kind.USER_BLOCKED,
                Kind.TRANSIENT)
-_BY_ERROR = {"invalid_client": Kind.CREDENTIAL, "unauthorized_client": Kind.CREDENTIAL,
+_BY_ERROR = {"invalid_client": Kind.CREDENTIAL, "unauthorized_client": Kind.CONFIGURATION,
              "interaction_required": Kind.INTERACTION, "consent_required": Kind.INTERACTION,
              "invalid_scope": Kind.CONFIGURATION, "invalid_resource": Kind.CONFIGURATION,
              "temporarily_unavailable": Kind.TRANSIENT, "throttled": Kind.TRANSIENT}

@@ -54,6 +54,7 @@ class TokenAcquirer:
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._credential: MsalCredential | None = None
         self._generation = 0          # bumped on every (re)load; a reload happens once per generation
+        self._last_reload = float("-inf")
         self._failed: tuple[float, ApiError] | None = None
         self._failure_backoff = failure_backoff
         self._clock = clock
@@ -92,10 +93,15 @@ class TokenAcquirer:
             return self._apps[tenant], self._generation
 
     def _reload_credential(self, seen_generation: int) -> None:
-        """Entra refused the credential of ``seen_generation``: it may have rotated. Reload it, once."""
+        """Entra refused the credential of ``seen_generation``: it may have rotated. Reload it, once,
+        and not again within the failure backoff — a credential Entra keeps refusing costs one Key
+        Vault read per backoff, not one per request."""
         with self._lock:
             if self._generation != seen_generation:
                 return  # another request already reloaded it
+            if self._clock() - self._last_reload < self._failure_backoff:
+                return
+            self._last_reload = self._clock()
             self._credential = None
             self._apps.clear()
             self.counters.credential_reloads += 1
@@ -143,22 +149,26 @@ class TokenAcquirer:
                 _remember(part, scopes, token, result)
             return token
 
-    def for_app(self, scopes: tuple[str, ...], tenant: str | None = None) -> str:
+    def for_app(self, scopes: tuple[str, ...], tenant: str | None = None, claims_challenge: str | None = None) -> str:
         """A token for the app itself (client credentials, ``<resource>/.default``), from a partition
-        of its own that no user request can reach (its key is not the hash of any caller token)."""
+        of its own that no user request can reach (its key is not the hash of any caller token).
+        ``claims_challenge``: a resource's CAE challenge to an app token (the app declares ``cp1`` for
+        client credentials too); MSAL then skips its cache and asks Entra with those claims."""
         tid = tenant if self.settings.multi_tenant and tenant else self.settings.tenant_id
         part = self.layers.partition(partition_key(f"app-only:{self.settings.client_id}:{tid}"),
                                      time.time() + 24 * 3600)
-        if (hot := part.hot.get(scopes)) and time.time() < hot[1]:
+        if claims_challenge is None and (hot := part.hot.get(scopes)) and time.time() < hot[1]:
             telemetry.count("cache.hits", level="memo")
             return hot[0]
         with use_partition(part), part.lock:
             app, generation = self._app(tid)
-            result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes)))
+            result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes),
+                                                                           claims_challenge=claims_challenge))
             if _is_invalid_client(result):
                 self._reload_credential(generation)
                 app, _ = self._app(tid)
-                result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes)))
+                result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes),
+                                                                               claims_challenge=claims_challenge))
             token = self._token_or_raise(result)
             if result.get("token_source") == "identity_provider":
                 self.counters.app_token_calls += 1

@@ -145,13 +145,17 @@ def _get(env: Mapping[str, str], key: str, default: str | None = None) -> str | 
     value = env.get(key)
     if value is None or not value.strip():
         return default
-    if value.strip().startswith(KEY_VAULT_REFERENCE):
+    _refuse_reference(key, value)
+    return value.strip()
+
+
+def _refuse_reference(key: str, value: str) -> None:
+    if value.strip().lower().startswith(KEY_VAULT_REFERENCE.lower()):
         # App Service replaces a Key Vault reference by the secret's value at start-up; when it
         # can't (no secret, no access for the app's identity, vault firewall), it leaves the
         # reference text in place. Using that text as the value would fail far from the cause.
         raise ConfigurationError(key, "is an unresolved Key Vault reference: check that the secret exists and "
                                       "that the app's managed identity may read it (Key Vault Secrets User)")
-    return value.strip()
 
 
 def _require(env: Mapping[str, str], key: str) -> str:
@@ -222,6 +226,8 @@ def _credentials(env: Mapping[str, str]) -> tuple[CredentialDescription, ...]:
         if source is None:
             break
         values = {k[len(prefix) + 2:]: v for k, v in env.items() if k.startswith(prefix + "__") and v}
+        for name, value in values.items():
+            _refuse_reference(f"{prefix}__{name}", value)
         found.append(CredentialDescription(source, values, prefix))
         i += 1
     if (secret := _get(env, "AzureAd__ClientSecret")) is not None:  # MIW's shorthand
@@ -278,13 +284,20 @@ def _token_cache(env: Mapping[str, str]) -> TokenCacheSettings:
     kind = (_get(env, "TokenCache__L2", "none") or "none").lower()
     if kind not in ("none", "redis", "blob"):
         raise ConfigurationError("TokenCache__L2", "must be none, redis or blob")
-    redis_url = _get(env, "TokenCache__RedisConnectionString")
-    blob = _get(env, "TokenCache__BlobConnectionString") or _get(env, "AzureWebJobsStorage")
-    if kind == "redis" and not redis_url:
-        raise ConfigurationError("TokenCache__RedisConnectionString", "is required when TokenCache__L2 is redis")
-    if kind == "blob" and not blob:
-        raise ConfigurationError("TokenCache__BlobConnectionString", "is required when TokenCache__L2 is blob")
-    key, disabled = _encryption_key(env) if kind != "none" else (None, None)
+    redis_url = blob = key = disabled = None
+    if kind != "none":
+        try:  # an unresolved Key Vault reference costs the shared cache, not the app (like a bad key)
+            redis_url = _get(env, "TokenCache__RedisConnectionString") if kind == "redis" else None
+            blob = _get(env, "TokenCache__BlobConnectionString") or _get(env, "AzureWebJobsStorage") \
+                if kind == "blob" else None
+        except ConfigurationError as err:
+            disabled = err.detail
+        if disabled is None and kind == "redis" and not redis_url:
+            raise ConfigurationError("TokenCache__RedisConnectionString", "is required when TokenCache__L2 is redis")
+        if disabled is None and kind == "blob" and not blob:
+            raise ConfigurationError("TokenCache__BlobConnectionString", "is required when TokenCache__L2 is blob")
+        if disabled is None:
+            key, disabled = _encryption_key(env)
     return TokenCacheSettings(
         l1_max_entries=int(_number(env, "TokenCache__L1MaxEntries", 10_000, minimum=1, maximum=10_000_000)),
         l1_max_bytes=int(_number(env, "TokenCache__L1MaxBytes", 64 * 1024 * 1024, minimum=64 * 1024,
@@ -336,7 +349,11 @@ def _capabilities(env: Mapping[str, str]) -> tuple[str, ...]:
     """``AzureAd__ClientCapabilities`` (default ``cp1``: the app redoes OBO on a downstream claims
     challenge, so it may get CAE tokens); ``none`` declares none."""
     values = _list(env, "AzureAd__ClientCapabilities") or ("cp1",)
-    return () if [v.lower() for v in values] == ["none"] else values
+    if "none" in (v.lower() for v in values):
+        if len(values) > 1:
+            raise ConfigurationError("AzureAd__ClientCapabilities", "is either none or a list of capabilities")
+        return ()
+    return values
 
 
 def _versions(env: Mapping[str, str]) -> tuple[str, ...]:

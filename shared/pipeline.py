@@ -45,6 +45,11 @@ def call_downstream(ctx: AppContext, token: str, caller: Caller, api_name: str, 
             with telemetry.span("downstream", api=api.name):
                 try:
                     return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
+                except downstream.DownstreamChallenge as challenge:  # CAE for the app: a new token, once
+                    log.info("downstream %s sent a claims challenge to the app's token; re-acquiring once", api.name)
+                    access = ctx.tokens.for_app(api.scopes, caller.tid, claims_challenge=challenge.claims)
+                try:
+                    return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
                 except downstream.DownstreamChallenge:
                     from .errors import UpstreamError
                     raise UpstreamError(api.name, f"The downstream API {api.name} challenged the app's token.",

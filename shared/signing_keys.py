@@ -26,7 +26,6 @@ log = logging.getLogger("middletier.keys")
 class Metadata:
     issuer: str                # the v2 issuer template (``{tenantid}`` for multi-tenant authorities)
     jwks_uri: str
-    v1_issuer: str | None = None  # from the v1 metadata document, when v1 tokens are accepted
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,9 @@ class SigningKeys:
         AadIssuerValidator learns it, so no cloud's issuer is written into the app."""
         self.metadata_url = metadata_url
         self.v1_metadata_url = v1_metadata_url
+        self._v1_issuer: str | None = None
+        self._v1_failed_at = float("-inf")
+        self._v1_retry = 30.0
         self._session = session
         self._refresh = refresh_seconds
         self._unknown_interval = unknown_kid_interval
@@ -56,6 +58,27 @@ class SigningKeys:
         self._fetched_at = float("-inf")
         self._unknown_refetch_at = float("-inf")
         self.fetches = 0
+
+    def v1_issuer(self) -> str | None:
+        """The v1 issuer template from the v1 document; None when v1 tokens aren't accepted. Read on
+        first need and kept; while the document can't be read, 503 (rate-limited retries), so a
+        v1 outage never refuses a valid token as untrusted nor touches v2 tokens."""
+        if self.v1_metadata_url is None or self._v1_issuer is not None:
+            return self._v1_issuer
+        with self._lock:
+            if self._v1_issuer is None:
+                if self._clock() - self._v1_failed_at < self._v1_retry:
+                    raise UpstreamError("entra", "The v1 OpenID metadata is unavailable.", 503, int(self._v1_retry))
+                try:
+                    doc = self._get_json(self.v1_metadata_url, "v1 OpenID metadata")
+                except UpstreamError:
+                    self._v1_failed_at = self._clock()
+                    raise
+                if not isinstance(doc.get("issuer"), str):
+                    self._v1_failed_at = self._clock()
+                    raise UpstreamError("entra", "The v1 OpenID metadata lacks issuer.", 502)
+                self._v1_issuer = doc["issuer"]
+        return self._v1_issuer
 
     @property
     def metadata(self) -> Metadata:
@@ -121,13 +144,7 @@ class SigningKeys:
             doc = self._get_json(self.metadata_url, "OpenID metadata")
             if not isinstance(doc.get("issuer"), str) or not isinstance(doc.get("jwks_uri"), str):
                 raise UpstreamError("entra", "The OpenID metadata lacks issuer or jwks_uri.", 502)
-            v1_issuer = None
-            if self.v1_metadata_url:
-                v1 = self._get_json(self.v1_metadata_url, "v1 OpenID metadata")
-                if not isinstance(v1.get("issuer"), str):
-                    raise UpstreamError("entra", "The v1 OpenID metadata lacks issuer.", 502)
-                v1_issuer = v1["issuer"]
-            self._metadata = Metadata(doc["issuer"], doc["jwks_uri"], v1_issuer)
+            self._metadata = Metadata(doc["issuer"], doc["jwks_uri"])
         jwks = self._get_json(self._metadata.jwks_uri, "signing keys")
         keys: dict[str, SigningKey] = {}
         for raw in jwks.get("keys") or []:

@@ -2,7 +2,8 @@
 
 One pipeline, the one Azure Functions sets up (its OpenTelemetry guidance): ``host.json`` has
 ``"telemetryMode": "OpenTelemetry"`` so the host exports its request telemetry with OpenTelemetry,
-and the app setting ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`` makes the Python worker
+and the app setting ``PYTHON_ENABLE_OPENTELEMETRY=true`` (the worker for Python 3.11;
+``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY`` for the newer library worker) makes the Python worker
 call ``configure_azure_monitor()`` once and run each invocation inside the host's trace context.
 This module never configures an exporter itself: it takes the worker's tracer and meter, so the
 app's spans are children of the host's request and logs are sent once.
@@ -26,7 +27,7 @@ log = logging.getLogger("middletier.telemetry")
 _NULL = contextlib.nullcontext()
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
-WORKER_SETTINGS = ("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "PYTHON_ENABLE_OPENTELEMETRY")
+WORKER_SETTINGS = ("PYTHON_ENABLE_OPENTELEMETRY", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY")
 
 
 def enabled_by(env: Any = os.environ) -> str | None:

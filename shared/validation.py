@@ -23,7 +23,7 @@ from cachetools import TLRUCache
 
 from .config import AzureAdSettings
 from .errors import AuthenticationError
-from .signing_keys import Metadata, SigningKeys
+from .signing_keys import SigningKeys
 
 ALGORITHMS = ["RS256"]
 MAX_LIFETIME_SECONDS = 48 * 3600  # Entra access tokens live at most ~28 h (CAE)
@@ -77,11 +77,13 @@ def _structure(token: str) -> dict[str, Any]:
     return header
 
 
-def _issuers(metadata: Metadata, tid: str) -> tuple[str, str | None]:
+def _issuers(keys: SigningKeys, tid: str, iss: str) -> tuple[str, str | None]:
     """The v2 and v1 issuers for tenant ``tid``, from the authority's own metadata (never a
-    hard-coded cloud); v1 is None when the API does not accept v1 tokens."""
-    v1 = metadata.v1_issuer.replace("{tenantid}", tid) if metadata.v1_issuer else None
-    return metadata.issuer.replace("{tenantid}", tid), v1
+    hard-coded cloud). The v1 document is read only for a token that isn't from the v2 issuer and
+    only when the API accepts v1 tokens (v1 is None otherwise): v2 tokens never depend on it."""
+    v2 = keys.metadata.issuer.replace("{tenantid}", tid)
+    template = keys.v1_issuer() if iss != v2 else None
+    return v2, template.replace("{tenantid}", tid) if template else None
 
 
 def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller:
@@ -120,9 +122,11 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
             raise AuthenticationError("The token's tenant is not allowed.")
     elif tid.lower() != settings.tenant_id.lower():
         raise AuthenticationError("The token was issued by another tenant.")
-    v2_issuer, v1_issuer = _issuers(keys.metadata, tid)
+    if not isinstance(claims.get("iss"), str):
+        raise AuthenticationError("The token's issuer is not trusted.")
+    v2_issuer, v1_issuer = _issuers(keys, tid, claims["iss"])
     valid_issuers = {v2_issuer, v1_issuer} - {None}
-    if not isinstance(claims.get("iss"), str) or claims["iss"] not in valid_issuers:
+    if claims["iss"] not in valid_issuers:
         raise AuthenticationError("The token's issuer is not trusted.")
     if claims.get("ver") not in settings.token_versions:
         raise AuthenticationError("The token's version is not accepted by this API.")

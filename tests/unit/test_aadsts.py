@@ -56,12 +56,12 @@ EXPECTED: dict[int, tuple[str, int, str]] = {
     7000215: ("invalid_client", 500, "invalid_client"),
     7000222: ("invalid_client", 500, "invalid_client"),
     7000218: ("invalid_client", 500, "invalid_client"),
-    700025: ("invalid_client", 500, "invalid_client"),
-    700016: ("unauthorized_client", 500, "invalid_client"),
-    7000112: ("unauthorized_client", 500, "invalid_client"),
     70021: ("invalid_request", 500, "invalid_client"),
-    700229: ("invalid_client", 500, "invalid_client"),
-    # this app's registration or settings
+    # this app's registration or settings (no reload of the credential can fix these)
+    700025: ("invalid_client", 500, "configuration_error"),
+    700016: ("unauthorized_client", 500, "configuration_error"),
+    7000112: ("unauthorized_client", 500, "configuration_error"),
+    700229: ("invalid_client", 500, "configuration_error"),
     70011: ("invalid_scope", 500, "configuration_error"),
     28000: ("invalid_scope", 500, "configuration_error"),
     65005: ("invalid_client", 500, "configuration_error"),

@@ -99,6 +99,8 @@ class FakeIdP:
     def __init__(self, *keys: rsa.RSAPrivateKey):
         self.keys = list(keys)
         self.v1_issuer = "https://sts.windows.net/{tenantid}/"
+        self.v1_down = False
+        self.v1_fetches = 0
         self.jwks_fetches = 0
         self.down = False
 
@@ -109,6 +111,9 @@ class FakeIdP:
         if url.endswith("v2.0/.well-known/openid-configuration") or url == INSTANCE + "openid-configuration":
             return FakeResponse({"issuer": INSTANCE + "{tenantid}/v2.0", "jwks_uri": INSTANCE + "keys"})
         if url.endswith("openid-configuration"):  # the v1 document: only its issuer is read
+            self.v1_fetches += 1
+            if self.v1_down:
+                return FakeResponse({"error": "temporarily_unavailable"}, status=503)
             return FakeResponse({"issuer": self.v1_issuer, "jwks_uri": INSTANCE + "common/discovery/keys"})
         self.jwks_fetches += 1
         return FakeResponse({"keys": [dict(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key(), as_dict=True),
@@ -167,6 +172,25 @@ def test_v1_issuer_comes_from_the_v1_metadata_not_from_a_constant(idp: FakeIdP) 
     assert v2_only.v1_metadata_url is None
     assert load_settings(env(AzureAd__TenantId="organizations")).azure_ad.v1_metadata_url == \
         INSTANCE + "common/.well-known/openid-configuration"
+
+
+def test_the_v1_document_down_costs_v1_tokens_a_503_and_never_touches_v2(idp: FakeIdP) -> None:
+    from shared.errors import UpstreamError
+    now = [0.0]
+    settings = load_settings(env()).azure_ad
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       v1_metadata_url=settings.v1_metadata_url, clock=lambda: now[0])
+    v1 = token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0")
+    idp.v1_down = True
+    assert validate(token(), keys, settings).oid == "user-1"          # v2: no v1 document needed
+    for _ in range(2):                                                 # v1: 503, the second without a fetch
+        with pytest.raises(UpstreamError) as err:
+            validate(v1, keys, settings)
+        assert err.value.status == 503
+    assert idp.v1_fetches == 1
+    idp.v1_down = False
+    now[0] += 30
+    assert validate(v1, keys, settings).tid == TENANT and idp.v1_fetches == 2
 
 
 @pytest.mark.parametrize("make,message", [

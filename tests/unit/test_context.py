@@ -85,3 +85,26 @@ def test_a_configuration_error_is_retried_after_a_while(monkeypatch: pytest.Monk
         assert len(calls) == 2
     finally:
         context.reset_context()
+
+
+@pytest.mark.parametrize("key", ["AzureAd__ClientCredentials__0__ClientSecret",
+                                 "AzureAd__ClientCredentials__0__Base64EncodedValue"])
+def test_unresolved_references_in_credential_descriptions_are_refused(key: str) -> None:
+    source = "ClientSecret" if key.endswith("ClientSecret") else "Base64Encoded"
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(env(**{"AzureAd__ClientCredentials__0__SourceType": source, key: REFERENCE.lower()}))
+    assert err.value.key == key and "unresolved Key Vault reference" in err.value.detail
+
+
+def test_an_unresolved_redis_connection_string_costs_the_shared_cache_only() -> None:
+    settings = load_settings(env(TokenCache__RedisConnectionString=REFERENCE, TokenCache__EncryptionKey=KEY,
+                                 TokenCache__L1MaxEntries="77"))
+    tc = settings.token_cache
+    assert "TokenCache__RedisConnectionString" in str(tc.l2_disabled_reason) and tc.l1_max_entries == 77
+    assert context.token_cache_layers(tc).l2 is None
+
+
+def test_client_capabilities_none_stands_alone() -> None:
+    assert load_settings(env(AzureAd__ClientCapabilities="none")).azure_ad.client_capabilities == ()
+    with pytest.raises(ConfigurationError):
+        load_settings(env(AzureAd__ClientCapabilities="none cp1"))

@@ -48,29 +48,53 @@ def test_without_a_valid_traceparent_a_new_trace_starts(header: str) -> None:
     assert CALLER_TRACE not in context.trace_parent and context.trace_state == ""
 
 
-def test_the_invocation_runs_in_the_hosts_trace_context(traced_app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def distro(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """configure_azure_monitor recorded (it would export to Application Insights); like the real
+    one, it refuses to run without a connection string."""
+    import azure.monitor.opentelemetry as package
+    calls: list[dict[str, Any]] = []
+
+    def configure(**kw: Any) -> None:
+        if not kw.get("connection_string"):
+            raise ValueError("Instrumentation key cannot be none or empty.")
+        calls.append(kw)
+    monkeypatch.setattr(package, "configure_azure_monitor", configure)
+    for name in ("PYTHON_ENABLE_OPENTELEMETRY", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+                 "APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_the_invocation_runs_in_the_hosts_trace_context(traced_app: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        distro: list[dict[str, Any]]) -> None:
     monkeypatch.setenv("PYTHON_ENABLE_OPENTELEMETRY", "true")
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=x")
     status, body = call(traced_app, "GET", "/api/traced", {"traceparent": CALLER})
     seen = json.loads(body)
     assert status == 200 and seen["trace"] == CALLER_TRACE
     assert seen["given"] == f"00-{CALLER_TRACE}-{seen['parent']}-01"  # the app's parent is the host's activity
+    assert distro == [{"connection_string": "InstrumentationKey=x", "logger_name": ""}]
 
 
-def test_with_the_workers_telemetry_off_nothing_is_attached(traced_app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PYTHON_ENABLE_OPENTELEMETRY", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.mark.parametrize("env", [
+    {},                                                                        # telemetry off
+    {"PYTHON_ENABLE_OPENTELEMETRY": "true"},                                   # no connection string: distro fails
+    {"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",                    # the 4.x worker ignores this one
+     "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"},
+])
+def test_without_azure_monitor_the_worker_attaches_nothing(traced_app: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           distro: list[dict[str, Any]], env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     status, body = call(traced_app, "GET", "/api/traced", {"traceparent": CALLER})
     seen = json.loads(body)
-    assert status == 200 and seen["trace"] == "0" * 32
+    assert status == 200 and seen["trace"] == "0" * 32 and distro == []
     assert seen["given"].startswith(f"00-{CALLER_TRACE}-")  # the context is there for the function to read
 
 
-def test_azure_monitor_is_configured_once_with_the_connection_string(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
-    import azure.monitor.opentelemetry as distro
-    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **kw: calls.append(kw))
-    WorkerTelemetry({"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
-                     "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"})
-    WorkerTelemetry({"PYTHON_ENABLE_OPENTELEMETRY": "true"})  # no connection string: nothing to configure
-    WorkerTelemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"})  # worker telemetry off
-    assert calls == [{"connection_string": "InstrumentationKey=x", "logger_name": ""}]
+def test_azure_monitor_is_configured_once_per_host(distro: list[dict[str, Any]]) -> None:
+    telemetry = WorkerTelemetry({"PYTHON_ENABLE_OPENTELEMETRY": "true",
+                                 "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x",
+                                 "PYTHON_AZURE_MONITOR_LOGGER_NAME": "middletier"})
+    assert telemetry.enabled and distro == [{"connection_string": "InstrumentationKey=x", "logger_name": "middletier"}]
