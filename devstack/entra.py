@@ -43,6 +43,21 @@ def parse_form(body: bytes) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
+# What Entra's v1 and v2 metadata documents have in common (recorded public-cloud documents).
+_DOCUMENT_COMMON: dict[str, Any] = {
+    "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+    "response_modes_supported": ["query", "fragment", "form_post"],
+    "subject_types_supported": ["pairwise"],
+    "id_token_signing_alg_values_supported": ["RS256"],
+    "http_logout_supported": True,
+    "frontchannel_logout_supported": True,
+    "tenant_region_scope": "WW",
+    "cloud_instance_name": "microsoftonline.com",
+    "cloud_graph_host_name": "graph.windows.net",
+    "msgraph_host": "graph.microsoft.com",
+    "rbac_url": "https://pas.windows.net",
+}
+
 class Entra:
     def __init__(self, directory: Directory, issuer: Issuer, stats: Stats, faults: FaultPlan):
         self.directory = directory
@@ -93,13 +108,9 @@ class Entra:
         path = segment if generic else tenant.id
         base = f"{self.instance}/{path}"
         issuer = f"{self.instance}/{{tenantid}}/v2.0" if generic else v2_issuer(self.instance, tenant.id)
-        return {
+        return {**_DOCUMENT_COMMON,
             "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
             "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "issuer": issuer,
@@ -107,19 +118,12 @@ class Entra:
             "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
             "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
             "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "http_logout_supported": True,
-            "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
             "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
                                  "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time",
                                  "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash",
                                  "c_hash", "email"],
             "kerberos_endpoint": f"{base}/kerberos",
-            "tenant_region_scope": "WW",
-            "cloud_instance_name": "microsoftonline.com",
-            "cloud_graph_host_name": "graph.windows.net",
-            "msgraph_host": "graph.microsoft.com",
-            "rbac_url": "https://pas.windows.net",
         }
 
     def openid_configuration_v1(self, segment: str, tenant: Tenant) -> dict[str, Any]:
@@ -127,21 +131,15 @@ class Entra:
         the v1 issuer from — ``https://sts.windows.net/{tid}/`` in the public cloud."""
         generic = segment.lower() in ("common", "organizations", "consumers")
         base = f"{self.instance}/{segment if generic else tenant.id}"
-        return {
+        return {**_DOCUMENT_COMMON,
             "token_endpoint": f"{base}/oauth2/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
             "jwks_uri": f"{self.instance}/common/discovery/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
             "scopes_supported": ["openid"],
             "issuer": self.issuer.v1_issuer("{tenantid}" if generic else tenant.id),
             "microsoft_multi_refresh_token": True,
             "authorization_endpoint": f"{base}/oauth2/authorize",
             "device_authorization_endpoint": f"{base}/oauth2/devicecode",
-            "http_logout_supported": True,
-            "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/oauth2/logout",
             "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
                                  "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr",
@@ -149,11 +147,6 @@ class Entra:
             "check_session_iframe": f"{base}/oauth2/checksession",
             "userinfo_endpoint": f"{base}/openid/userinfo",
             "kerberos_endpoint": f"{base}/kerberos",
-            "tenant_region_scope": "WW",
-            "cloud_instance_name": "microsoftonline.com",
-            "cloud_graph_host_name": "graph.windows.net",
-            "msgraph_host": "graph.microsoft.com",
-            "rbac_url": "https://pas.windows.net",
         }
 
     async def discovery(self, request: Request) -> Response:
@@ -346,7 +339,6 @@ class Entra:
             Route("/{tenant}/oauth2/v2.0/authorize", self.signin.authorize, methods=["GET", "POST"]),
             Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["POST"]),
         ])
-
 
 def _login_page(message: str, *, status: int = 200, code: str = "", username: str = "",
                 otp: bool = False) -> HTMLResponse:

@@ -201,30 +201,27 @@ fi
 
 ensure_sp api_sp "$api"
 
+# Ask for, and consent to, one delegated scope and one application role of a resource API.
+permit() {  # permit <resource appId> <scope> <app role>
+  local app=$1 scope=$2 role=$3 sp scope_id role_id
+  sp=$(az ad sp show --id "$app" --query id -o tsv)
+  scope_id=$(az ad sp show --id "$app" --query "oauth2PermissionScopes[?value=='$scope'].id | [0]" -o tsv)
+  role_id=$(az ad sp show --id "$app" --query "appRoles[?value=='$role'].id | [0]" -o tsv)
+  if [ -z "$scope_id" ] || [ -z "$role_id" ]; then
+    fail "the API $app must expose the scope $scope and the app role $role"
+  fi
+  request "$api" "$app" "$scope_id" Scope
+  request "$api" "$app" "$role_id" Role
+  consent_delegated "$sp" "$app" "$scope"
+  consent_app_role "$sp" "$role_id"
+}
+
 # Microsoft Graph: delegated User.Read (MiddleTierApi, OBO), application User.Read.All (AdminApi).
-graph_sp=$(az ad sp show --id "$graph_app" --query id -o tsv)
-user_read=$(az ad sp show --id "$graph_app" --query "oauth2PermissionScopes[?value=='User.Read'].id | [0]" -o tsv)
-user_read_all=$(az ad sp show --id "$graph_app" --query "appRoles[?value=='User.Read.All'].id | [0]" -o tsv)
-if [ -z "$user_read" ] || [ -z "$user_read_all" ]; then
-  fail "Microsoft Graph has no User.Read scope or User.Read.All role here"
-fi
-request "$api" "$graph_app" "$user_read" Scope
-request "$api" "$graph_app" "$user_read_all" Role
-consent_delegated "$graph_sp" "$graph_app" User.Read
-consent_app_role "$graph_sp" "$user_read_all"
+permit "$graph_app" User.Read User.Read.All
 
 # The orders API (OrdersApi): delegated Orders.Read (users, OBO), application Orders.Read.All (apps).
 if [ -n "$orders_app" ]; then
-  orders_sp=$(az ad sp show --id "$orders_app" --query id -o tsv)
-  orders_read=$(az ad sp show --id "$orders_app" --query "oauth2PermissionScopes[?value=='Orders.Read'].id | [0]" -o tsv)
-  orders_read_all=$(az ad sp show --id "$orders_app" --query "appRoles[?value=='Orders.Read.All'].id | [0]" -o tsv)
-  if [ -z "$orders_read" ] || [ -z "$orders_read_all" ]; then
-    fail "the orders API $orders_app must expose the scope Orders.Read and the app role Orders.Read.All"
-  fi
-  request "$api" "$orders_app" "$orders_read" Scope
-  request "$api" "$orders_app" "$orders_read_all" Role
-  consent_delegated "$orders_sp" "$orders_app" Orders.Read
-  consent_app_role "$orders_sp" "$orders_read_all"
+  permit "$orders_app" Orders.Read Orders.Read.All
 else
   log "ORDERS_API_APP_ID is not set: OrdersApi's permissions on the orders API are not requested"
 fi
