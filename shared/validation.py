@@ -10,11 +10,12 @@ failure here is an ``AuthenticationError`` (401); hostile input cannot raise any
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
+import re
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,27 +55,62 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+# NumericDate (RFC 7519 §2): a JSON number. Bounded so that arithmetic on it can never overflow.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+_MAX_NUMERIC_DATE = 2 ** 53
+
+
+def _base64url(part: str) -> bytes:
+    """RFC 7515 §2 base64url: URL-safe alphabet only, no padding, no non-zero trailing bits — so
+    one token has exactly one spelling (``<token>==`` or ``+``/``/`` variants are refused, never a
+    second cache partition for the same signature)."""
+    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
+        raise AuthenticationError("The token is malformed.")
+    raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != part:
+        raise AuthenticationError("The token is malformed.")
+    return raw
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
 def _segment(part: str) -> dict[str, Any]:
+    raw = _base64url(part)
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise AuthenticationError("The token is malformed.") from None
     if not isinstance(value, dict):
         raise AuthenticationError("The token is malformed.")
     return value
 
 
-def _structure(token: str) -> dict[str, Any]:
-    """The JOSE header, after checking the compact serialization is exactly what we accept."""
+def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JOSE header and the (unverified) payload, after checking the compact serialization is
+    exactly what we accept: three canonical base64url segments, JSON objects without duplicate
+    members, NumericDate claims that are numbers."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise AuthenticationError("The token is malformed.")
     header = _segment(parts[0])
-    _segment(parts[1])  # the payload must be a JSON object without duplicate claims
+    payload = _segment(parts[1])  # the payload must be a JSON object without duplicate claims
+    _base64url(parts[2])
     if "crit" in header or "b64" in header:
         raise AuthenticationError("The token uses header extensions this API does not accept.")
-    return header
+    for name in _TIME_CLAIMS:
+        value = payload.get(name)
+        if name in payload and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                or not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE):
+            raise AuthenticationError(f"The token's {name} claim is not a number.")
+    return header, payload
+
+
+def _structure(token: str) -> dict[str, Any]:
+    """The JOSE header of a token whose structure passes ``_parts``."""
+    return _parts(token)[0]
 
 
 def _issuers(keys: SigningKeys, tid: str, iss: str) -> tuple[str, str | None]:
@@ -211,10 +247,20 @@ def _is_app_only(claims: dict[str, Any]) -> bool:
     return True
 
 
+def _scopes(scp: str) -> frozenset[str]:
+    """``scp`` is a list of scope names separated by ASCII spaces (RFC 6749 §3.3), nothing else: a
+    name holding any other whitespace or a control character is not one Entra issues, so the token
+    is refused rather than split on it (``str.split()`` would split on U+00A0, U+2003, ...)."""
+    names = [name for name in scp.split(" ") if name]
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for name in names for ch in name):
+        raise AuthenticationError("The token's scp claim is malformed.")
+    return frozenset(names)
+
+
 def _caller(claims: dict[str, Any], tid: str) -> Caller:
     scp = claims.get("scp")
     roles = claims.get("roles")
-    scopes = frozenset(scp.split()) if isinstance(scp, str) else frozenset()
+    scopes = _scopes(scp) if isinstance(scp, str) else frozenset()
     role_set = frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset()
     oid = claims.get("oid")
     client = claims.get("azp") or claims.get("appid") or ""

@@ -1,0 +1,147 @@
+"""Input handling: claims of the wrong type or form, request text in logs, and who may spend the
+unknown-``kid`` refetch. Unit-level with the in-memory identity provider where that is enough,
+end to end (real host, real devstack) where the answer on the wire is the point."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from shared.config import load_settings
+from shared.errors import AuthenticationError
+from shared.signing_keys import SigningKeys
+from shared.validation import TokenValidator, validate
+from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, kid, token
+
+http_ = requests.Session()
+http_.trust_env = False
+SETTINGS = load_settings(env()).azure_ad
+
+
+@pytest.fixture
+def idp() -> FakeIdP:
+    return FakeIdP(KEY)
+
+
+@pytest.fixture
+def keys(idp: FakeIdP) -> SigningKeys:
+    return SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       v1_metadata_url=SETTINGS.v1_metadata_url)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed(claims: dict[str, Any]) -> str:
+    """Correctly signed by the tenant's key, whatever the claims' JSON types."""
+    body = {**jwt.decode(token(), options={"verify_signature": False}), **claims}
+    return jwt.api_jws.PyJWS().encode(json.dumps(body).encode(), KEY, algorithm="RS256", headers={"kid": kid(KEY)})
+
+
+def refused_as_invalid_token(call: Any) -> AuthenticationError:
+    with pytest.raises(AuthenticationError) as err:
+        call()
+    assert err.value.status == 401 and 'error="invalid_token"' in err.value.headers["WWW-Authenticate"]
+    return err.value
+
+
+# --- claims of the wrong type ---------------------------------------------------------------------
+NOW = int(time.time())
+
+
+@pytest.mark.parametrize("claim,value", [
+    ("exp", str(NOW + 600)), ("iat", str(NOW)), ("nbf", str(NOW)),          # numeric strings: int() would take them
+    ("exp", True), ("nbf", False), ("iat", True),                             # bool is an int to Python, not to JSON
+    ("exp", 10 ** 400), ("iat", -(10 ** 400)),                                # overflow float arithmetic
+    ("exp", [NOW + 600]), ("nbf", {"t": NOW}), ("iat", None),
+], ids=["exp-numeric-string", "iat-numeric-string", "nbf-numeric-string", "exp-true", "nbf-false", "iat-true",
+        "exp-huge", "iat-huge-negative", "exp-list", "nbf-object", "iat-null"])
+def test_numeric_date_claims_of_another_type_are_refused_as_invalid_token(keys: SigningKeys, claim: str,
+                                                                          value: Any) -> None:
+    err = refused_as_invalid_token(lambda: validate(signed({claim: value}), keys, SETTINGS))
+    assert claim in err.detail
+
+
+@pytest.mark.parametrize("constant", ["Infinity", "-Infinity", "NaN"])
+def test_non_standard_json_number_constants_are_refused(keys: SigningKeys, constant: str) -> None:
+    body = json.dumps(jwt.decode(token(), options={"verify_signature": False}))[:-1] + f', "nbf": {constant}}}'
+    odd = jwt.api_jws.PyJWS().encode(body.encode(), KEY, algorithm="RS256", headers={"kid": kid(KEY)})
+    refused_as_invalid_token(lambda: validate(odd, keys, SETTINGS))
+
+
+def test_integer_and_fractional_numeric_dates_are_still_accepted(keys: SigningKeys) -> None:
+    assert validate(signed({"exp": NOW + 600.5, "nbf": NOW - 0.25, "iat": NOW}), keys, SETTINGS).oid == "user-1"
+
+
+# --- one token, one spelling ----------------------------------------------------------------------
+def _respell(good: str) -> list[str]:
+    header, payload, signature = good.split(".")
+    raw_sig = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    last = signature[-1]
+    # the same bytes with non-zero unused trailing bits (342 chars: the last char carries 2 unused bits)
+    sloppy = signature[:-1] + ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                               [("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(last)) | 1])
+    assert base64.urlsafe_b64decode(sloppy + "=" * (-len(sloppy) % 4)) == raw_sig and sloppy != signature
+    std = base64.b64encode(raw_sig).decode()
+    return [
+        good + "==",                                          # padding on the signature
+        f"{header}.{payload}.{signature}=",
+        f"{header}==.{payload}.{signature}" if len(header) % 4 == 2 else f"{header}=.{payload}.{signature}",
+        f"{header}.{payload}.{sloppy}",                       # non-canonical trailing bits
+        f"{header}.{payload}.{std.rstrip('=')}" if std.rstrip("=") != signature else good + "+",  # +/ alphabet
+    ]
+
+
+def test_a_token_has_one_spelling_padding_and_non_canonical_base64url_are_refused(keys: SigningKeys) -> None:
+    good = token()
+    assert validate(good, keys, SETTINGS).oid == "user-1"
+    validator = TokenValidator(keys, SETTINGS)
+    validator.validate(good)
+    for variant in _respell(good):
+        assert variant != good
+        refused_as_invalid_token(lambda: validate(variant, keys, SETTINGS))
+        refused_as_invalid_token(lambda: validator.validate(variant))
+    assert len(validator._memo) == 1  # no second entry (nor cache partition) for the same signature
+
+
+# --- scp is split on ASCII spaces only ------------------------------------------------------------
+@pytest.mark.parametrize("separator", ["\u00a0", "\u2003", "\u3000", "\t", "\n", "\x1c", "\x85", "\u2028"])
+def test_scp_is_split_on_spaces_only_other_whitespace_is_refused(keys: SigningKeys, separator: str) -> None:
+    refused_as_invalid_token(lambda: validate(token(scp=f"other{separator}access_as_user"), keys, SETTINGS))
+
+
+def test_scp_with_several_ascii_spaces_still_splits(keys: SigningKeys) -> None:
+    assert validate(token(scp="  User.Read  access_as_user "), keys, SETTINGS).scopes == {"User.Read",
+                                                                                          "access_as_user"}
+
+
+# --- end to end: the real host answers 401 invalid_token, never 500 -------------------------------
+def _get_me(host: dict[str, Any], token_: str) -> requests.Response:
+    return http_.get(host["url"] + "/api/me", headers={"Authorization": f"Bearer {token_}"}, timeout=30)
+
+
+def test_signed_token_with_numeric_string_exp_is_401_not_500(devstack: dict[str, Any], admin: Any,
+                                                             function_host: dict[str, Any]) -> None:
+    for claim, value in (("exp", str(int(time.time()) + 600)), ("iat", str(int(time.time()))),
+                         ("nbf", str(int(time.time()))), ("exp", True)):
+        r = _get_me(function_host, admin.mint(user="alice", claims={claim: value}))
+        assert r.status_code == 401, (claim, value, r.status_code, r.text[:200])
+        assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+def test_padded_token_is_not_a_second_token(devstack: dict[str, Any], admin: Any,
+                                            function_host: dict[str, Any]) -> None:
+    good = admin.mint(user="alice")
+    assert _get_me(function_host, good).status_code == 200
+    before = admin.stats()
+    r = _get_me(function_host, good + "==")
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    after = admin.stats()
+    obo = lambda s: sum(v.get("total", 0) for k, v in s.items() if k.startswith("entra.token"))  # noqa: E731
+    assert obo(after) == obo(before)  # no second OBO for the same signature
