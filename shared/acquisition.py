@@ -6,12 +6,13 @@ rest of the app never sees an MSAL dict.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import msal
 import requests
@@ -25,6 +26,7 @@ from .errors import AccessDenied, ApiError, AuthenticationError, ClaimsChallenge
 from .outbound import OutboundSession
 from . import telemetry
 from .cache import TokenCacheLayers
+from .throttle import AcquisitionGate, EntraThrottle, PerCallerHttpCache, default_acquisition_limit
 from .token_cache import Partition, PartitionStore, PartitionedTokenCache, partition_key, use_partition
 from .validation import Caller
 
@@ -44,7 +46,8 @@ class TokenAcquirer:
     def __init__(self, settings: AzureAdSettings, load_credential: Callable[[], MsalCredential],
                  session: OutboundSession, layers: TokenCacheLayers | None = None, *,
                  failure_backoff: float = 5.0, session_lifetime: float = 24 * 3600,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_concurrent: int | None = None,
+                 queue_seconds: float = 0.25, throttle: EntraThrottle | None = None):
         self.settings = settings
         self._load_credential = load_credential
         self._session = session
@@ -60,6 +63,10 @@ class TokenAcquirer:
         self._clock = clock
         self._lock = threading.Lock()
         self.counters = Counters()
+        # Failure isolation between callers: Entra's 429/5xx remembered per caller (not per scope, as
+        # MSAL does), an app-wide breaker for outages, and a bound on concurrent calls to Entra.
+        self.throttle = throttle or EntraThrottle()
+        self.gate = AcquisitionGate(max_concurrent or default_acquisition_limit(), queue_seconds)
 
     # --- the credential and the MSAL app ----------------------------------------------------------
     def _ensure_credential(self) -> MsalCredential:
@@ -88,7 +95,7 @@ class TokenAcquirer:
                 self._apps[tenant] = self._call_entra(lambda: msal.ConfidentialClientApplication(
                     self.settings.client_id, client_credential=credential,
                     authority=f"{self.settings.instance}{tenant}", token_cache=self.cache,
-                    http_client=self._session, client_capabilities=list(self.settings.client_capabilities) or None,
+                    http_client=self._session, http_cache=PerCallerHttpCache(), client_capabilities=list(self.settings.client_capabilities) or None,
                     instance_discovery=not self.settings.disable_instance_discovery))
             return self._apps[tenant], self._generation
 
@@ -133,7 +140,7 @@ class TokenAcquirer:
                     telemetry.count("cache.hits", level="msal")
                     return token
             telemetry.count("cache.misses")
-            with part.lock, self.layers.flight(part):  # one instance calls Entra; others reload its entry
+            with self._locked(part), self.layers.flight(part):  # one instance calls Entra; others reload its entry
                 if claims_challenge is None:  # another request may have filled it while we waited
                     token = self._silent(caller, scopes, part)
                     if token is not None:
@@ -160,15 +167,16 @@ class TokenAcquirer:
         if claims_challenge is None and (hot := part.hot.get(scopes)) and time.time() < hot[1]:
             telemetry.count("cache.hits", level="memo")
             return hot[0]
-        with use_partition(part), part.lock:
+        key = f"app:{tid}:{' '.join(sorted(scopes))}"
+        with use_partition(part), self._locked(part):
             app, generation = self._app(tid)
-            result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes),
-                                                                           claims_challenge=claims_challenge))
+            result = self._throttled(key, lambda: app.acquire_token_for_client(list(scopes),
+                                                                              claims_challenge=claims_challenge))
             if _is_invalid_client(result):
                 self._reload_credential(generation)
                 app, _ = self._app(tid)
-                result = self._call_entra(lambda: app.acquire_token_for_client(list(scopes),
-                                                                               claims_challenge=claims_challenge))
+                result = self._throttled(key, lambda: app.acquire_token_for_client(list(scopes),
+                                                                                  claims_challenge=claims_challenge))
             token = self._token_or_raise(result)
             if result.get("token_source") == "identity_provider":
                 self.counters.app_token_calls += 1
@@ -183,7 +191,7 @@ class TokenAcquirer:
         session_key = secrets.token_urlsafe(32)
         part = self.layers.l1.put(Partition(partition_key("session:" + session_key),
                                             time.time() + self.session_lifetime))
-        with use_partition(part), part.lock:
+        with use_partition(part), self._locked(part):
             result, generation = self._obo(assertion, caller, scopes, None)
             if _is_invalid_client(result):
                 self._reload_credential(generation)
@@ -195,7 +203,7 @@ class TokenAcquirer:
     def for_session(self, session_key: str, tid: str, scopes: tuple[str, ...]) -> str:
         """A token for a long-running session: cache or refresh token only, never a new OBO."""
         part = self.layers.partition(partition_key("session:" + session_key), time.time() + self.session_lifetime)
-        with use_partition(part), part.lock:
+        with use_partition(part), self._locked(part):
             app, _ = self._app(tid if self.settings.multi_tenant else self.settings.tenant_id)
             accounts = self._call_entra(app.get_accounts)  # may fetch instance metadata
             result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0])) \
@@ -222,14 +230,52 @@ class TokenAcquirer:
     def _obo(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
              claims: str | None) -> tuple[dict[str, Any], int]:
         app, generation = self._app(self._tenant_for(caller))
+        # Entra's throttle for this user (and this scope set), not for everyone who asks for the scope.
+        key = f"obo:{caller.tid}:{caller.oid or caller.token_hash or partition_key(assertion)}:{' '.join(sorted(scopes))}"
+        self.throttle.check(key)
         self.counters.obo_calls += 1
         telemetry.count("obo.calls", claims="yes" if claims else "no")
         with telemetry.span("obo", tenant=caller.tid) as span:
-            result = self._call_entra(lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
-                                                                             claims_challenge=claims))
+            result = self._throttled(key, lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
+                                                                                claims_challenge=claims))
             if span is not None and "error" in result:
                 span.set_attribute("error", str(result.get("error")))
         return result, generation
+
+    @contextlib.contextmanager
+    def _locked(self, part: Partition) -> Iterator[None]:
+        """The partition's lock, waited for no longer than one Entra call (and the request's budget):
+        a request stuck behind another's slow acquisition answers 503, it does not hold its thread."""
+        wait = self.settings.timeout_seconds
+        remaining = self._session.remaining()
+        if remaining is not None:
+            wait = min(wait, remaining)
+        if not part.lock.acquire(timeout=max(0.0, wait)):
+            raise UpstreamError("entra", "Another request of this caller is still waiting for the identity provider.",
+                                503, 1)
+        try:
+            yield
+        finally:
+            part.lock.release()
+
+    def _throttled(self, key: str, call: Callable[[], Any]) -> Any:
+        """One call to Entra for the caller ``key``: refused while that caller (or the app, when the
+        breaker is open) was told to wait; run in a bounded slot; a 429/5xx answer remembered for
+        ``key`` with the failing call's own Retry-After."""
+        self.throttle.check(key)
+        with self.gate.slot():
+            try:
+                result = self._call_entra(call)
+            except UpstreamError as err:
+                status = self._session.last_status()
+                if err.status == 503 and status is not None and (status == 429 or status >= 500):
+                    self.throttle.failed(key, self._session.throttled_for())
+                raise
+        status = self._session.last_status()
+        if isinstance(result, dict) and "access_token" not in result and status is not None \
+                and (status == 429 or status >= 500):
+            self.throttle.failed(key, self._session.throttled_for())
+        return result
 
     def _call_entra(self, call: Callable[[], Any]) -> Any:
         try:
@@ -237,8 +283,8 @@ class TokenAcquirer:
         except requests.Timeout:
             raise UpstreamError("entra", "The identity provider did not answer in time.", 504) from None
         except (requests.HTTPError, MsalServiceError):
-            # MSAL raises on 5xx and 429, and then answers the same request (per client and scope: every
-            # OBO) from its throttle cache for Retry-After seconds (5 s by default) without calling Entra.
+            # MSAL raises on 5xx. Its replay of 429/5xx per client and scope (every user's OBO) is off
+            # (PerCallerHttpCache); ``_throttled`` remembers the answer per caller instead.
             raise UpstreamError("entra", "The identity provider is unavailable or throttling.", 503,
                                 self._session.throttled_for()) from None
         except requests.RequestException:

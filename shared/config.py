@@ -129,6 +129,10 @@ class Settings:
     request_budget_seconds: float = 25.0
     credential_failure_backoff_seconds: float = 5.0
     token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
+    # Token acquisitions calling Entra at once (0: half the worker's thread pool, at least 2), and how
+    # long a request waits for a free one before a fast 503 + Retry-After.
+    max_concurrent_token_acquisitions: int = 0
+    token_acquisition_queue_seconds: float = 0.25
 
     def downstream_api(self, name: str) -> DownstreamApi:
         try:
@@ -277,7 +281,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                     request_budget_seconds=_number(env, "MiddleTier__RequestBudgetSeconds", 25.0, maximum=230),
                     credential_failure_backoff_seconds=_number(env, "MiddleTier__CredentialFailureBackoffSeconds",
                                                                5.0, minimum=0, maximum=600),
-                    token_cache=_token_cache(env))
+                    token_cache=_token_cache(env),
+                    max_concurrent_token_acquisitions=int(_number(env, "MiddleTier__MaxConcurrentTokenAcquisitions",
+                                                                  0, minimum=1, maximum=1000)),
+                    token_acquisition_queue_seconds=_number(env, "MiddleTier__TokenAcquisitionQueueSeconds", 0.25,
+                                                            minimum=0, maximum=30))
 
 
 def _token_cache(env: Mapping[str, str]) -> TokenCacheSettings:

@@ -53,7 +53,9 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
                               user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
     tokens = TokenAcquirer(ad, loader.load, session, token_cache_layers(settings.token_cache),
                            failure_backoff=settings.credential_failure_backoff_seconds,
-                           session_lifetime=settings.token_cache.session_lifetime_seconds)
+                           session_lifetime=settings.token_cache.session_lifetime_seconds,
+                           max_concurrent=settings.max_concurrent_token_acquisitions or None,
+                           queue_seconds=settings.token_acquisition_queue_seconds)
     validator = TokenValidator(keys, ad, max_entries=settings.token_cache.l1_max_entries)
     return AppContext(settings, session, keys, tokens, validator)
 

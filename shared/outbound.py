@@ -1,9 +1,10 @@
 """The process's outbound HTTP session: pooled, bounded, and honest about the last answer.
 
 MSAL turns Entra's 4xx answers into dicts and drops the status line and headers; the session
-remembers, per thread, the last response's status and ``Retry-After`` so a 429 from Entra
-can be forwarded as 503 + ``Retry-After``. Retries happen only on connection failures
-(nothing was sent), once: never on a token POST that may have been processed.
+remembers, per thread and per request, the last response's status and ``Retry-After`` so a 429
+from Entra can be forwarded as 503 + ``Retry-After`` — that call's own, never another upstream's
+or another request's (``budget()`` starts each request with none). Retries happen only on
+connection failures (nothing was sent), once: never on a token POST that may have been processed.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class OutboundSession(requests.Session):
         super().__init__()
         self.default_timeout = default_timeout
         self._last = threading.local()
-        self._throttled_until = 0.0  # the latest Retry-After any upstream asked for, as a monotonic time
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
                               max_retries=Retry(total=1, connect=1, read=False, status=0, other=0, redirect=0,
                                                 backoff_factor=0.1, backoff_jitter=0.1, raise_on_status=False))
@@ -52,25 +52,33 @@ class OutboundSession(requests.Session):
         kwargs["timeout"] = timeout
         response = super().request(method, url, *args, **kwargs)
         self._last.status = response.status_code
-        self._last.retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if (response.status_code == 429 or response.status_code >= 500) and self._last.retry_after is not None:
-            self._throttled_until = max(self._throttled_until, time.monotonic() + self._last.retry_after)
+        self._last.retry_after = parse_retry_after(response.headers.get("Retry-After")) \
+            if response.status_code == 429 or response.status_code >= 500 else None
         return response
 
     def throttled_for(self) -> int | None:
-        """Seconds left of the last Retry-After an upstream sent (MSAL replays throttled answers
-        from its own cache without calling us, so the header must be remembered here)."""
-        left = self._throttled_until - time.monotonic()
-        return max(1, round(left)) if left > 0 else None
+        """The ``Retry-After`` of this thread's last call, if that call failed with 429/5xx: the failing
+        call's own answer, not a process-wide memory fed by every upstream (Graph's 3600 s for one user
+        must never become Entra's answer to another). Replays of a remembered throttle for one caller
+        are ``acquisition``'s business (``shared/throttle.py``)."""
+        return getattr(self._last, "retry_after", None)
+
+    def remaining(self) -> float | None:
+        """Seconds left of this thread's request budget, or None outside ``budget()``."""
+        deadline = getattr(self._last, "deadline", None)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     @contextlib.contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
-        """Every call made by this thread inside the block shares one deadline."""
+        """Every call made by this thread inside the block shares one deadline; the block starts and
+        ends with no last answer (a worker thread serves many requests: none may see another's)."""
         self._last.deadline = time.monotonic() + seconds
+        self._last.status, self._last.retry_after = None, None
         try:
             yield
         finally:
             self._last.deadline = None
+            self._last.status, self._last.retry_after = None, None
 
     def last_status(self) -> int | None:
         return getattr(self._last, "status", None)

@@ -1,0 +1,142 @@
+"""Failure isolation between callers for token acquisition.
+
+``EntraThrottle``: what Entra's 429/5xx said, remembered per caller (one user's OBO for one scope
+set, or the app's own token), so that a user who was told ``Retry-After`` does not call Entra again
+before then — and nobody else is answered with it. MSAL's own throttle cache keys OBO by token
+endpoint, client id and scope only (not the assertion), which replays one user's 429 to every user;
+``acquisition`` switches that part of it off (``PerCallerHttpCache``) and uses this instead. A
+genuine outage is seen by many callers: when ``breaker_callers`` distinct callers fail within
+``breaker_window`` seconds, an app-wide breaker answers everyone for the shortest ``Retry-After``
+among them (capped at ``breaker_max_seconds``), then lets requests through again.
+
+``AcquisitionGate``: a bound on token acquisitions that call Entra at once, so requests waiting on
+a slow Entra cannot take every worker thread from requests served from cache. When full, a caller
+waits at most ``queue_seconds`` — and not at all while the running ones are already older than
+that (Entra is slow: waiting would only hold a thread) — then gets a fast 503 with ``Retry-After``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterator
+
+from .errors import UpstreamError
+
+DEFAULT_SECONDS = 5  # a 429/5xx without Retry-After: MSAL's own default
+
+
+def default_acquisition_limit() -> int:
+    """Half the worker's thread pool (``PYTHON_THREADPOOL_THREAD_COUNT``, else Python's default
+    ``min(32, cpus + 4)``, as the Python worker sizes it), at least 2: the other half stays free for
+    requests that need no call to Entra."""
+    try:
+        pool = int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0)
+    except ValueError:
+        pool = 0
+    pool = pool or min(32, (os.cpu_count() or 1) + 4)
+    return max(2, pool // 2)
+
+
+class EntraThrottle:
+    def __init__(self, *, breaker_callers: int = 5, breaker_window: float = 30.0, breaker_max_seconds: int = 60,
+                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.breaker_callers, self.breaker_window = breaker_callers, breaker_window
+        self.breaker_max_seconds, self.max_keys = breaker_max_seconds, max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}                      # caller key -> monotonic time
+        self._recent: deque[tuple[float, str, int]] = deque()   # (when, caller key, seconds) within the window
+        self._open_until = 0.0                                  # the app-wide breaker
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds this caller must still wait (its own Retry-After, or the open breaker), else None."""
+        now = self._clock()
+        with self._lock:
+            until = max(self._until.get(key, 0.0), self._open_until)
+        return max(1, round(until - now)) if until > now else None
+
+    def check(self, key: str) -> None:
+        seconds = self.retry_after(key)
+        if seconds is not None:
+            raise UpstreamError("entra", "The identity provider asked this caller to wait (throttled or unavailable).",
+                                503, seconds)
+
+    def failed(self, key: str, retry_after: int | None) -> int:
+        """Entra answered this caller 429/5xx; remember it. Returns the seconds it is held."""
+        seconds = DEFAULT_SECONDS if retry_after is None else max(1, min(int(retry_after), 3600))
+        now = self._clock()
+        with self._lock:
+            self._until[key] = max(self._until.get(key, 0.0), now + seconds)
+            if len(self._until) > self.max_keys:
+                for k in [k for k, t in self._until.items() if t <= now]:
+                    del self._until[k]
+                while len(self._until) > self.max_keys:  # oldest insertion first
+                    del self._until[next(iter(self._until))]
+            self._recent.append((now, key, seconds))
+            while self._recent and self._recent[0][0] < now - self.breaker_window:
+                self._recent.popleft()
+            held: dict[str, int] = {}
+            for _, k, s in self._recent:
+                held[k] = s
+            if len(held) >= self.breaker_callers and self._open_until <= now:
+                self._open_until = now + min(min(held.values()), self.breaker_max_seconds)
+                self._recent.clear()
+        return seconds
+
+    @property
+    def breaker_open(self) -> bool:
+        return self._open_until > self._clock()
+
+
+class AcquisitionGate:
+    def __init__(self, limit: int, queue_seconds: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.queue_seconds = limit, queue_seconds
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._running: dict[object, float] = {}
+        self.refused = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            deadline = self._clock() + self.queue_seconds
+            while len(self._running) >= self.limit:
+                now = self._clock()
+                slow = now - min(self._running.values()) >= self.queue_seconds
+                if slow or now >= deadline:
+                    self.refused += 1
+                    raise UpstreamError("entra", "Too many token requests to the identity provider are in "
+                                        "progress; retry shortly.", 503, 1)
+                self._cond.wait(deadline - now)
+            ticket = object()
+            self._running[ticket] = self._clock()
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._running[ticket]
+                self._cond.notify()
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return len(self._running)
+
+
+_NO_ACCOUNT = hashlib.sha256(repr(None).encode("utf-8")).hexdigest()
+
+
+class PerCallerHttpCache(dict):  # type: ignore[type-arg]
+    """MSAL's ``http_cache`` without the replay of 429/5xx answers that are keyed by endpoint, client
+    and scope only (OBO, client credentials: ``hash`` of no account). Those would answer one user's
+    throttle to every user; ``EntraThrottle`` remembers them per caller instead. Per-account entries
+    (refresh token, auth code) and everything else MSAL caches are kept as MSAL keeps them."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(key, str) and key.endswith("429/5xx/Retry-After") and f"hash={_NO_ACCOUNT} " in key:
+            return
+        super().__setitem__(key, value)
