@@ -2,7 +2,8 @@
 
 The id is the caller's ``x-ms-client-request-id`` (or ``client-request-id``) when it is a
 plain token of at most 64 characters, else a new UUID; it is echoed in the response so a user
-can quote it. A filter on the ``middletier`` logger prefixes each record with it.
+can quote it. A filter on the ``middletier`` loggers prefixes each record with it and escapes
+control characters in what the record carries (``printable``): request text can't forge a line.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import contextvars
 import logging
 import re
+import unicodedata
 import uuid
 from typing import Iterator, Mapping
 
@@ -35,12 +37,47 @@ def tracing(trace_id: str) -> Iterator[str]:
         _trace.reset(token)
 
 
+def printable(text: str) -> str:
+    """``text`` with every control, format, line/paragraph-separator or unassigned character written
+    as an escape (``\\x0d``, ``\\u2028``): a value logged can never end a line, start a forged one,
+    carry a terminal escape sequence or a NUL, or hide text with bidi overrides."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch == " " or (ch.isprintable() and ch not in "\u2028\u2029"):
+            out.append(ch)
+        elif unicodedata.category(ch) == "Zs":
+            out.append(ch)  # a non-breaking or wide space: harmless, shown as is
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _printable_arg(value: object) -> object:
+    if value is None or isinstance(value, (int, float)):
+        return value  # numbers (and %d/%f formats) stay as they are
+    return printable(value if isinstance(value, str) else str(value))  # an exception's text included
+
+
 class TraceFilter(logging.Filter):
+    """Prefixes each record with the request's correlation id, and escapes what a record carries
+    (its message and string arguments), so one log call is one line whatever the request held."""
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_traced", False):
+            return True
+        if isinstance(record.msg, str):
+            record.msg = printable(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_printable_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _printable_arg(v) for k, v in record.args.items()}
         trace = _trace.get()
-        if trace and not getattr(record, "_traced", False):
+        if trace:
             record.msg = f"[trace={trace}] {record.msg}"
-            record._traced = True  # type: ignore[attr-defined]
+        record._traced = True  # type: ignore[attr-defined]
         return True
 
 

@@ -145,3 +145,85 @@ def test_padded_token_is_not_a_second_token(devstack: dict[str, Any], admin: Any
     after = admin.stats()
     obo = lambda s: sum(v.get("total", 0) for k, v in s.items() if k.startswith("entra.token"))  # noqa: E731
     assert obo(after) == obo(before)  # no second OBO for the same signature
+
+
+# --- request text never forges a log line -----------------------------------------------------------
+FORGED = "[2099-01-01 00:00:00] middletier INFO admin signed in as root"
+HOSTILE_PATH = ("/api/directory/users/x%0d%0a" + FORGED.replace(" ", "%20")
+                + "%1b[31m%00%e2%80%a8%e2%80%ae")
+
+
+def _lines_of(log_text: str, trace: str) -> list[str]:
+    return [line for line in log_text.splitlines() if trace in line]
+
+
+def test_request_path_and_host_cannot_forge_a_log_line(function_host: dict[str, Any]) -> None:
+    """The path arrives percent-decoded (CR LF, ESC, NUL, U+2028, a bidi override) and the Host header
+    as sent: the host logs one line for the request, naming the function and its route template."""
+    import http.client
+    from urllib.parse import urlsplit
+    url = urlsplit(function_host["url"])
+    trace = "log-forging-" + str(time.time_ns())
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.putrequest("GET", HOSTILE_PATH, skip_host=True)
+    conn.putheader("Host", "evil.example\x1b[2J")
+    conn.putheader("x-ms-client-request-id", trace)
+    conn.endheaders()
+    r = conn.getresponse()
+    r.read()
+    if r.status == 400:  # the HTTP layer refused the Host header: send the path alone
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn.request("GET", HOSTILE_PATH, headers={"x-ms-client-request-id": trace})
+        r = conn.getresponse()
+        r.read()
+    assert r.status == 401
+    text = open(function_host["log"], encoding="utf-8", errors="replace").read()
+    mine = _lines_of(text, trace)
+    assert len(mine) == 1, mine
+    assert "AdminApi /directory/users/{id} -> 401" in mine[0]
+    assert not any(line.startswith("[2099-01-01") or line.lstrip().startswith(FORGED) for line in text.splitlines())
+    for raw in ("\x1b", "\x00", "\u2028", "\u202e", "evil.example"):
+        assert raw not in text
+
+
+def test_log_records_escape_control_characters_in_what_they_carry(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from shared import logctx
+    logctx.install()
+    hostile = "x\r\n" + FORGED + "\x1b[31m\x00\u2028\u202e"
+    with caplog.at_level(logging.INFO, "middletier"), logctx.tracing("t-1"):
+        logging.getLogger("middletier").info("id %s: %s", hostile, ValueError(hostile))
+        logging.getLogger("middletier.keys").warning("count %d", 3)
+    first = caplog.records[0].getMessage()
+    assert "\n" not in first and "\r" not in first and "\x1b" not in first and "\x00" not in first
+    assert "\u2028" not in first and "\u202e" not in first
+    assert "x\\x0d\\x0a[2099-01-01" in first and first.startswith("[trace=t-1] id ")
+    assert caplog.records[1].getMessage() == "[trace=t-1] count 3"
+
+
+def test_failures_are_logged_with_the_function_and_route_never_the_url(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import azure.functions as func
+
+    from shared import functions
+    monkeypatch.setattr(functions, "app_context", lambda: None)
+
+    def refuse(ctx: Any, req: Any, trace_id: str) -> Any:
+        raise AuthenticationError("No bearer token was presented.", error=None)
+
+    def crash(ctx: Any, req: Any, trace_id: str) -> Any:
+        raise RuntimeError("boom\r\n" + FORGED)
+
+    req = func.HttpRequest("GET", "http://evil.example\x1b[2J/api/directory/users/x\r\n" + FORGED + "\x00",
+                           headers={}, body=b"")
+    with caplog.at_level(logging.INFO, "middletier"):
+        assert functions.run(req, refuse, "AdminApi /directory/users/{id}").status_code == 401
+        assert functions.run(req, crash, "AdminApi /directory/users/{id}").status_code == 500
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    for message in messages:
+        assert "AdminApi /directory/users/{id} -> " in message
+        assert "evil.example" not in message and "2099" not in message and "\n" not in message
