@@ -103,3 +103,17 @@ def classify(error: str, codes: Iterable[int]) -> Kind | None:
         if kind in kinds:
             return kind
     return _BY_ERROR.get(error)
+
+
+# CONFIGURATION codes that describe one tenant's directory rather than this app: the resource's
+# service principal is missing (never provisioned, no admin consent) or disabled in the tenant that
+# answered. With a tenant-specific authority (single-tenant) that tenant is ours, so they stay
+# configuration errors; in multi-tenant mode the authority is the caller's tenant, and they are
+# that tenant's state (``TenantNotProvisioned``, 403), which its administrator fixes, not us.
+TENANT_STATE = frozenset({500011, 500014})
+
+
+def is_tenant_state(codes: Iterable[int]) -> bool:
+    """Every configuration code among ``codes`` is one of ``TENANT_STATE`` (and there is one)."""
+    config = {c for c in codes if KINDS.get(c) is Kind.CONFIGURATION}
+    return bool(config) and config <= TENANT_STATE

@@ -22,7 +22,8 @@ from .config import AzureAdSettings
 from .credentials import MsalCredential
 from . import aadsts
 from .aadsts import Kind
-from .errors import AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError, UpstreamError
+from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError,
+                     TenantNotProvisioned, UpstreamError)
 from .outbound import OutboundSession
 from . import telemetry
 from .cache import TokenCacheLayers
@@ -31,6 +32,13 @@ from .token_cache import Partition, PartitionStore, PartitionedTokenCache, parti
 from .validation import Caller
 
 log = logging.getLogger("middletier.tokens")
+# A tenant whose directory lacks a downstream API fails every request of its users the same way:
+# one WARNING per (tenant, codes) per interval, never a line per request (any allowed tenant could
+# flood the logs and alerts). Bounded: at most TENANT_NOTICE_MAX tenants are remembered.
+TENANT_NOTICE_SECONDS = 600.0
+TENANT_NOTICE_MAX = 1024
+_tenant_notices: dict[tuple[str, tuple[int, ...]], float] = {}
+_tenant_notices_lock = threading.Lock()
 
 
 
@@ -151,7 +159,7 @@ class TokenAcquirer:
                               result.get("error_codes"))
                     self._reload_credential(generation)
                     result, _ = self._obo(assertion, caller, scopes, claims_challenge)
-                token = self._token_or_raise(result)
+                token = self._token_or_raise(result, self._tenant_for(caller), scopes)
                 self.layers.save(part, _expires_at(result))
                 _remember(part, scopes, token, result)
             return token
@@ -177,7 +185,7 @@ class TokenAcquirer:
                 app, _ = self._app(tid)
                 result = self._throttled(key, lambda: app.acquire_token_for_client(list(scopes),
                                                                                   claims_challenge=claims_challenge))
-            token = self._token_or_raise(result)
+            token = self._token_or_raise(result, tid, scopes)
             if result.get("token_source") == "identity_provider":
                 self.counters.app_token_calls += 1
                 self.layers.save(part)
@@ -196,7 +204,7 @@ class TokenAcquirer:
             if _is_invalid_client(result):
                 self._reload_credential(generation)
                 result, _ = self._obo(assertion, caller, scopes, None)
-            self._token_or_raise(result)
+            self._token_or_raise(result, self._tenant_for(caller), scopes)
             self.layers.save(part)
         return session_key
 
@@ -293,7 +301,9 @@ class TokenAcquirer:
             raise UpstreamError("entra", f"The identity provider's metadata is unavailable ({type(err).__name__}).",
                                 503) from None
 
-    def _token_or_raise(self, result: dict[str, Any]) -> str:
+    def _token_or_raise(self, result: dict[str, Any], tenant: str | None = None,
+                        scopes: tuple[str, ...] = ()) -> str:
+        """The token, or the ApiError for Entra's answer. ``tenant``: the tenant whose authority answered."""
         if "access_token" in result:
             return str(result["access_token"])
         error = str(result.get("error", ""))
@@ -302,6 +312,8 @@ class TokenAcquirer:
         kind = aadsts.classify(error, codes)
         if kind is Kind.CREDENTIAL:
             raise CredentialError("The identity provider refused this app's client credential: " + summary, codes)
+        if kind is Kind.CONFIGURATION and tenant and self.settings.multi_tenant and aadsts.is_tenant_state(codes):
+            raise _tenant_not_provisioned(tenant, scopes, codes)
         if kind is Kind.CONFIGURATION:
             raise ApiError("The app's registration or downstream scopes are not valid: " + summary, 500,
                            "Configuration error", "configuration_error", extra={"aadsts": codes})
@@ -320,6 +332,26 @@ class TokenAcquirer:
             raise UpstreamError("entra", "The identity provider is throttling or unavailable: " + summary, 503,
                                 self._session.throttled_for())
         raise UpstreamError("entra", "The identity provider refused the exchange: " + summary, 502)
+
+
+def _tenant_not_provisioned(tenant: str, scopes: tuple[str, ...], codes: list[int]) -> TenantNotProvisioned:
+    """The caller's tenant lacks the resource (multi-tenant mode): 403, and a WARNING at most once per
+    tenant and codes per ``TENANT_NOTICE_SECONDS``; later ones at DEBUG."""
+    resource = scopes[0].rpartition("/")[0] if scopes and "/" in scopes[0] else ""
+    now, key = time.monotonic(), (tenant.lower(), tuple(codes))
+    with _tenant_notices_lock:
+        fresh = now - _tenant_notices.get(key, float("-inf")) >= TENANT_NOTICE_SECONDS
+        if fresh:
+            for old in [k for k, t in _tenant_notices.items() if now - t >= TENANT_NOTICE_SECONDS]:
+                del _tenant_notices[old]
+            if len(_tenant_notices) >= TENANT_NOTICE_MAX:
+                _tenant_notices.pop(next(iter(_tenant_notices)))
+            _tenant_notices[key] = now
+    log.log(logging.WARNING if fresh else logging.DEBUG,
+            "resource %s is not provisioned in tenant %s (AADSTS%s): its users get 403 tenant_not_provisioned%s",
+            resource or "?", tenant, ",".join(map(str, codes)),
+            f" (logged once per {TENANT_NOTICE_SECONDS:.0f} s per tenant)" if fresh else "")
+    return TenantNotProvisioned(tenant, resource, codes)
 
 
 def _is_invalid_client(result: dict[str, Any]) -> bool:

@@ -7,7 +7,12 @@ of caller (a user, an app, or either). ``None`` takes the default from settings
 
 A token with neither ``scp`` nor ``roles`` is refused, unless the app opts into ACL mode
 (``AzureAd__AllowWebApiToBeAuthorizedByACL``) — and then only for the client applications it
-lists (``AzureAd__AllowedClientApplications``, matched against ``azp``/``appid``).
+lists (``AzureAd__AllowedClientApplications``, matched against ``azp``/``appid``). ACL mode lifts
+that global rule and nothing else, as in Microsoft.Identity.Web (where it only skips the "scp or
+roles" check of ``OnTokenValidated``; ``RequiredScope``/``RequiredScopeOrAppPermission`` still
+apply): it never satisfies a scope or role a function declares. A function that wants such callers
+declares no scope and no role explicitly (``Requirement(scopes=(), app_permissions=(), callers="app")``);
+a requirement that resolves to nothing through empty settings refuses every caller.
 """
 from __future__ import annotations
 
@@ -26,7 +31,6 @@ class Requirement:
     scopes: tuple[str, ...] | None = None
     app_permissions: tuple[str, ...] | None = None
     callers: Callers = "user"
-    allow_acl: bool = True   # False: even in ACL mode, this function demands its scope or role
 
     def resolve(self, ad: AzureAdSettings) -> tuple[tuple[str, ...], tuple[str, ...]]:
         scopes = ad.scopes if self.scopes is None else self.scopes
@@ -37,19 +41,24 @@ class Requirement:
             scopes = ()
         return scopes, roles
 
+    def declares_nothing(self) -> bool:
+        """The function explicitly requires no scope and no role (only a valid token of its kind of
+        caller): the lists that apply to its callers were given as ``()``, not left to settings."""
+        return (self.callers == "app" or self.scopes == ()) and (self.callers == "user" or self.app_permissions == ())
+
 
 def check(caller: Caller, requirement: Requirement, ad: AzureAdSettings) -> None:
     """Pass, or raise 403 ``insufficient_scope`` naming what was required."""
     scopes, roles = requirement.resolve(ad)
-    if not caller.scopes and not caller.roles:
-        if not (requirement.callers == "user" and caller.is_app) and requirement.allow_acl and ad.allow_acl \
-                and caller.client_id in ad.allowed_client_applications:
-            return
+    acl_listed = ad.allow_acl and caller.client_id in ad.allowed_client_applications
+    if not caller.scopes and not caller.roles and not acl_listed:  # the global rule; ACL mode lifts only this
         raise InsufficientScope(scopes + roles, "The token carries neither scopes nor app roles.")
     if requirement.callers == "user" and caller.is_app:
         raise InsufficientScope(scopes, "This function acts for a signed-in user; app-only tokens are not accepted.")
     if requirement.callers == "app" and not caller.is_app:
         raise InsufficientScope(roles, "This function accepts app-only callers only.")
     if caller.scopes & set(scopes) or caller.roles & set(roles):
+        return
+    if not scopes and not roles and requirement.declares_nothing():
         return
     raise InsufficientScope(scopes + roles)

@@ -83,6 +83,18 @@ class AccessDenied(ApiError):
         super().__init__(detail, 403, "Forbidden", "access_denied", extra={"aadsts": aadsts or []})
 
 
+class TenantNotProvisioned(ApiError):
+    """403: in multi-tenant mode, a downstream API the function needs is not provisioned (or is
+    disabled) in the caller's tenant: that tenant's administrator must add or consent to it. The
+    caller's tenant's state, not this app's configuration, so never a 500."""
+
+    def __init__(self, tenant: str, resource: str, aadsts: list[int]) -> None:
+        what = f"The downstream API {resource}" if resource else "A downstream API this function needs"
+        super().__init__(f"{what} is not provisioned in your tenant ({tenant}); an administrator of the tenant "
+                         "must add it (grant admin consent to this application).", 403, "Forbidden",
+                         "tenant_not_provisioned", extra={"tenant": tenant, "aadsts": aadsts})
+
+
 class ConfigurationError(ApiError):
     """500: a setting is missing or malformed. Names the key, never the value."""
 

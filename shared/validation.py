@@ -154,7 +154,8 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
     if not isinstance(tid, str) or not tid:
         raise AuthenticationError("The token has no tenant.")
     if settings.multi_tenant:
-        if settings.allowed_tenants and tid not in settings.allowed_tenants:
+        # tenant ids are GUIDs: compared case-insensitively, as the single-tenant check below does
+        if settings.allowed_tenants and tid.lower() not in {t.lower() for t in settings.allowed_tenants}:
             raise AuthenticationError("The token's tenant is not allowed.")
     elif tid.lower() != settings.tenant_id.lower():
         raise AuthenticationError("The token was issued by another tenant.")

@@ -101,10 +101,15 @@ def test_no_scopes_no_roles_is_refused_then_accepted_in_acl_mode_for_listed_clie
     assert r.status_code == 403 and "neither scopes nor app roles" in r.json()["detail"]
     acl = host_factory(devstack, AzureAd__AllowWebApiToBeAuthorizedByACL="true",
                        AzureAd__AllowedClientApplications=devstack["apps"]["daemon-client"]["client_id"])
-    ok = get(acl, "/api/orders", bare_daemon)
-    assert ok.status_code == 200 and ok.json()["scope"] == "all"
-    assert get(acl, "/api/orders", bare_spa).status_code == 403  # not on the list
+    # ACL mode lifts the global rule for listed clients only; a function's declared scope or role still applies
+    lifted = get(acl, "/api/orders", bare_daemon)
+    assert lifted.status_code == 403 and "neither scopes nor app roles" not in lifted.json()["detail"]
+    assert set(lifted.json()["required"]) == {"access_as_user", "MiddleTier.Admin"}
+    spa = get(acl, "/api/orders", bare_spa)
+    assert spa.status_code == 403 and "neither scopes nor app roles" in spa.json()["detail"]  # not on the list
     assert get(acl, "/api/directory/users/alice@contoso.dev", bare_daemon).status_code == 403  # demands its role
+    with_role = get(acl, "/api/orders", app_token(admin, ["MiddleTier.Admin"]))
+    assert with_role.status_code == 200 and with_role.json()["scope"] == "all"
 
 
 def test_acl_mode_without_a_client_list_is_a_configuration_error(devstack: dict[str, Any], host_factory: Any,

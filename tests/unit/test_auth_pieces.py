@@ -375,12 +375,24 @@ def test_trace_ids_reach_child_loggers(caplog: pytest.LogCaptureFixture) -> None
     assert "[trace=abc-123] reloading the credential" in caplog.text
 
 
-def test_acl_never_satisfies_a_function_that_refuses_it(keys: SigningKeys) -> None:
+def test_acl_mode_lifts_only_the_global_rule(keys: SigningKeys) -> None:
+    """ACL mode (as in Microsoft.Identity.Web) lifts "a token carries scp or roles" for listed clients;
+    a scope or role a function declares is still required, and only an explicit "nothing" passes."""
     settings = load_settings(env(AzureAd__AllowWebApiToBeAuthorizedByACL="true",
                                  AzureAd__AllowedClientApplications="client-1")).azure_ad
     bare_app = validate(token(scp=None, idtyp="app"), keys, settings)
-    check(bare_app, Requirement(callers="any"), settings)  # ACL mode: a listed client passes
-    for refused in (Requirement(callers="app", app_permissions=("MiddleTier.Admin",), allow_acl=False),
-                    Requirement(callers="user")):
-        with pytest.raises(InsufficientScope):
+    for refused in (Requirement(callers="any"), Requirement(callers="app", app_permissions=("MiddleTier.Admin",)),
+                    Requirement(scopes=("access_as_user",), app_permissions=("MiddleTier.Admin",), callers="any"),
+                    Requirement(callers="user"), Requirement(scopes=(), app_permissions=(), callers="user")):
+        with pytest.raises(InsufficientScope) as err:
             check(bare_app, refused, settings)
+        assert "neither scopes nor app roles" not in err.value.detail
+    check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), settings)  # declares nothing
+    check(bare_app, Requirement(app_permissions=(), callers="app"), settings)
+    unlisted = load_settings(env(AzureAd__AllowWebApiToBeAuthorizedByACL="true",
+                                 AzureAd__AllowedClientApplications="client-2")).azure_ad
+    with pytest.raises(InsufficientScope) as err:
+        check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), unlisted)
+    assert "neither scopes nor app roles" in err.value.detail
+    with pytest.raises(InsufficientScope):  # outside ACL mode, the global rule holds for everyone
+        check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), load_settings(env()).azure_ad)
