@@ -40,7 +40,7 @@ def test_entra_slower_than_its_deadline_is_504(quick_host: dict[str, Any], admin
 
 
 def test_entra_5xx_is_503(devstack: dict[str, Any], host_factory: Any, admin: Admin) -> None:
-    host = host_factory(devstack, AzureAd__TimeoutSeconds="1")  # its own MSAL: the 5xx is throttled for 5 s
+    host = host_factory(devstack, AzureAd__TimeoutSeconds="1")  # its own app: alice's 5xx is held for 5 s
     assert call(host, admin.mint(user="alice")).status_code == 200
     admin.post("/faults", {"service": "entra", "endpoint": "token", "status": 500, "count": 1})
     r, elapsed = timed(host, admin.mint(user="alice"))
@@ -61,7 +61,8 @@ def test_entra_429_is_503_with_retry_after_and_no_retry_storm(devstack: dict[str
             worst = max(worst, elapsed)
             assert r.status_code == 503 and 1 <= int(r.headers["Retry-After"]) <= 17
         upstream = admin.stats()["entra.token"]["by_outcome"]["fault-429"] - before
-        # MSAL holds the 429 for Retry-After seconds per (client, scope): one request reached Entra.
+        # The app holds Entra's 429 for Retry-After seconds per user (not per scope, as MSAL would for
+        # every user): six assertions of one user, one request reached Entra.
         assert upstream == 1, f"{upstream} token requests reached Entra for 6 calls"
         report("Entra 429 Retry-After 17 (6 calls, 1 upstream)", 503, worst, 1.0)
     finally:

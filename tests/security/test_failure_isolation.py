@@ -106,3 +106,40 @@ def test_an_entra_outage_seen_by_many_users_opens_an_app_wide_breaker(
     assert all(r.status_code == 503 and 1 <= int(r.headers["Retry-After"]) <= 30 for r in answers)
     assert reached == 5, f"{reached} of 9 users reached Entra: one per user until the breaker opened after 5"
     admin.clear_faults()
+
+
+# --- cached callers never wait behind cold ones -------------------------------------------------
+def test_a_cached_caller_is_served_at_once_while_cold_obos_wait_on_a_slow_entra(
+        private_devstack: tuple[dict[str, Any], Admin], host_factory: Any) -> None:
+    info, admin = private_devstack
+    # A worker pool of 4 threads (the Python worker's setting); the acquisition limit keeps its default.
+    host = host_factory(info, PYTHON_THREADPOOL_THREAD_COUNT="4", AzureAd__TimeoutSeconds="10")
+    cached = admin.mint(user="alice")
+    assert call(host, cached).status_code == 200
+    baseline = min(timed(host, cached)[1] for _ in range(3))
+    cold = [admin.mint(user="bob") for _ in range(8)]  # 8 distinct assertions: 8 cold OBOs
+    initial = 100
+    admin.post("/faults", {"service": "entra", "endpoint": "token", "grant": OBO, "latency_ms": 4000,
+                           "count": initial})
+    with ThreadPoolExecutor(8) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(timed, host, token) for token in cold]
+        # Bounded wait until two cold OBOs are inside Entra's delay (the fault counts what it took).
+        deadline = time.monotonic() + 10
+        while fault_taken(admin, initial) < 2:
+            assert time.monotonic() < deadline, "the cold OBOs never reached Entra"
+        r, latency = timed(host, cached)
+        cold_answers = [f.result(timeout=30) for f in futures]
+        total = time.monotonic() - started
+    reached = fault_taken(admin, initial)
+    statuses = sorted(a.status_code for a, _ in cold_answers)
+    fast_503 = [t for a, t in cold_answers if a.status_code == 503]
+    print(f"\n[isolation] cached caller: {baseline * 1000:.0f} ms alone, {latency * 1000:.0f} ms while 8 cold OBOs "
+          f"wait on Entra (4 s): cold statuses {statuses}, {reached} reached Entra, 503s in "
+          f"{max(fast_503, default=0):.2f}s at most; all done in {total:.1f}s")
+    assert r.status_code == 200 and r.json()["id"] == info["users"]["alice"]["oid"]
+    assert latency < 1.0, f"a cached request took {latency:.2f}s behind cold ones"
+    assert set(statuses) <= {200, 503} and 200 in statuses
+    assert all(a.headers.get("Retry-After") for a, _ in cold_answers if a.status_code == 503)
+    assert all(t < 1.0 for t in fast_503), "a refused cold OBO was not refused fast"
+

@@ -1,0 +1,96 @@
+"""shared/throttle.py: per-caller Retry-After memory, the app-wide breaker, the acquisition gate, and
+the MSAL http_cache that drops MSAL's per-scope 429/5xx replay (pinned against MSAL's own key maker)."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from msal.throttled_http_client import ThrottledHttpClient
+
+from shared.errors import UpstreamError
+from shared.throttle import AcquisitionGate, EntraThrottle, PerCallerHttpCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Answer:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code, self.headers, self.text = status, headers, "{}"
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def post(self, *args: object, **kwargs: object) -> Answer:
+        self.calls += 1
+        return Answer(429, {"Retry-After": "3600"})
+
+
+def test_msal_replays_one_users_obo_429_to_another_unless_its_per_scope_replay_is_dropped() -> None:
+    def obo(client: ThrottledHttpClient, assertion: str) -> None:
+        client.post("https://login/tenant/oauth2/v2.0/token", data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "client_id": "api", "scope": "User.Read",
+            "assertion": assertion, "requested_token_use": "on_behalf_of"})
+
+    upstream = Upstream()
+    stock = ThrottledHttpClient(upstream, http_cache={})
+    obo(stock, "alice"), obo(stock, "bob")
+    assert upstream.calls == 1  # MSAL as shipped: bob's OBO answered with alice's 429
+    upstream = Upstream()
+    ours = ThrottledHttpClient(upstream, http_cache=PerCallerHttpCache())
+    obo(ours, "alice"), obo(ours, "bob")
+    assert upstream.calls == 2
+    # per-account entries (a refresh token's) stay MSAL's
+    upstream = Upstream()
+    ours = ThrottledHttpClient(upstream, http_cache=PerCallerHttpCache())
+    for _ in range(2):
+        ours.post("https://login/t/oauth2/v2.0/token", data={"grant_type": "refresh_token", "client_id": "api",
+                                                             "scope": "User.Read", "refresh_token": "rt"})
+    assert upstream.calls == 1
+
+
+def test_one_callers_retry_after_is_its_own_and_many_failing_callers_open_the_breaker() -> None:
+    clock = Clock()
+    t = EntraThrottle(breaker_callers=3, breaker_window=30, breaker_max_seconds=60, clock=clock)
+    assert t.failed("alice", 3600) == 3600
+    assert t.retry_after("alice") == 3600 and t.retry_after("bob") is None
+    assert t.failed("bob", None) == 5  # no header: MSAL's default
+    t.check("carol")
+    t.failed("carol", 20)  # the third distinct caller: breaker open for the shortest (5 s)
+    with pytest.raises(UpstreamError) as err:
+        t.check("dave")
+    assert err.value.status == 503 and err.value.headers["Retry-After"] == "5"
+    clock.now += 6
+    t.check("dave")
+    assert t.retry_after("alice") == 3594
+
+
+def test_gate_refuses_fast_when_full_of_slow_acquisitions() -> None:
+    clock = Clock()
+    gate = AcquisitionGate(1, queue_seconds=0.25, clock=clock)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate.slot():
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    assert entered.wait(10)
+    clock.now += 1  # the running one is older than the queue time: Entra is slow, no waiting
+    with pytest.raises(UpstreamError) as err:
+        with gate.slot():
+            pass
+    assert err.value.headers["Retry-After"] == "1" and gate.refused == 1
+    release.set()
+    worker.join(10)
+    with gate.slot():
+        assert gate.running == 1
