@@ -1,9 +1,15 @@
 """The tenant's OIDC metadata and signing keys, cached per process.
 
 Like Microsoft.Identity.Web: keys are refreshed every ``refresh_seconds`` (24 h by default),
-and a token signed with an unknown ``kid`` triggers one refetch, rate-limited, so a key
-rollover costs one JWKS request instead of an outage. When the JWKS endpoint is down, keys
-already held keep serving; only a cold start without keys fails (503).
+and a token signed with an unknown ``kid`` triggers one refetch, so a key rollover costs one
+JWKS request instead of an outage. Unlike its 5-minute slot, the refetch can't be spent for
+long by someone else: the validator asks for it only for a token that could be valid (a
+well-formed ``kid``, our tenant, issuer and audience, within its lifetime — all checkable before
+the signature), and the slot comes back after ``unknown_kid_interval`` (10 s), so a forged
+token that passes those checks delays recognising a real new key by at most that interval, at a
+cost of at most one JWKS request per interval. When the JWKS endpoint is down, keys already held
+keep serving (a failed refresh is retried after that interval, not on every request); only a
+cold start without keys fails (503).
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ class SigningKey:
 
 class SigningKeys:
     def __init__(self, metadata_url: str, session: requests.Session, *, v1_metadata_url: str | None = None,
-                 refresh_seconds: float = 24 * 3600, unknown_kid_interval: float = 300, timeout: float = 10.0,
+                 refresh_seconds: float = 24 * 3600, unknown_kid_interval: float = 10, timeout: float = 10.0,
                  clock: Callable[[], float] = time.monotonic):
         """``metadata_url`` is the v2 OIDC document; ``v1_metadata_url`` the v1 one, read only for its
         issuer (``https://sts.windows.net/{tenantid}/`` in the public cloud and US Government,
@@ -56,7 +62,8 @@ class SigningKeys:
         self._metadata: Metadata | None = None
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at = float("-inf")
-        self._unknown_refetch_at = float("-inf")
+        self._unknown_refetch_at = float("-inf")  # the last refetch for an unknown kid
+        self._attempted_at = float("-inf")        # the last fetch of the keys, successful or not
         self.fetches = 0
 
     def v1_issuer(self) -> str | None:
@@ -91,11 +98,13 @@ class SigningKeys:
         self._ensure_fresh()
         return kid in self._keys
 
-    def get(self, kid: str) -> SigningKey | None:
-        """The key for ``kid``; None if the tenant does not publish it (after one refetch)."""
+    def get(self, kid: str, *, refetch: bool = True) -> SigningKey | None:
+        """The key for ``kid``; None if the tenant does not publish it. An unknown ``kid`` refetches
+        the keys once when ``refetch`` (the caller's token could be valid) and no such refetch
+        happened in the last ``unknown_kid_interval``; the keys held are kept if it fails."""
         self._ensure_fresh()
         key = self._keys.get(kid)
-        if key is not None:
+        if key is not None or not refetch:
             return key
         with self._lock:
             key = self._keys.get(kid)  # another thread may have refetched meanwhile
@@ -106,14 +115,17 @@ class SigningKeys:
         return key
 
     def _ensure_fresh(self) -> None:
-        if self._clock() - self._fetched_at < self._refresh and self._keys:
-            return
+        if self._keys and (self._clock() - self._fetched_at < self._refresh
+                           or self._clock() - self._attempted_at < self._unknown_interval):
+            return  # fresh, or a refresh just failed: keep serving the held keys, retry after the interval
         with self._lock:
-            if self._clock() - self._fetched_at < self._refresh and self._keys:
+            if self._keys and (self._clock() - self._fetched_at < self._refresh
+                               or self._clock() - self._attempted_at < self._unknown_interval):
                 return
             self._fetch_or_keep()
 
     def _fetch_or_keep(self) -> None:
+        self._attempted_at = self._clock()
         try:
             self._fetch()
         except UpstreamError:

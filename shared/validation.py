@@ -122,14 +122,40 @@ def _issuers(keys: SigningKeys, tid: str, iss: str) -> tuple[str, str | None]:
     return v2, template.replace("{tenantid}", tid) if template else None
 
 
+_KID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Entra's kids: base64url of the certificate's SHA-1 (x5t)
+
+
+def _could_be_valid(kid: str, claims: dict[str, Any], settings: AzureAdSettings) -> bool:
+    """Could this token be one of ours, judged before its signature? Only then may its unknown
+    ``kid`` refetch the tenant's keys (signing_keys.py): a well-formed ``kid``, our tenant (or an
+    allowed one), an issuer naming that tenant, one of our audiences, within its lifetime. A request
+    that fails any of these is refused whatever the keys, so it must not spend the refetch."""
+    if not _KID.fullmatch(kid):
+        return False
+    tid, iss, aud = claims.get("tid"), claims.get("iss"), claims.get("aud")
+    if not (isinstance(tid, str) and tid and isinstance(iss, str) and tid in iss and aud in settings.audiences):
+        return False
+    if settings.multi_tenant:
+        allowed = {t.lower() for t in settings.allowed_tenants}
+        if allowed and tid.lower() not in allowed:
+            return False
+    elif tid.lower() != settings.tenant_id.lower():
+        return False
+    now, skew = time.time(), settings.clock_skew_seconds
+    exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat"))
+    if not isinstance(exp, (int, float)) or not now - skew <= exp <= now + MAX_LIFETIME_SECONDS:
+        return False
+    return not isinstance(nbf, (int, float)) or nbf <= now + skew
+
+
 def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller:
-    header = _structure(token)
+    header, unverified = _parts(token)
     if header.get("alg") not in ALGORITHMS:
         raise AuthenticationError("The token's signing algorithm is not accepted.")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 256:
         raise AuthenticationError("The token has no usable key identifier.")
-    key = keys.get(kid)
+    key = keys.get(kid, refetch=_could_be_valid(kid, unverified, settings))
     if key is None:
         raise AuthenticationError("The token was not signed by a key of this tenant.")
     try:

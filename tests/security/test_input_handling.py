@@ -11,6 +11,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.config import load_settings
 from shared.errors import AuthenticationError
@@ -227,3 +228,111 @@ def test_failures_are_logged_with_the_function_and_route_never_the_url(
     for message in messages:
         assert "AdminApi /directory/users/{id} -> " in message
         assert "evil.example" not in message and "2099" not in message and "\n" not in message
+
+
+# --- the unknown-kid refetch can't be spent by a request that cannot be valid ----------------------
+FOREIGN = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _claims(**changes: Any) -> dict[str, Any]:
+    body = jwt.decode(token(), options={"verify_signature": False})
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _forged(kid_: str = "attackerKid0", **changes: Any) -> str:
+    return jwt.encode(_claims(**changes), FOREIGN, algorithm="RS256", headers={"kid": kid_})
+
+
+CANNOT_BE_VALID = {
+    "garbage-claims": lambda: jwt.encode({"x": 1}, FOREIGN, algorithm="RS256", headers={"kid": "garbage"}),
+    "kid-not-base64url": lambda: _forged("../../etc/passwd"),
+    "kid-oversized": lambda: _forged("k" * 200),
+    "expired": lambda: _forged(exp=int(time.time()) - 3600),
+    "not-yet-valid": lambda: _forged(nbf=int(time.time()) + 3600),
+    "lifetime-implausible": lambda: _forged(exp=int(time.time()) + 365 * 86400),
+    "other-tenant": lambda: _forged(tid="00000000-0000-0000-0000-000000000000"),
+    "issuer-of-another-tenant": lambda: _forged(iss="https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"),
+    "other-audience": lambda: _forged(aud="api://someone-else"),
+    "no-tenant": lambda: _forged(tid=None),
+}
+
+
+def _roll(idp: FakeIdP) -> str:
+    """The tenant publishes a new key (an emergency rollover) and signs a valid token with it."""
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    idp.keys.append(new_key)
+    return jwt.encode(_claims(), new_key, algorithm="RS256", headers={"kid": kid(new_key)})
+
+
+def test_requests_that_cannot_be_valid_never_spend_the_unknown_kid_refetch(idp: FakeIdP) -> None:
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       clock=lambda: now[0])
+    assert validate(token(), keys, SETTINGS).oid == "user-1" and idp.jwks_fetches == 1
+    now[0] = 3600.0  # long after the start-up fetch: the refetch slot is free
+    for name, make in CANNOT_BE_VALID.items():
+        refused_as_invalid_token(lambda: validate(make(), keys, SETTINGS))
+        assert idp.jwks_fetches == 1, name  # refused without a JWKS request
+    rolled = _roll(idp)
+    assert validate(rolled, keys, SETTINGS).oid == "user-1"  # the real new key, recognised at once
+    assert idp.jwks_fetches == 2
+
+
+def test_a_forgery_that_looks_valid_delays_a_rolled_key_by_the_short_interval_only(idp: FakeIdP) -> None:
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       clock=lambda: now[0])
+    validate(token(), keys, SETTINGS)
+    now[0] = 3600.0
+    for i in range(50):  # a storm of plausible forgeries with fresh kids: one JWKS request
+        refused_as_invalid_token(lambda: validate(_forged(f"attackerKid{i}"), keys, SETTINGS))
+    assert idp.jwks_fetches == 2
+    rolled = _roll(idp)
+    refused_as_invalid_token(lambda: validate(rolled, keys, SETTINGS))  # inside the interval: not yet
+    now[0] += 10  # the interval (10 s), not Microsoft.Identity.Web's 5 minutes
+    assert validate(rolled, keys, SETTINGS).oid == "user-1" and idp.jwks_fetches == 3
+    for i in range(50):  # the attacker keeps going: at most one JWKS request per interval
+        now[0] += 0.5
+        refused_as_invalid_token(lambda: validate(_forged(f"again{i}"), keys, SETTINGS))
+    assert idp.jwks_fetches <= 3 + 25 // 10 + 1
+
+
+def test_keys_are_still_refreshed_daily_and_kept_when_the_refresh_fails(idp: FakeIdP) -> None:
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       clock=lambda: now[0])
+    validate(token(), keys, SETTINGS)
+    now[0] = 24 * 3600.0
+    validate(token(), keys, SETTINGS)
+    assert idp.jwks_fetches == 2  # the 24-hour refresh
+    idp.down = True
+    attempts = []
+    real_get = idp.get
+    idp.get = lambda url, timeout=None: attempts.append(url) or real_get(url, timeout)  # type: ignore[method-assign]
+    now[0] = 48 * 3600.0
+    for _ in range(20):  # a failed refresh keeps the held keys and is retried per interval, not per request
+        assert validate(token(), keys, SETTINGS).oid == "user-1"
+    assert len(attempts) == 1
+    idp.down = False
+    now[0] += 10
+    validate(token(), keys, SETTINGS)
+    assert idp.jwks_fetches == 3
+
+
+def test_garbage_kid_request_does_not_delay_a_real_key_rollover_end_to_end(
+        private_devstack: tuple[dict[str, Any], Any], host_factory: Any) -> None:
+    info, admin = private_devstack
+    host = host_factory(info)
+    assert _get_me(host, admin.mint(user="alice")).status_code == 200  # the host holds the keys
+    jwks = lambda: admin.stats()["entra.jwks"]["total"]  # noqa: E731
+    before = jwks()
+    garbage = jwt.encode({"sub": "nobody"}, FOREIGN, algorithm="RS256", headers={"kid": "garbage-kid"})
+    r = _get_me(host, garbage)  # one unauthenticated request with a garbage kid
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    assert jwks() == before  # it cost no JWKS request, so it spent nothing
+    admin.post("/rotate/signing-key")  # an emergency rollover: new tokens are signed with a new key
+    rolled = admin.mint(user="alice")
+    r = _get_me(host, rolled)
+    assert r.status_code == 200, r.text[:200]  # recognised at once, not after 5 minutes
+    assert jwks() == before + 1
