@@ -47,6 +47,7 @@ unit: setup
 bench: setup tools
 	$(PY) bench/emulator_obo.py
 	$(PY) bench/cache_memory.py
+	$(PY) bench/cache_memory.py --default-caps
 	$(PY) bench/middletier.py
 
 fuzz: setup

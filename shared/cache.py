@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from .l2 import Guarded
+from .memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
 from .sealing import Sealer
 from .token_cache import Partition, PartitionStore
 
@@ -70,6 +71,8 @@ class TokenCacheLayers:
         if loaded is None or not loaded[0]:
             return False
         part.data = loaded[0]  # one assignment: readers see the old dict or the new one, never a mix
+        part.size = _size(part.data)
+        self.l1.put(part)  # re-accounted: the L1 budget counts what the partition now holds
         return True
 
     def save(self, part: Partition, token_expires_at: float | None = None) -> None:
@@ -108,4 +111,7 @@ class TokenCacheLayers:
 
 
 def _size(data: dict[str, Any]) -> int:
-    return 256 + len(json.dumps(data, separators=(",", ":")))
+    """Bytes a partition holding ``data`` keeps in memory (not its JSON length): MSAL's entries as
+    Python objects, the partition itself, its lock and L1 slot, and one ``hot`` memo slot per
+    access token beyond the first."""
+    return PARTITION_OVERHEAD + held_bytes(data) + HOT_ENTRY * max(0, len(data.get("AccessToken", ())) - 1)

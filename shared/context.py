@@ -19,6 +19,7 @@ from .config import Settings, TokenCacheSettings, load_settings
 from .credentials import CredentialLoader
 from .errors import ConfigurationError
 from .l2 import Backend, BlobBackend, Guarded, RedisBackend
+from .memory import validator_memo_bytes
 from .outbound import OutboundSession
 from .sealing import Sealer
 from .token_cache import PartitionStore
@@ -56,12 +57,13 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
                            session_lifetime=settings.token_cache.session_lifetime_seconds,
                            max_concurrent=settings.max_concurrent_token_acquisitions or None,
                            queue_seconds=settings.token_acquisition_queue_seconds)
-    validator = TokenValidator(keys, ad, max_entries=settings.token_cache.l1_max_entries)
+    validator = TokenValidator(keys, ad, max_entries=settings.token_cache.l1_max_entries,
+                               max_bytes=validator_memo_bytes(settings.token_cache.l1_max_bytes))
     return AppContext(settings, session, keys, tokens, validator)
 
 
 def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:
-    l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes)
+    l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes - validator_memo_bytes(tc.l1_max_bytes))  # one budget, shared
     if tc.l2 == "none":
         return TokenCacheLayers(l1)
     if tc.l2_disabled_reason or tc.encryption_key is None:

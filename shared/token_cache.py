@@ -23,6 +23,8 @@ from typing import Any, Iterator
 import msal
 from cachetools import TLRUCache
 
+from .memory import PARTITION_OVERHEAD
+
 _current: contextvars.ContextVar["Partition | None"] = contextvars.ContextVar("msal_partition", default=None)
 
 
@@ -37,7 +39,7 @@ class Partition:
     expires_at: float                      # epoch seconds; after this the partition is useless
     data: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one acquisition at a time per partition
-    size: int = 256                        # approximate bytes, for the L1 budget
+    size: int = PARTITION_OVERHEAD         # bytes held (shared.memory's estimate), for the L1 budget
     # The last access token MSAL gave per scope set, with the time until which MSAL itself would
     # return it from cache unchanged: repeat calls skip MSAL's account and token searches.
     hot: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)

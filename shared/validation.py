@@ -10,6 +10,7 @@ failure here is an ``AuthenticationError`` (401); hostile input cannot raise any
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -24,6 +25,7 @@ from cachetools import TLRUCache
 
 from .config import AzureAdSettings
 from .errors import AuthenticationError
+from .memory import VALIDATOR_OVERHEAD, held_bytes
 from .signing_keys import SigningKeys
 
 ALGORITHMS = ["RS256"]
@@ -222,11 +224,13 @@ class TokenValidator:
     """
 
     def __init__(self, keys: SigningKeys, settings: AzureAdSettings, *, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.time):
+                 max_bytes: int | None = None, clock: Callable[[], float] = time.time):
         self.keys, self.settings, self._clock = keys, settings, clock
         skew = settings.clock_skew_seconds
+        self._max_entries = max_entries  # and, given max_bytes, the bytes its entries hold (shared.memory)
         self._memo: TLRUCache[str, _Validated] = TLRUCache(
-            maxsize=max_entries, ttu=lambda _k, v, _now: v.expires + skew, timer=clock)
+            maxsize=max_bytes or max_entries, ttu=lambda _k, v, _now: v.expires + skew, timer=clock,
+            getsizeof=(lambda v: VALIDATOR_OVERHEAD + held_bytes(v.caller.claims)) if max_bytes else None)
         self._lock = threading.Lock()
 
     def validate(self, token: str) -> Caller:
@@ -242,8 +246,10 @@ class TokenValidator:
         nbf = caller.claims.get("nbf", caller.claims["iat"])
         entry = _Validated(caller, str(_structure(token).get("kid")), float(nbf) if isinstance(nbf, (int, float))
                            else 0.0, float(caller.claims["exp"]))
-        with self._lock:
+        with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
             self._memo[digest] = entry
+            while len(self._memo) > self._max_entries:
+                self._memo.popitem()
         return caller
 
 

@@ -1,0 +1,65 @@
+"""shared.memory's estimate of what a cached value holds, against tracemalloc."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import tracemalloc
+from typing import Any, Callable
+
+from shared.cache import _size
+from shared.memory import PARTITION_OVERHEAD, held_bytes
+
+
+def _traced(build: Callable[[], Any]) -> tuple[int, Any]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        value = build()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, value
+    finally:
+        tracemalloc.stop()
+
+
+def _document(i: int) -> dict[str, Any]:
+    return json.loads(json.dumps({"AccessToken": {f"key-{i}-{n}": {"secret": os.urandom(900).hex(), "expires_on": str(n),
+                                                                   "target": "a b c", "cached_at": n * 1000}
+                                                  for n in range(3)},
+                                  "Account": {f"acct-{i}": {"username": f"user{i}@contoso.com", "ids": [1, 2.5, None]}}}))
+
+
+def test_estimate_tracks_what_a_json_like_value_really_holds() -> None:
+    traced, docs = _traced(lambda: [_document(i) for i in range(200)])
+    estimated = sum(held_bytes(d) for d in docs) + 200 * 64  # the list's own slots, roughly
+    assert traced <= estimated <= 1.15 * traced  # never under; over by the allocator's rounding at most
+
+
+def test_json_length_undercounts_what_is_held() -> None:
+    doc = _document(0)
+    assert held_bytes(doc) > 1.1 * len(json.dumps(doc, separators=(",", ":")))
+
+
+def test_a_string_is_counted_once_and_widely_shared_ones_not_at_all() -> None:
+    token = os.urandom(1000).hex()
+    once = held_bytes({"a": token})
+    assert held_bytes({"a": token, "b": token}) < once + 100  # same object twice: one more dict slot, no copy
+    shared = "shared-field-name"
+    holders = [{shared: 1} for _ in range(100)]  # e.g. MSAL's literal field names
+    assert held_bytes(holders[0]) < held_bytes({"not-shared-name": 1})
+
+
+def test_partition_size_counts_data_and_the_partition_around_it() -> None:
+    doc = _document(1)
+    assert _size(doc) >= PARTITION_OVERHEAD + held_bytes(doc)
+    assert _size({}) >= PARTITION_OVERHEAD
+
+
+def test_estimate_is_cheap() -> None:
+    import time
+    doc = _document(2)
+    started = time.perf_counter()
+    for _ in range(1000):
+        held_bytes(doc)
+    assert (time.perf_counter() - started) / 1000 < 500e-6  # ~10 µs; loose for a shared CI machine
