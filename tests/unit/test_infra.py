@@ -348,7 +348,7 @@ def downstream_calls(name: str, settings: Settings) -> dict[str, set[str]]:
                                 True, {})
     [binding] = [b for b in json.loads((ROOT / name / "function.json").read_text())["bindings"]
                  if b["type"] == "httpTrigger"]
-    route_params = {p: "alice" for p in re.findall(r"{(\w+)", binding.get("route", ""))}
+    route_params = {p: "alice@contoso.dev" for p in re.findall(r"{(\w+)", binding.get("route", ""))}
     calls: dict[str, set[str]] = {}
     for kind, caller in callers.items():
         recorded: set[str] = set()
