@@ -9,7 +9,7 @@ lookup — find the partition, then MSAL's own search for the access token — a
 
 Run 3 (``--default-caps`` runs only this one, in a fresh process): the app's own L1 and
 validator memo at the default settings (TokenCache__L1MaxEntries=10,000, TokenCache__L1MaxBytes=
-64 MB, wired as shared.context wires them), filled with realistic callers — an Entra-sized
+256 MiB, wired as shared.context wires them), filled with realistic callers — an Entra-sized
 incoming token through TokenValidator's memo, then an Entra-sized OBO result (CAE Graph access
 token, refresh token, id token) filed by MSAL and remembered as acquisition does — until both
 are at their bounds; RSS growth against the byte budget, and the estimate against tracemalloc.
@@ -35,6 +35,7 @@ import msal  # noqa: E402
 
 from bench.common import machine, record  # noqa: E402
 from shared import validation  # noqa: E402
+from shared.config import L1_MAX_BYTES, L1_MAX_ENTRIES  # noqa: E402
 from shared.acquisition import _remember  # noqa: E402
 from shared.cache import TokenCacheLayers  # noqa: E402
 from shared.config import TokenCacheSettings, load_settings  # noqa: E402
@@ -219,7 +220,7 @@ def main() -> int:
     random.seed(7)
     cache = PartitionedTokenCache()
     baseline = rss_mb()
-    bounded = TokenCacheLayers(PartitionStore())  # defaults: 10,000 partitions, 64 MB
+    bounded = TokenCacheLayers(PartitionStore())  # defaults: 10,000 partitions, 256 MiB
     rss: dict[str, float] = {}
     done = 0
     for checkpoint in (1_000, 10_000, 25_000, 50_000, 100_000):
@@ -241,7 +242,7 @@ def main() -> int:
 
     result = {
         "command": ".venv/bin/python bench/cache_memory.py", "users": USERS, "machine": machine(),
-        "bounded_l1": {"max_partitions": 10_000, "max_bytes": 64 * 1024 * 1024, "entries_at_end": bounded_entries,
+        "bounded_l1": {"max_partitions": L1_MAX_ENTRIES, "max_bytes": L1_MAX_BYTES, "entries_at_end": bounded_entries,
                        "bytes_at_end": bounded_bytes, "rss_growth_mb_after_users": rss},
         "lookup_us_by_population": lookups,
         "lookup_ratio_100k_vs_1k": round(lookups["100000"] / lookups["1000"], 2),

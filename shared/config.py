@@ -104,10 +104,17 @@ class DownstreamApi:
         return self.base_url.rstrip("/") + ("/" + rel.lstrip("/") if rel else "")
 
 
+# The in-process cache's bounds. The bytes are memory really held per caller token (shared/memory.py:
+# ~11 KB partition + ~8 KB validator memo for an Entra-sized token), so 256 MiB lets the entry count
+# bind: 10,000 callers hold about 190 MB.
+L1_MAX_ENTRIES = 10_000
+L1_MAX_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class TokenCacheSettings:
-    l1_max_entries: int = 10_000
-    l1_max_bytes: int = 64 * 1024 * 1024
+    l1_max_entries: int = L1_MAX_ENTRIES
+    l1_max_bytes: int = L1_MAX_BYTES
     l2: str = "none"                       # none | redis | blob
     redis_url: str | None = None
     blob_connection_string: str | None = None
@@ -307,8 +314,8 @@ def _token_cache(env: Mapping[str, str]) -> TokenCacheSettings:
         if disabled is None:
             key, disabled = _encryption_key(env)
     return TokenCacheSettings(
-        l1_max_entries=int(_number(env, "TokenCache__L1MaxEntries", 10_000, minimum=1, maximum=10_000_000)),
-        l1_max_bytes=int(_number(env, "TokenCache__L1MaxBytes", 64 * 1024 * 1024, minimum=64 * 1024,
+        l1_max_entries=int(_number(env, "TokenCache__L1MaxEntries", L1_MAX_ENTRIES, minimum=1, maximum=10_000_000)),
+        l1_max_bytes=int(_number(env, "TokenCache__L1MaxBytes", L1_MAX_BYTES, minimum=64 * 1024,
                                  maximum=16 * 1024 ** 3)),
         l2=kind, redis_url=redis_url and redis_url_from(redis_url), blob_connection_string=blob,
         blob_container=_get(env, "TokenCache__BlobContainer", "msal-token-cache") or "msal-token-cache",

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import msal
 from cachetools import TLRUCache
 
+from .config import L1_MAX_BYTES, L1_MAX_ENTRIES
 from .memory import PARTITION_OVERHEAD
 
 _current: contextvars.ContextVar["Partition | None"] = contextvars.ContextVar("msal_partition", default=None)
@@ -68,7 +69,7 @@ class PartitionStore:
     token's minus a refresh margin once one is cached), or when the budget needs room.
     """
 
-    def __init__(self, max_partitions: int = 10_000, max_bytes: int = 64 * 1024 * 1024, clock: Any = time.time):
+    def __init__(self, max_partitions: int = L1_MAX_ENTRIES, max_bytes: int = L1_MAX_BYTES, clock: Any = time.time):
         self._lock = threading.Lock()
         self._clock = clock
         self.max_partitions = max_partitions
