@@ -50,10 +50,14 @@ class Caller:
         return str(self.claims.get("uti", ""))
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(keys) != len(set(keys)):
-        raise ValueError("duplicate member")
+        raise _DuplicateMember("duplicate member")
     return dict(pairs)
 
 
@@ -83,6 +87,8 @@ def _segment(part: str) -> dict[str, Any]:
     raw = _base64url(part)
     try:
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except _DuplicateMember:  # two members of one name: parsers disagree on which one counts
+        raise AuthenticationError("The token is malformed: a JSON member is duplicated.") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise AuthenticationError("The token is malformed.") from None
     if not isinstance(value, dict):
@@ -172,6 +178,8 @@ def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller
         raise AuthenticationError("The token was not issued for this API.") from None
     except jwt.InvalidSignatureError:
         raise AuthenticationError("The token's signature is invalid.") from None
+    except jwt.MissingRequiredClaimError as err:
+        raise AuthenticationError(f"The token is invalid: it lacks the required {err.claim} claim.") from None
     except jwt.PyJWTError:
         raise AuthenticationError("The token is invalid.") from None
     if not isinstance(claims.get("aud"), str):
