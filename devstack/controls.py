@@ -49,6 +49,8 @@ class Fault:
     status: int | None = None    # answer with this HTTP status (5xx, 429)
     retry_after: int | None = None
     aadsts: int | None = None    # Entra only: answer with this AADSTS error
+    suberror: str | None = None  # with aadsts: Entra's ``suberror`` (default: the code's own, e.g. consent_required)
+    claims: bool | None = None   # with aadsts: a claims challenge or none (default: the code's own)
     grant: str | None = None     # Entra token endpoint only: match one grant type
     user: str | None = None      # match one user (name), where the service knows it
     fired: int = 0
@@ -92,7 +94,7 @@ async def delay(fault: Fault | None) -> None:
 
 def fault_from_json(data: dict[str, Any]) -> Fault:
     allowed = {k: data[k] for k in ("service", "endpoint", "count", "latency_ms", "status",
-                                    "retry_after", "aadsts", "grant", "user") if k in data}
+                                    "retry_after", "aadsts", "suberror", "claims", "grant", "user") if k in data}
     if "service" not in allowed:
         raise ValueError("'service' is required")
     return Fault(**allowed)

@@ -58,6 +58,10 @@ _DOCUMENT_COMMON: dict[str, Any] = {
     "rbac_url": "https://pas.windows.net",
 }
 
+# The ``suberror`` Entra sends with a code, for injected faults (as the grants send it).
+FAULT_SUBERRORS = {65001: "consent_required", 50076: "basic_action", 50079: "basic_action"}
+
+
 class Entra:
     def __init__(self, directory: Directory, issuer: Issuer, stats: Stats, faults: FaultPlan):
         self.directory = directory
@@ -87,11 +91,20 @@ class Entra:
             return None
         await delay(fault)
         if fault.aadsts is not None:
+            # The body the emulator's own grants send for the code (grants.py, directory.py): MFA as
+            # interaction_required + basic_action + claims, consent with suberror consent_required, a
+            # CA block with claims; ``suberror``/``claims`` on the fault override (Entra sends 53003
+            # without claims when no sign-in can satisfy the policy).
+            error, suberror = None, FAULT_SUBERRORS.get(fault.aadsts)
+            if fault.aadsts in (50076, 50079):
+                error = "interaction_required"
             claims = None
-            if fault.aadsts in (50076, 50079, 53003):
+            if fault.claims if fault.claims is not None else fault.aadsts in (50076, 50079, 53003):
                 claims = mfa_challenge(self.directory.default.policy_ids[0] if self.directory.default.policy_ids
                                        else "00000000-0000-0000-0000-000000000000")
-            return self._error(AadError(fault.aadsts, {}, claims=claims), request)
+            return self._error(AadError(fault.aadsts, {}, claims=claims, error=error,
+                                        suberror=fault.suberror if fault.suberror is not None else suberror),
+                               request)
         if fault.status is not None:
             headers = dict(JSON_HEADERS)
             if fault.retry_after is not None:
