@@ -27,7 +27,7 @@ from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChalleng
 from .outbound import OutboundSession
 from . import telemetry
 from .cache import TokenCacheLayers
-from .throttle import AcquisitionGate, EntraThrottle, PerCallerHttpCache, default_acquisition_limit
+from .throttle import DEFAULT_SECONDS, AcquisitionGate, EntraThrottle, PerCallerHttpCache, default_acquisition_limit
 from .token_cache import Partition, PartitionStore, PartitionedTokenCache, partition_key, use_partition
 from .validation import Caller
 
@@ -277,7 +277,8 @@ class TokenAcquirer:
             except UpstreamError as err:
                 status = self._session.last_status()
                 if err.status == 503 and status is not None and (status == 429 or status >= 500):
-                    self.throttle.failed(key, self._session.throttled_for())
+                    held = self.throttle.failed(key, self._session.throttled_for())
+                    err.headers.setdefault("Retry-After", str(held))  # how long this caller is now held
                 raise
         status = self._session.last_status()
         if isinstance(result, dict) and "access_token" not in result and status is not None \
@@ -328,9 +329,12 @@ class TokenAcquirer:
             raise AuthenticationError("The identity provider did not accept the token for delegation: " + summary)
         if kind is Kind.USER_BLOCKED:
             raise AccessDenied("The identity provider will not issue a token for this user: " + summary, codes)
-        if kind is Kind.TRANSIENT or self._session.last_status() == 429:
+        status = self._session.last_status()
+        if kind is Kind.TRANSIENT or status == 429:
+            # A 429/5xx holds this caller (EntraThrottle: its Retry-After, else DEFAULT_SECONDS): say so.
+            held = DEFAULT_SECONDS if status is not None and (status == 429 or status >= 500) else None
             raise UpstreamError("entra", "The identity provider is throttling or unavailable: " + summary, 503,
-                                self._session.throttled_for())
+                                self._session.throttled_for() or held)
         raise UpstreamError("entra", "The identity provider refused the exchange: " + summary, 502)
 
 
