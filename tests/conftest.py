@@ -14,6 +14,8 @@ import pytest
 import requests
 from hypothesis import settings as hypothesis_settings
 
+from .secrets_registry import REGISTRY, SECRET_PATTERNS, capture_process_log, hook_msal, hook_sealer
+
 # Property tests explore a fixed sequence of examples: the suite stays deterministic in CI.
 hypothesis_settings.register_profile("deterministic", derandomize=True, print_blob=True)
 hypothesis_settings.load_profile("deterministic")
@@ -44,7 +46,9 @@ def start_devstack(state: Path, *args: str) -> tuple[subprocess.Popen[str], dict
         lines.append(line)
         if line.startswith('{"ready"'):
             drain(proc.stdout, state / "devstack.log")
-            return proc, json.loads(line)["ready"]
+            info = json.loads(line)["ready"]
+            REGISTRY.add_devstack(info)  # client secrets, identity header, keys: the log scan knows them
+            return proc, info
     proc.wait(timeout=10)
     raise RuntimeError("devstack exited before it was ready:\n" + "".join(lines))
 
@@ -76,6 +80,7 @@ class Admin:
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         r = self.http.post(self.base + path, json=body or {}, timeout=10)
         r.raise_for_status()
+        REGISTRY.add_admin_call(path, body, r.json())  # minted tokens, rotated secrets, vault values
         return r.json()
 
     def stats(self) -> dict[str, Any]:
@@ -112,6 +117,9 @@ def start_host(state: Path, settings_file: Path, devstack_state: str,
         raise RuntimeError("function host did not start:\n" + line + (state / "host.log").read_text())
     drain(proc.stdout, state / "host.stdout.log")
     ready = json.loads(line)["ready"]
+    REGISTRY.add_function_keys(ready.get("keys"))
+    values = json.loads(settings_file.read_text()).get("Values", {})
+    REGISTRY.add_settings(str(settings_file), {**values, **(env or {})})  # client secrets, AES keys, passwords
     ready["log"] = str(state / "host.log")
     return proc, ready
 
@@ -220,6 +228,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+REGISTRY.add("Azurite account key", AZURITE_KEY)
 
 
 @pytest.fixture
@@ -249,30 +258,22 @@ def azurite(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --- no secret in any log: enforced for the whole session ----------------------------------------
-SECRET_PATTERNS = {
-    "jwt": r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
-    "devstack secret or password": r"devstack-only~",
-    "private key": r"PRIVATE KEY",
-    "refresh token": r"(?<![A-Za-z0-9_.-])1\.[A-Za-z0-9_-]{60,}",
-}
-
-
+# SECRET_PATTERNS (imported above) and the run's registered secrets: tests/secrets_registry.py.
 def scan_for_secrets(paths: list[Path], extra: dict[str, str] | None = None) -> list[str]:
-    import re
-    patterns = {name: re.compile(p) for name, p in SECRET_PATTERNS.items()}
-    hits = []
-    for path in paths:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        for name, pattern in patterns.items():
-            for match in pattern.finditer(text):
-                hits.append(f"{path}: {name}: {match.group(0)[:24]}...")
-        for name, value in (extra or {}).items():
-            if value and value in text:
-                hits.append(f"{path}: {name}")
-    return hits
+    """Hits in ``paths``: secret shapes by pattern, every registered secret of the run in each of its
+    forms (raw, base64/base64url, hex, percent-encoded), and ``extra`` (exact strings)."""
+    return REGISTRY.scan(paths, extra)
+
+
+PROCESS_LOG = pytest.StashKey[Any]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    hook_msal()    # every token MSAL obtains in this process
+    hook_sealer()  # every AES key a cache Sealer is built with
+    base = getattr(session.config, "_tmp_path_factory", None)
+    if base is not None:  # this process's own log records, at DEBUG, are scanned at the end too
+        session.config.stash[PROCESS_LOG] = capture_process_log(base.getbasetemp() / "pytest-process.log")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -283,10 +284,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         root = base.getbasetemp()
     except (OSError, ValueError):
         return
+    handler = session.config.stash.get(PROCESS_LOG, None)
+    if handler is not None:
+        import logging
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    for state in root.glob("host*"):  # function keys written by hosts the fixtures did not start
+        REGISTRY.add_function_keys(state / "functions-keys.json")
+    import time
+    started = time.perf_counter()
     logs = [p for p in root.rglob("*.log") if p.is_file()]
     hits = scan_for_secrets(logs)
+    took = time.perf_counter() - started
     if hits:
         print("\nSECRETS FOUND IN LOGS:\n" + "\n".join(hits[:50]))
         session.exitstatus = 1
     else:
-        print(f"\nlog scan: {len(logs)} log files, 0 secrets")
+        print(f"\nlog scan: {len(logs)} log files, {len(REGISTRY)} registered secrets, 0 found ({took:.2f} s)")
