@@ -71,6 +71,7 @@ def test_validator_on_structured_garbage(header: dict, payload: dict, signature:
 
 
 V1_ISSUER = f"https://sts.windows.net/{TENANT}/"
+OTHER_TENANT = "00000000-0000-0000-0000-000000000000"
 # Near misses for each claim, mixed with arbitrary JSON: most examples then differ from a valid token
 # in one or two plausible ways, which is where a missing check would show.
 NEAR = {
@@ -117,6 +118,8 @@ def assert_valid(claims: dict) -> None:
     odd_claims))
 @example(claims={"scp": "access_as_user other"})  # accepted: the oracle runs
 @example(claims={"aud": "api://middletier", "ver": "1.0", "iss": V1_ISSUER})  # accepted as v1 (when v1 is served)
+@example(claims={"tid": OTHER_TENANT, "iss": ISSUER.replace(TENANT, OTHER_TENANT)})  # refused: another tenant
+@example(claims={"tid": "organizations", "iss": ISSUER.replace(TENANT, "organizations")})
 def test_validator_on_correctly_signed_odd_claims(claims: dict) -> None:
     """Signed by the real key: whatever the claims, the answer is a caller, 401 or 403 — never a crash;
     and whenever a token is accepted, everything the validator promises about it holds."""
