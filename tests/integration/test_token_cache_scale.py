@@ -16,6 +16,12 @@ from .test_middletier_api import call, obo_count
 KEY = base64.b64encode(os.urandom(32)).decode()
 
 
+# These tests are about the cache and single flight under a burst of cold OBOs, not about admission
+# control (tests/security/test_failure_isolation.py): the acquisition bound is lifted so a busy CI
+# machine can't turn the burst into 503s.
+UNGATED = {"MiddleTier__MaxConcurrentTokenAcquisitions": "256", "MiddleTier__TokenAcquisitionQueueSeconds": "30"}
+
+
 def l2_settings(kind: str, redis_server: Any = None, azurite: Any = None, **extra: str) -> dict[str, str]:
     values = {"TokenCache__L2": kind, "TokenCache__EncryptionKey": KEY}
     if kind == "redis":
@@ -47,7 +53,7 @@ def test_a_user_cached_by_one_instance_is_served_by_another(devstack: dict[str, 
 
 def test_burst_over_two_instances_costs_about_one_obo_per_user(devstack: dict[str, Any], host_factory: Any,
                                                                admin: Admin, shared_l2: dict[str, str]) -> None:
-    hosts = [host_factory(devstack, **shared_l2), host_factory(devstack, **shared_l2)]
+    hosts = [host_factory(devstack, **shared_l2, **UNGATED), host_factory(devstack, **shared_l2, **UNGATED)]
     tokens = [admin.mint(user=("alice", "bob")[i % 2]) for i in range(50)]  # 50 distinct assertions
     work = [(hosts[i % 2], tokens[i % 50]) for i in range(200)]
     before = obo_count(admin)
@@ -61,7 +67,7 @@ def test_burst_over_two_instances_costs_about_one_obo_per_user(devstack: dict[st
 
 def test_isolation_under_concurrency(devstack: dict[str, Any], host_factory: Any, admin: Admin,
                                      redis_server: Any) -> None:
-    settings = l2_settings("redis", redis_server=redis_server)
+    settings = {**l2_settings("redis", redis_server=redis_server), **UNGATED}
     hosts = [host_factory(devstack, **settings), host_factory(devstack, **settings)]
     names = ["alice", "bob", "carol"]
     callers = [(names[i % 3], admin.mint(user=names[i % 3], mfa=True)) for i in range(100)]
