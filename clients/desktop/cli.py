@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import re
 import sys
 from pathlib import Path
 
 import msal
 import requests
+
+# MSAL logs the authorization response (the code) and each token request's body (code, code_verifier)
+# at DEBUG. A process that turns DEBUG on for everything must still not write them: MSAL stays at INFO.
+logging.getLogger("msal").setLevel(logging.INFO)
 
 DEFAULT_CACHE = Path.home() / ".middletier-desktop" / "token_cache.bin"
 
