@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit bench fuzz tools services clean
+.PHONY: setup run test unit bench fuzz mutate tools services clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: setup tools
 
 fuzz: setup
 	$(PY) bench/fuzz.py 500000
+
+# Mutation testing (mutmut) of the security-critical modules; not part of `make test`.
+# Writes bench/results/mutation.json. One module: `$(PY) bench/mutate.py bearer`.
+mutate: setup
+	$(PY) bench/mutate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
