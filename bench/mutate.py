@@ -39,6 +39,7 @@ TESTS = [
     "tests/unit/test_forged_tokens.py",
     "tests/unit/test_fuzz_properties.py",
     "tests/unit/test_aadsts.py",
+    "tests/unit/test_bearer_and_sealing.py",
     "tests/unit/test_acquisition.py",
     "tests/unit/test_cache_layers.py",
     "tests/unit/test_token_cache.py",

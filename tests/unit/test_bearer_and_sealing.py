@@ -1,0 +1,66 @@
+"""Exact answers of the two smallest defences, written so that each mutation mutmut left alive in
+them (bench/results/mutation.json) changes an assertion here: the Authorization header parser
+(shared/bearer.py) and the L2 sealing (shared/sealing.py)."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from shared.bearer import MAX_TOKEN_BYTES, bearer_token
+from shared.errors import AuthenticationError
+from shared.sealing import NONCE, VERSION, Sealer
+
+KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize("header", [None, ""])
+def test_no_header_is_a_bare_challenge(header: str | None) -> None:
+    """RFC 6750 §3.1: no credentials, no error code — only `Bearer realm=""`."""
+    with pytest.raises(AuthenticationError) as err:
+        bearer_token(header)
+    assert err.value.detail == "No bearer token was presented."
+    assert err.value.headers["WWW-Authenticate"] == 'Bearer realm=""'
+
+
+def test_the_size_limit_is_exact() -> None:
+    token = "a" * (MAX_TOKEN_BYTES + 16 - len("Bearer "))
+    assert bearer_token("Bearer " + token) == token  # exactly at the limit: accepted
+    with pytest.raises(AuthenticationError) as err:
+        bearer_token("Bearer " + token + "a")
+    assert err.value.detail == "The Authorization header is too large."
+    assert 'error="invalid_request"' in err.value.headers["WWW-Authenticate"]
+
+
+def test_a_malformed_header_names_the_rule() -> None:
+    with pytest.raises(AuthenticationError) as err:
+        bearer_token("Bearer a b")
+    assert err.value.detail == "The Authorization header must carry exactly one Bearer token."
+    assert 'error="invalid_request"' in err.value.headers["WWW-Authenticate"]
+
+
+def test_a_sealed_entry_opens_only_as_sealed() -> None:
+    sealer = Sealer(KEY)
+    sealed = sealer.seal("partition-a", b"tokens")
+    assert sealed[:1] == VERSION and sealer.open("partition-a", sealed) == b"tokens"
+    assert sealer.open("partition-a", b"\x02" + sealed[1:]) is None      # another version byte
+    shortest = Sealer(KEY).seal("k", b"")                                  # no plaintext: 1 + nonce + tag
+    assert len(shortest) == 1 + NONCE + 16 and Sealer(KEY).open("k", shortest) == b""
+    assert Sealer(KEY).open("k", shortest[:-1]) is None                    # one byte short of a tag
+
+
+@pytest.mark.parametrize("value,why", [
+    (base64.b64encode(KEY).decode()[:-1] + "!", "a character outside base64"),
+    (base64.b64encode(KEY).decode().replace("A", "A\n", 1), "whitespace inside"),
+    (base64.b64encode(KEY[:31]).decode(), "31 bytes"),
+])
+def test_the_cache_key_must_be_exactly_32_base64_bytes(value: str, why: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Sealer.from_base64(value)
+    assert str(err.value) == "the cache encryption key must be 32 bytes, base64-encoded", why
+
+
+def test_a_raw_key_of_another_length_is_refused_by_name() -> None:
+    with pytest.raises(ValueError) as err:
+        Sealer(KEY[:16])
+    assert str(err.value) == "the cache encryption key must be 32 bytes (AES-256)"
