@@ -15,7 +15,7 @@ from .aadsts import AadError
 from .controls import FaultPlan, Stats, delay
 from .directory import Directory, Tenant
 from .grants import Grants, capabilities, grant_name, mfa_challenge
-from .issuer import AuthContext, Issuer, v2_issuer
+from .issuer import AuthContext, Issuer, v1_issuer, v2_issuer
 
 JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 FORM_LIMIT = 64 * 1024
@@ -149,7 +149,7 @@ class Entra:
             "jwks_uri": f"{self.instance}/common/discovery/keys",
             "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
             "scopes_supported": ["openid"],
-            "issuer": self.issuer.v1_issuer("{tenantid}" if generic else tenant.id),
+            "issuer": v1_issuer("{tenantid}" if generic else tenant.id),
             "microsoft_multi_refresh_token": True,
             "authorization_endpoint": f"{base}/oauth2/authorize",
             "device_authorization_endpoint": f"{base}/oauth2/devicecode",

@@ -115,10 +115,6 @@ class Issuer:
             key_file.chmod(0o600)
         self._aead = AESGCM(key_file.read_bytes())
 
-    @staticmethod
-    def v1_issuer(tid: str) -> str:
-        return v1_issuer(tid)
-
     # --- access tokens --------------------------------------------------------------
     def user_access_claims(self, tenant: Tenant, client: App, user: User, resource: App,
                            scopes: list[str], auth: AuthContext, client_auth: str,

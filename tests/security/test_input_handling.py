@@ -18,21 +18,11 @@ from shared.errors import AuthenticationError
 from shared.signing_keys import SigningKeys
 from shared.validation import TokenValidator, validate
 from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, kid, token
+from tests.unit.test_auth_pieces import idp, keys  # noqa: F401  (the same fixtures, not copies)
 
 http_ = requests.Session()
 http_.trust_env = False
 SETTINGS = load_settings(env()).azure_ad
-
-
-@pytest.fixture
-def idp() -> FakeIdP:
-    return FakeIdP(KEY)
-
-
-@pytest.fixture
-def keys(idp: FakeIdP) -> SigningKeys:
-    return SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
-                       v1_metadata_url=SETTINGS.v1_metadata_url)
 
 
 def b64(data: bytes) -> str:
