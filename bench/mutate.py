@@ -2,16 +2,22 @@
 
     .venv/bin/python bench/mutate.py [module ...]     # default: all, in the order of MODULES
 
-Copies the tracked tree (minus clients/) to bench/out/mutation/ (git-ignored), writes mutmut's
-config there, and runs `mutmut run "shared.<module>.*"` one module at a time (2 workers by default,
-MUTATE_MAX_CHILDREN), so a partial run still records whole modules. Each mutant runs only the
-in-process unit and security tests that mutmut's stats pass saw calling the mutated function, out of
-TESTS below (none starts a process), with `-x -q -p no:cacheprovider` and hypothesis capped at
+For each module, copies the tracked tree (minus clients/) to bench/out/mutation/<module>/
+(git-ignored; one directory per module, so two modules can be run at once), writes mutmut's config
+there, and runs `mutmut run "shared.<module>.*"` (2 workers by default, MUTATE_MAX_CHILDREN). Each
+mutant runs only the tests that mutmut's stats pass saw calling the mutated function, out of TESTS
+(in-process) plus MODULE_TESTS[module] (which may start a real redis-server or Azurite, as the L2
+backends need), with `-x -q -p no:cacheprovider` and hypothesis capped at
 MUTATION_HYPOTHESIS_MAX_EXAMPLES generated examples per property test (bench/mutation_pytest.py).
 
-Writes bench/results/mutation.json: kill_rate overall and per module, and every surviving mutant
-(module, line, the mutation as removed/added lines). Modules not run this time keep their previous
-entries. kill_rate = (killed + timeout) / (mutants tested); "no tests" counts as not killed."""
+A survivor listed in bench/equivalent_mutants/<module>.json (matched by function and by the mutated
+lines, not by mutmut's numbering) is counted as "equivalent", with the reason written there: it is
+left out of the kill rate's denominator and listed apart from the survivors.
+
+Writes bench/results/mutation.json (or $MUTATE_RESULT): kill_rate overall and per module, and every
+surviving mutant (module, line, the mutation as removed/added lines). Modules not run this time keep
+their previous entries. kill_rate = (killed + timeout) / (mutants tested - equivalent); "no tests"
+counts as not killed."""
 from __future__ import annotations
 
 import ast
@@ -27,8 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "bench" / "out" / "mutation"
-RESULT = ROOT / "bench" / "results" / "mutation.json"
+WORK_ROOT = ROOT / "bench" / "out" / "mutation"
+RESULT = Path(os.environ.get("MUTATE_RESULT") or ROOT / "bench" / "results" / "mutation.json").resolve()
+EQUIVALENT = ROOT / "bench" / "equivalent_mutants"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 
 MODULES = ["bearer", "sealing", "authorization", "aadsts", "validation", "signing_keys", "cache", "l2"]
@@ -58,35 +65,53 @@ TESTS = [
     "tests/security/test_input_handling.py::test_a_forgery_that_looks_valid_delays_a_rolled_key_by_the_short_interval_only",
     "tests/security/test_input_handling.py::test_keys_are_still_refreshed_daily_and_kept_when_the_refresh_fails",
 ]
+# Tests for one module only: they may start real processes (redis-server, Azurite), which the
+# in-process TESTS above never do.
+MODULE_TESTS: dict[str, list[str]] = {
+    "validation": ["tests/unit/test_validation.py"],
+    "signing_keys": ["tests/unit/test_signing_keys.py"],
+    "authorization": ["tests/unit/test_authorization.py"],
+    "cache": ["tests/unit/test_cache.py"],
+    "l2": ["tests/unit/test_l2.py"],
+}
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "bench.mutation_pytest"]
 
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 NOT_RUN = {"not checked", "skipped", "check was interrupted by user"}
 
 
-def prepare() -> None:
-    if WORK.exists():
-        shutil.rmtree(WORK)
-    WORK.mkdir(parents=True)
+def work_dir(module: str) -> Path:
+    return WORK_ROOT / module
+
+
+def prepare(module: str) -> None:
+    work = work_dir(module)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True,
                            text=True).stdout.split("\0")
     for name in files:
         if name and not name.startswith("clients/") and (ROOT / name).is_file():
-            (WORK / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, WORK / name)
-    for name in ("bench/__init__.py", "bench/mutation_pytest.py"):  # in case they are not committed yet
-        shutil.copy2(ROOT / name, WORK / name)
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, work / name)
+    # in case they are not committed yet: the plugin and this module's tests
+    for name in ["bench/__init__.py", "bench/mutation_pytest.py",
+                 *(t for t in MODULE_TESTS.get(module, []) if (ROOT / t).is_file())]:
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, work / name)
+    tests = TESTS + [t for t in MODULE_TESTS.get(module, []) if (ROOT / t).is_file()]
 
     def lst(values: list[str]) -> str:
         return "\n".join(["", *("    " + v for v in values)])
 
-    (WORK / "setup.cfg").write_text(
+    (work / "setup.cfg").write_text(
         "[mutmut]\n"
         "source_paths = shared/\n"
-        f"only_mutate = {lst([f'shared/{m}.py' for m in MODULES])}\n"
+        f"only_mutate = {lst([f'shared/{module}.py'])}\n"
         f"also_copy = {lst(['bench/'])}\n"
         f"pytest_add_cli_args = {lst(PYTEST_ARGS)}\n"
-        f"pytest_add_cli_args_test_selection = {lst(TESTS)}\n")
+        f"pytest_add_cli_args_test_selection = {lst(tests)}\n")
 
 
 def function_span(tree: ast.Module, key: str) -> tuple[int, int] | None:
@@ -150,10 +175,28 @@ def describe(key: str, module: str) -> dict[str, object]:
             "mutation": {"from": [r.strip() for r in removed], "to": [a.strip() for a in added]}}
 
 
+def equivalents(module: str) -> list[dict[str, object]]:
+    """The register of mutants shown to be equivalent, with why; a missing file means none."""
+    path = EQUIVALENT / f"{module}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def function_of(key: str) -> str:
+    return re.sub(r"__mutmut_\d+$", "", key.split(".", 2)[-1])
+
+
+def matches(entry: dict[str, object], described: dict[str, object]) -> bool:
+    mutation = described["mutation"]
+    return (entry["function"] == function_of(str(described["mutant"]))
+            and entry["from"] == mutation["from"] and entry["to"] == mutation["to"])  # type: ignore[index]
+
+
 def collect(module: str) -> dict[str, object]:
     from mutmut.stats import status_by_exit_code
 
-    meta = json.loads((WORK / "mutants" / "shared" / f"{module}.py.meta").read_text())
+    meta = json.loads((work_dir(module) / "mutants" / "shared" / f"{module}.py.meta").read_text())
+    register = equivalents(module)
+    equivalent = []
     by_status: dict[str, int] = {}
     survivors = []
     for key, code in sorted(meta["exit_code_by_key"].items(),
@@ -161,20 +204,25 @@ def collect(module: str) -> dict[str, object]:
         status = status_by_exit_code[code]
         by_status[status] = by_status.get(status, 0) + 1
         if status not in KILLED and status not in NOT_RUN:
-            survivors.append({**describe(key, module), "status": status})
-    tested = sum(n for s, n in by_status.items() if s not in NOT_RUN)
+            described = describe(key, module)
+            why = next((e["why"] for e in register if matches(e, described)), None)
+            if why is not None:
+                equivalent.append({**described, "status": status, "why": why})
+            else:
+                survivors.append({**described, "status": status})
+    tested = sum(n for s, n in by_status.items() if s not in NOT_RUN) - len(equivalent)
     killed = sum(n for s, n in by_status.items() if s in KILLED)
     text = sum(1 for m in survivors if m["kind"] == "message text")
     return {"mutants": sum(by_status.values()), "tested": tested, "killed": killed,
             "kill_rate": round(killed / tested, 4) if tested else None,
             "kill_rate_ignoring_message_text": round(killed / (tested - text), 4) if tested - text else None,
-            "by_status": by_status, "survivors_by_kind": {
+            "by_status": by_status, "equivalent": len(equivalent), "survivors_by_kind": {
                 "message text": text,
                 "behaviour, reached by the tests": sum(1 for m in survivors
                                                        if m["kind"] == "behaviour" and m["status"] == "survived"),
                 "behaviour, no test reaches it": sum(1 for m in survivors
                                                      if m["kind"] == "behaviour" and m["status"] != "survived")},
-            "survivors": survivors}
+            "survivors": survivors, "equivalents": equivalent}
 
 
 def main(argv: list[str]) -> int:
@@ -186,35 +234,36 @@ def main(argv: list[str]) -> int:
         sys.exit(f"unknown modules {sorted(unknown)}; choose from {MODULES}")
     env = {**os.environ, "MUTATION_HYPOTHESIS_MAX_EXAMPLES": os.environ.get("MUTATION_HYPOTHESIS_MAX_EXAMPLES", "50")}
     children = os.environ.get("MUTATE_MAX_CHILDREN", "2")
-    if not collect_only:
-        prepare()
     previous = json.loads(RESULT.read_text()) if RESULT.exists() else {}
     per_module: dict[str, dict[str, object]] = dict(previous.get("modules", {}))
-    os.chdir(WORK)
     for module in modules:
         if collect_only:
             old = per_module.get(f"shared/{module}.py")
-            if old is None or not (WORK / "mutants" / "shared" / f"{module}.py.meta").exists():
+            if old is None or not (work_dir(module) / "mutants" / "shared" / f"{module}.py.meta").exists():
                 continue
+            os.chdir(work_dir(module))
             per_module[f"shared/{module}.py"] = {**collect(module), **{k: old[k] for k in ("seconds", "run_at",
                                                                                           "mutmut_exit")}}
             write(per_module, str(previous.get("hypothesis_max_examples", env["MUTATION_HYPOTHESIS_MAX_EXAMPLES"])),
                   str(previous.get("max_children", children)))
             continue
+        prepare(module)
         began = time.monotonic()
         run = subprocess.run([str(MUTMUT), "run", "--max-children", children, f"shared.{module}.*"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             cwd=work_dir(module), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seconds = round(time.monotonic() - began, 1)
         tail = re.sub(r"[^\n]*\r", "", run.stdout)[-600:]
-        if not (WORK / "mutants" / "shared" / f"{module}.py.meta").exists():
+        if not (work_dir(module) / "mutants" / "shared" / f"{module}.py.meta").exists():
             print(f"{module}: mutmut failed (exit {run.returncode}):\n{tail}", file=sys.stderr)
             return 1
+        os.chdir(work_dir(module))  # mutmut's diff helper reads mutants/ relative to the working directory
         result = collect(module)
+        os.chdir(ROOT)
         result.update({"seconds": seconds, "run_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "mutmut_exit": run.returncode})
         per_module[f"shared/{module}.py"] = result
         print(f"shared/{module}.py: kill rate {result['kill_rate']} ({result['killed']}/{result['tested']}), "
-              f"{len(result['survivors'])} survivors, {seconds} s", flush=True)
+              f"{len(result['survivors'])} survivors, {result['equivalent']} equivalent, {seconds} s", flush=True)
         write(per_module, env["MUTATION_HYPOTHESIS_MAX_EXAMPLES"], children)
     return 0
 
@@ -228,7 +277,8 @@ def write(per_module: dict[str, dict[str, object]], cap: str, children: str) -> 
     RESULT.write_text(json.dumps({
         "tool": f"mutmut {version('mutmut')}",
         "command": "make mutate  (.venv/bin/python bench/mutate.py [module ...])",
-        "test_command": ["pytest", *PYTEST_ARGS, "<tests mutmut saw calling the mutated function, out of>", *TESTS],
+        "test_command": ["pytest", *PYTEST_ARGS, "<tests mutmut saw calling the mutated function, out of>", *TESTS,
+                         "<and, for one module only>", MODULE_TESTS],
         "hypothesis_max_examples": int(cap),
         "max_children": int(children),
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
@@ -240,10 +290,13 @@ def write(per_module: dict[str, dict[str, object]], cap: str, children: str) -> 
                                                       for name, m in per_module.items()},
         "seconds_by_module": {name: m["seconds"] for name, m in per_module.items()},
         "modules_not_run": [f"shared/{m}.py" for m in MODULES if f"shared/{m}.py" not in per_module],
+        "equivalent_register": "bench/equivalent_mutants/<module>.json",
         "survivor_kinds": ("message text: only the human-readable text of a refusal or log line changed "
                            "(status and OAuth error unchanged); behaviour: anything else, of which 'no tests' "
                            "means none of the fast tests calls the function"),
+        "equivalent": sum(int(m.get("equivalent", 0)) for m in per_module.values()),  # type: ignore[call-overload]
         "survivors": [s for m in per_module.values() for s in m["survivors"]],  # type: ignore[attr-defined]
+        "equivalents": [s for m in per_module.values() for s in m.get("equivalents", [])],  # type: ignore[attr-defined]
         "modules": per_module,
     }, indent=1, ensure_ascii=False) + "\n")
 
