@@ -1,0 +1,63 @@
+"""Golden recordings of real Azure traffic, and the comparison the conformance tests make.
+
+A recording is one JSON file under tests/conformance/recordings/<source>/ holding one real
+request/response pair, sanitised, taken from a public source (never invented):
+
+    {"source": {"repo": "owner/name", "path": "path/in/repo", "commit": "<40 hex>",
+                "note": "which test or document it comes from"},
+     "request": {"method": "GET", "url": "https://.../path?query", "headers": {...}, "body": ...},
+     "response": {"status": 200, "headers": {...}, "body": <JSON value or string>}}
+
+The emulators' values differ from Azure's; their shapes must not. `shape()` reduces a JSON value to
+its structure (member names, JSON types, and the format of strings that clients parse: GUIDs,
+timestamps, URLs, JWTs, base64url, numbers written as strings), and the tests compare those."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).parent / "recordings"
+
+_FORMATS: list[tuple[str, re.Pattern[str]]] = [
+    ("guid", re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    ("timestamp", re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")),
+    ("url", re.compile(r"^https?://")),
+    ("jwt", re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")),
+    ("integer-string", re.compile(r"^\d+$")),
+]
+
+
+def string_format(value: str) -> str:
+    """The format of a string clients parse, or "string"."""
+    return next((name for name, pattern in _FORMATS if pattern.match(value)), "string")
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value: objects keep their member names, arrays the shape of their
+    first element, scalars become their JSON type (strings: their format)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return string_format(value)
+
+
+def load(source: str, name: str) -> dict[str, Any]:
+    """One recording, by source folder and file stem; its provenance is required."""
+    record = json.loads((ROOT / source / f"{name}.json").read_text())
+    provenance = record["source"]
+    assert provenance["repo"] and provenance["path"] and re.fullmatch(r"[0-9a-f]{40}", provenance["commit"]), name
+    return record
+
+
+def every() -> list[tuple[str, str]]:
+    """(source, name) of every recording on disk."""
+    return sorted((p.parent.name, p.stem) for p in ROOT.glob("*/*.json"))
