@@ -1,8 +1,8 @@
 """Deployment rehearsal: the app settings exactly as infra/main.bicep produces them, on the local host.
 
 Every branch of the template (certificate from Key Vault or federated credential; Redis or Blob
-Storage as the shared cache) is evaluated by the same Bicep evaluation as tests/unit/test_infra.py
-(pycep). App Service's part is played faithfully: Key Vault references resolved to the secret the
+Storage as the shared cache) is evaluated by tests/bicep_eval.py (pycep), as in
+tests/unit/test_infra.py. App Service's part is played faithfully: Key Vault references resolved to the secret the
 template writes (or left as literal text, as App Service does when it can't resolve one), the
 managed-identity endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`), and nothing else. Every host
 name in the settings is the production one — login.microsoftonline.com, graph.microsoft.com,
@@ -34,7 +34,7 @@ from devstack.client import session
 from devstack.tls import issue_leaf
 
 from ..conftest import ROOT, Admin, drain, free_port, start_devstack, start_host, stop
-from ..unit import test_infra as bicep
+from .. import bicep_eval as bicep
 
 ORDERS_HOST = urlsplit(bicep.PARAMETERS["ordersBaseUrl"]).hostname
 BRANCHES = {(s["useFederatedCredential"], s["deployRedis"]): (ev, settings) for s, ev, settings in bicep.branches()}
