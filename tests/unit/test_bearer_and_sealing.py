@@ -64,3 +64,11 @@ def test_a_raw_key_of_another_length_is_refused_by_name() -> None:
     with pytest.raises(ValueError) as err:
         Sealer(KEY[:16])
     assert str(err.value) == "the cache encryption key must be 32 bytes (AES-256)"
+
+
+@pytest.mark.parametrize("length", range(1, 1 + NONCE + 16))
+def test_every_entry_shorter_than_the_shortest_sealed_one_is_a_miss_not_an_error(length: int) -> None:
+    """Version byte right, but too short to hold a nonce and a tag: a miss. Without the length check
+    AES-GCM itself refuses a nonce under 8 bytes with a ValueError, which would escape the cache."""
+    truncated = (VERSION + bytes(range(64)))[:length]
+    assert Sealer(KEY).open("k", truncated) is None
