@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.aadsts import KINDS, Kind, classify
+from shared.aadsts import KINDS, TENANT_STATE, Kind, classify, is_tenant_state
 from shared.acquisition import TokenAcquirer
 from shared.config import load_settings
 from shared.errors import ApiError
@@ -137,3 +137,55 @@ def test_unknown_codes_fall_back_to_the_oauth_error(acquirer: TokenAcquirer, err
 def test_the_apps_own_problem_wins_when_codes_disagree() -> None:
     assert classify("invalid_grant", [500133, 700024]) is Kind.CREDENTIAL
     assert classify("invalid_grant", [50076, 70011]) is Kind.CONFIGURATION
+
+
+# --- multi-tenant: the answering tenant's directory state, not this app's configuration ------------------
+CALLERS_TENANT = "3a5c7e9b-1d2f-4a6b-8c0d-2e4f6a8b0c1d"
+
+
+@pytest.mark.parametrize("codes,tenant_state", [
+    ([500011], True), ([500014], True), ([500011, 500014], True),
+    ([500011, 50013], True),     # a caller-token code beside it is not configuration: still the tenant's state
+    ([500011, 9999999], True),   # nor is an unknown code
+    ([], False), ([9999999], False), ([50013], False),  # no configuration code at all
+    ([70011], False), ([500011, 70011], False), ([500014, 65005], False),  # this app's configuration too
+])
+def test_tenant_state_is_every_configuration_code_being_one_of_the_tenants(codes: list[int],
+                                                                          tenant_state: bool) -> None:
+    assert TENANT_STATE == {500011, 500014}
+    assert is_tenant_state(codes) is tenant_state
+
+
+@pytest.fixture(scope="module")
+def multi_tenant_acquirer() -> TokenAcquirer:
+    settings = load_settings({**ENV, "AzureAd__TenantId": "organizations"}).azure_ad
+    assert settings.multi_tenant
+    return TokenAcquirer(settings, lambda: "unused", _Session())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("error,codes,status,problem", [
+    ("invalid_resource", [500011], 403, "tenant_not_provisioned"),
+    ("invalid_resource", [500014], 403, "tenant_not_provisioned"),
+    ("invalid_resource", [500011, 500014], 403, "tenant_not_provisioned"),
+    ("invalid_grant", [500011, 50013], 403, "tenant_not_provisioned"),
+    ("invalid_resource", [500011, 70011], 500, "configuration_error"),   # ours to fix as well: a 500
+    ("invalid_scope", [70011], 500, "configuration_error"),
+    ("invalid_resource", [9999999], 500, "configuration_error"),         # by the OAuth error alone: ours
+    ("invalid_resource", [], 500, "configuration_error"),
+])
+def test_multi_tenant_a_missing_resource_in_the_callers_tenant_is_403(
+        multi_tenant_acquirer: TokenAcquirer, error: str, codes: list[int], status: int, problem: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        multi_tenant_acquirer._token_or_raise({"error": error, "error_codes": codes}, CALLERS_TENANT,
+                                              ("https://graph.example.test/.default",))
+    assert (raised.value.status, raised.value.code) == (status, problem)
+    if status == 403:
+        assert raised.value.extra == {"tenant": CALLERS_TENANT, "aadsts": sorted(codes)}
+
+
+def test_single_tenant_a_missing_resource_stays_a_configuration_error(acquirer: TokenAcquirer) -> None:
+    """With our own tenant as the authority, the service principal missing is our configuration."""
+    with pytest.raises(ApiError) as raised:
+        acquirer._token_or_raise({"error": "invalid_resource", "error_codes": [500011]}, ENV["AzureAd__TenantId"],
+                                 ("https://graph.example.test/.default",))
+    assert (raised.value.status, raised.value.code) == (500, "configuration_error")
