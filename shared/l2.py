@@ -57,16 +57,19 @@ class BlobBackend:
 
     TTL is kept in blob metadata and checked on read (lifecycle rules delete old blobs in Azure);
     the lock is a blob created with ``If-None-Match: *``, stale after its own expiry.
+    ``clock``: wall-clock seconds for those expiries (time.time; tests inject one).
     """
 
     name = "blob"
 
-    def __init__(self, connection_string: str, container: str, timeout: float):
+    def __init__(self, connection_string: str, container: str, timeout: float, *,
+                 clock: Callable[[], float] = time.time):
         from azure.storage.blob import BlobServiceClient
         service = BlobServiceClient.from_connection_string(
             connection_string, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
         self._container = service.get_container_client(container)
         self._created = False
+        self._clock = clock
 
     def _ensure_container(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -85,21 +88,21 @@ class BlobBackend:
         except ResourceNotFoundError:
             return None
         expires = float((download.properties.metadata or {}).get("expires", "0"))
-        if expires < time.time():
+        if expires < self._clock():
             return None
         return download.readall()
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         self._ensure_container()
         self._container.upload_blob(key, value, overwrite=True,
-                                    metadata={"expires": str(int(time.time()) + max(1, ttl_seconds))})
+                                    metadata={"expires": str(int(self._clock()) + max(1, ttl_seconds))})
 
     def acquire_lock(self, key: str, ttl_ms: int) -> str | None:
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         self._ensure_container()
         token = uuid.uuid4().hex
         blob = self._container.get_blob_client(key)
-        expires = str(time.time() + ttl_ms / 1000)
+        expires = str(self._clock() + ttl_ms / 1000)
         try:
             blob.upload_blob(token.encode(), overwrite=False, metadata={"expires": expires})
             return token
@@ -107,7 +110,7 @@ class BlobBackend:
             pass
         try:  # a holder that died leaves a stale lock: take it over once it has expired
             props = blob.get_blob_properties()
-            if float((props.metadata or {}).get("expires", "0")) < time.time():
+            if float((props.metadata or {}).get("expires", "0")) < self._clock():
                 blob.upload_blob(token.encode(), overwrite=True, metadata={"expires": expires},
                                  etag=props.etag, match_condition=_if_match())
                 return token
