@@ -49,8 +49,10 @@ def rds(redis_srv: RedisServer) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def azurite_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import subprocess
-    binary = ROOT / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
+    # the checkout's node_modules: above this file also when mutmut runs it from a copy of the tree
+    found = [p / "node_modules" / ".bin" / "azurite-blob" for p in [ROOT, *Path(__file__).resolve().parents]]
+    binary = next((b for b in found if b.exists()), None)
+    if binary is None:
         pytest.fail("Azurite is not installed: `make test` installs it (npm install)")
     folder: Path = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", "0", "--location",
