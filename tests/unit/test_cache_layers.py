@@ -1,14 +1,18 @@
 """L1 bounds, sealing, the L2 breaker and the two-level cache, with an in-memory backend."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
-from shared.cache import PREFIX, TokenCacheLayers
+from shared import cache as cache_module
+from shared.cache import PREFIX, REFRESH_MARGIN, TokenCacheLayers
+from shared.memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
 from shared.l2 import Guarded
 from shared.sealing import Sealer
 from shared.token_cache import Partition, PartitionStore
@@ -19,6 +23,9 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.ttls: dict[str, int] = {}      # the TTL each key was last written (or locked) with
+        self.gets: list[str] = []
+        self.on_get: Callable[[str], None] | None = None  # runs once, inside the next get
         self.down = False
         self.calls = 0
 
@@ -29,14 +36,20 @@ class MemoryBackend:
 
     def get(self, key: str) -> bytes | None:
         self._check()
+        self.gets.append(key)
+        hook, self.on_get = self.on_get, None
+        if hook:
+            hook(key)
         return self.data.get(key)
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         self._check()
         self.data[key] = value
+        self.ttls[key] = ttl_seconds
 
     def acquire_lock(self, key: str, ttl_ms: int) -> str | None:
         self._check()
+        self.ttls[key] = ttl_ms
         if key in self.data:
             return None
         self.data[key] = b"x"
@@ -144,3 +157,234 @@ def test_flight_without_a_reachable_l2_proceeds() -> None:
     cache = layers(backend)
     with cache.flight(cache.partition("3" * 64, time.time() + 600)) as leader:
         assert leader
+
+
+# --- exact behaviour of the layers: what goes to L2, for how long, and what comes back ----------------
+KEY32 = b"k" * 32  # layers()'s sealer key
+T = 4_000_000_000.0  # far ahead of the real clock that L1 (PartitionStore) expires entries by
+
+
+class Now:
+    def __init__(self, t: float = T) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_an_l2_entry_is_the_compact_document_sealed_under_its_own_key() -> None:
+    backend = MemoryBackend()
+    cache = layers(backend, clock=Now())
+    key = "a" * 64
+    part = cache.partition(key, T + 600.9)
+    part.data["AccessToken"] = {"x": {"secret": "at"}}
+    cache.save(part)  # no access-token expiry given: the partition keeps its own
+    assert part.expires_at == T + 600.9 and list(backend.data) == [PREFIX + key]
+    assert backend.ttls[PREFIX + key] == 600  # whole seconds left
+    plain = Sealer(KEY32).open(PREFIX + key, backend.data[PREFIX + key])
+    assert plain == b'{"exp":' + json.dumps(T + 600.9).encode() + b',"data":{"AccessToken":{"x":{"secret":"at"}}}}'
+
+
+@pytest.mark.parametrize("left,ttl", [(-10, None), (0.5, None), (0.999, None), (1.0, 1), (1.5, 1), (3600.2, 3600)])
+def test_an_entry_goes_to_l2_only_with_at_least_a_whole_second_left(left: float, ttl: int | None) -> None:
+    backend = MemoryBackend()
+    cache = layers(backend, clock=Now())
+    part = Partition("b" * 64, T + left)
+    cache.save(part)
+    assert backend.ttls.get(PREFIX + "b" * 64) == ttl
+
+
+@pytest.mark.parametrize("token_expires_in,partition_left", [
+    (None, 7200),                       # no token: unchanged
+    (1000, 700),                        # the token's expiry minus the refresh margin
+    (REFRESH_MARGIN + 1, 1),
+    (REFRESH_MARGIN, 7200),             # a token already inside the margin does not shorten it
+    (100, 7200),
+    (9000, 7200),                       # never lengthened
+])
+def test_the_partition_expires_with_its_token_minus_the_refresh_margin(token_expires_in: float | None,
+                                                                       partition_left: float) -> None:
+    backend = MemoryBackend()
+    cache = layers(backend, clock=Now())
+    part = Partition("c" * 64, T + 7200)
+    cache.save(part, None if token_expires_in is None else T + token_expires_in)
+    assert part.expires_at == T + partition_left and backend.ttls[PREFIX + "c" * 64] == partition_left
+
+
+@pytest.mark.parametrize("data,extra_hot_slots", [
+    ({}, 0), ({"AccessToken": {}}, 0), ({"AccessToken": {"a": {}}}, 0),
+    ({"AccessToken": {"a": {}, "b": {}}}, 1), ({"AccessToken": {str(i): {} for i in range(5)}, "Account": {}}, 4),
+])
+def test_a_partition_is_sized_with_one_hot_slot_per_access_token_beyond_the_first(
+        data: dict[str, Any], extra_hot_slots: int) -> None:
+    cache = layers(MemoryBackend(), clock=Now())
+    part = Partition("d" * 64, T + 600, data)
+    cache.save(part)
+    assert part.size == PARTITION_OVERHEAD + held_bytes(data) + HOT_ENTRY * extra_hot_slots
+    assert cache.l1.bytes == part.size
+
+
+def test_an_instance_loads_a_partition_from_l2_once_keeps_it_in_l1_and_accounts_its_size() -> None:
+    backend = MemoryBackend()
+    writer = layers(backend)
+    key = "e" * 64
+    part = writer.partition(key, time.time() + 3600)
+    part.data["AccessToken"] = {"a": {"secret": "1"}, "b": {"secret": "2"}}
+    writer.save(part)
+    reader = layers(backend)
+    backend.gets.clear()
+    loaded = reader.partition(key, time.time() + 60)
+    assert loaded.key == key and loaded.data == part.data
+    assert loaded.expires_at == pytest.approx(time.time() + 60, abs=2)  # the earlier of the two
+    assert loaded.size == PARTITION_OVERHEAD + held_bytes(part.data) + HOT_ENTRY and reader.l1.bytes == loaded.size
+    assert reader.partition(key, time.time() + 60) is loaded and backend.gets == [PREFIX + key]
+
+
+def test_without_l2_a_sealer_alone_changes_nothing() -> None:
+    cache = TokenCacheLayers(PartitionStore(), None, Sealer(KEY32), clock=Now())
+    part = cache.partition("f" * 64, T + 600)
+    part.data["AccessToken"] = {"a": {}}
+    cache.save(part, T + 1000)
+    assert cache.partition("f" * 64, T + 600) is part and cache.reload(part) is False
+    with cache.flight(part) as leader:
+        assert leader
+
+
+@pytest.mark.parametrize("in_l2,reloaded", [(None, False), ({}, False), ({"AccessToken": {"a": {}}}, True)])
+def test_reload_takes_another_instances_entry_only_when_it_holds_tokens(in_l2: dict[str, Any] | None,
+                                                                        reloaded: bool) -> None:
+    backend = MemoryBackend()
+    key = "9" * 64
+    if in_l2 is not None:
+        other = layers(backend)
+        theirs = other.partition(key, time.time() + 600)
+        theirs.data.update(in_l2)
+        other.save(theirs)
+    cache = TokenCacheLayers(PartitionStore(), Guarded(backend), Sealer(KEY32))
+    mine = Partition(key, time.time() + 600, {"Account": {"mine": {}}})
+    assert cache.reload(mine) is reloaded
+    expected = in_l2 if reloaded else {"Account": {"mine": {}}}
+    assert mine.data == expected and mine.size == (PARTITION_OVERHEAD + held_bytes(expected) if reloaded
+                                                   else PARTITION_OVERHEAD)
+    assert (cache.l1.get(key) is mine) is reloaded
+
+
+@pytest.mark.parametrize("prefix,stripe", [("00000000", 0), ("00000040", 0), ("0000003f", 63), ("00000041", 1),
+                                           ("12345678", 0x78 % 64), ("ffffffff", 63)])
+def test_an_l2_load_holds_the_stripe_of_the_keys_first_32_bits_modulo_64(prefix: str, stripe: int) -> None:
+    """Which of the 64 stripe locks a load holds (private state, read while the load runs): loads of
+    keys on one stripe are serialised, and the keys spread over the stripes by their first 8 hex digits."""
+    backend = MemoryBackend()
+    cache = layers(backend)
+    held: list[list[int]] = []
+    backend.on_get = lambda _key: held.append([i for i, lock in enumerate(cache._stripes) if lock.locked()])
+    cache.partition(prefix + "1" * 56, time.time() + 600)
+    assert held == [[stripe]] and len(cache._stripes) == 64
+
+
+def test_an_l1_hit_never_waits_behind_another_keys_l2_load() -> None:
+    backend = MemoryBackend()
+    cache = layers(backend)
+    loading, cached = "00000000" + "a" * 56, "00000040" + "b" * 56  # the same stripe
+    hit = cache.l1.put(Partition(cached, time.time() + 600))
+    got: list[Any] = []
+    done = threading.Event()
+
+    def during_load(_key: str) -> None:
+        threading.Thread(target=lambda: (got.append(cache.partition(cached, time.time() + 600)), done.set())).start()
+        got.append(done.wait(5))
+
+    backend.on_get = during_load
+    cache.partition(loading, time.time() + 600)
+    assert len(got) == 2 and got[0] is hit and got[1] is True
+
+
+class LookupSignal(PartitionStore):
+    """The real L1, also telling the test once a given thread has looked a key up."""
+
+    def __init__(self, thread_name: str) -> None:
+        super().__init__()
+        self.thread_name = thread_name
+        self.looked = threading.Event()
+
+    def get(self, key: str) -> Partition | None:
+        part = super().get(key)
+        if threading.current_thread().name == self.thread_name:
+            self.looked.set()
+        return part
+
+
+def test_two_requests_missing_the_same_key_load_it_from_l2_once_and_share_the_partition() -> None:
+    backend = MemoryBackend()
+    key = "5" * 64
+    writer = layers(backend)
+    theirs = writer.partition(key, time.time() + 600)
+    theirs.data["AccessToken"] = {"a": {"secret": "1"}}
+    writer.save(theirs)
+    l1 = LookupSignal("second")
+    cache = TokenCacheLayers(l1, Guarded(backend), Sealer(KEY32))
+    out: dict[str, Partition] = {}
+    second = threading.Thread(target=lambda: out.setdefault("p", cache.partition(key, time.time() + 600)),
+                              name="second")
+    backend.gets.clear()
+    backend.on_get = lambda _key: (second.start(), l1.looked.wait(5))  # the second misses L1 meanwhile
+    first = cache.partition(key, time.time() + 600)
+    second.join(5)
+    assert out["p"] is first and backend.gets == [PREFIX + key]
+
+
+class FakeTime:
+    """shared.cache's view of the time module for flight(): sleeping advances the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_lock_is_taken_for_three_seconds_and_a_follower_waits_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = MemoryBackend()
+    cache = layers(backend)
+    key = "7" * 64
+    part = cache.partition(key, time.time() + 600)
+    with cache.flight(part) as leader:
+        assert leader and backend.ttls[PREFIX + "lock:" + key] == 3000
+        clock = FakeTime()
+        monkeypatch.setattr(cache_module, "time", clock)
+        follower = layers(backend)
+        with follower.flight(follower.partition(key, time.time() + 600)) as follower_leads:
+            assert follower_leads  # nobody filled the entry in time: it calls the provider itself
+        assert 2.0 <= clock.now < 2.0 + 0.02 + 1e-9 and set(clock.slept) == {0.02}
+
+
+def _l2_without_a_key() -> None:
+    TokenCacheLayers(PartitionStore(), Guarded(MemoryBackend()))
+
+
+def _an_entry_sealed_with_another_key() -> None:
+    backend = MemoryBackend()
+    key = "8" * 64
+    backend.data[PREFIX + key] = Sealer(b"o" * 32).seal(PREFIX + key, b'{"exp":1,"data":{}}')
+    assert layers(backend).partition(key, time.time() + 600).data == {}
+
+
+@pytest.mark.parametrize("case,error,logged", [
+    (_l2_without_a_key, "an L2 cache needs an encryption key", []),
+    (_an_entry_sealed_with_another_key, None, ["token cache L2 entry failed authentication; treating it as a miss"]),
+])
+def test_operator_facing_texts(case: Callable[[], None], error: str | None, logged: list[str],
+                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "middletier.cache")
+    if error is None:
+        case()
+    else:
+        with pytest.raises(ValueError) as raised:
+            case()
+        assert str(raised.value) == error
+    assert [r.getMessage() for r in caplog.records] == logged
