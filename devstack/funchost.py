@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import uuid
@@ -28,11 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import quote, unquote_to_bytes
 
 import azure.functions as func
+from azure.functions.http import HttpRequest as WorkerHttpRequest
 
-from .routes import FunctionInError, HttpTrigger, Route, check_conflicts, http_trigger
+from .routes import FunctionInError, HttpTrigger, Route, RouteCreationError, check_conflicts, http_trigger
 from .worker_telemetry import TraceContext, WorkerTelemetry, invocation_trace_context
 
 log = logging.getLogger("funchost")
@@ -86,11 +88,48 @@ def read_local_settings(path: Path | None) -> HostSettings:
 ANY_METHOD = frozenset(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 
 
+class HostConfigurationError(Exception):
+    """host.json the host refuses: it does not start (HostJsonFileConfigurationSource)."""
+
+
+def read_host_json(app_dir: Path) -> dict[str, Any]:
+    """host.json as the host checks it (azure-functions-host HostJsonFileConfigurationSource.LoadHostConfig
+    and InitializeHostConfig), with its messages. Stricter than the host on purpose: a missing
+    host.json is refused (`func start` needs one; the host would write a default), and JSON is read
+    strictly (Newtonsoft also takes comments and trailing commas)."""
+    path = app_dir / "host.json"
+    try:
+        host = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise HostConfigurationError(f"Unable to find host.json in '{app_dir}'.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise HostConfigurationError(f"Unable to parse host configuration file '{path}'.") from None
+    if not isinstance(host, dict):  # JObject.Parse takes only an object
+        raise HostConfigurationError(f"Unable to parse host configuration file '{path}'.")
+    if not host:
+        return {"version": "2.0"}  # an empty object: the host writes and uses its default
+    version = host.get("version")
+    if version is None or version == "":
+        raise HostConfigurationError("The host.json file is missing the required 'version' property. See "
+                                     "https://aka.ms/functions-hostjson for steps to migrate the configuration file.")
+    if version != "2.0":  # a number is never the string "2.0" (2.0 reads as "2" in .NET)
+        shown = version if isinstance(version, str) else json.dumps(version).removesuffix(".0").title()
+        message = (f"'{shown}' is an invalid value for host.json 'version' property. We recommend you set the "
+                   "'version' property to '2.0'. ")
+        if shown.lower().startswith("3"):
+            message += ("This does not correspond to the function runtime version, only to the schema version of "
+                        "the host.json file. ")
+        raise HostConfigurationError(message + "See https://aka.ms/functions-hostjson for more information on this "
+                                               "configuration file.")
+    return host
+
+
 def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
     """Load the HTTP functions as the host does at start-up (devstack/routes.py): a function the host
     would refuse is logged "in error" and not served, the others are; a route template ASP.NET
-    cannot build raises RouteCreationError (the host does not start)."""
-    host = json.loads((app_dir / "host.json").read_text())
+    cannot build raises RouteCreationError and a host.json the host refuses HostConfigurationError
+    (the host does not start)."""
+    host = read_host_json(app_dir)
     prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api") or ""
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
@@ -138,8 +177,12 @@ class FunctionsHost:
 
     def __init__(self, functions: list[Function], settings: HostSettings, keys: dict[str, str],
                  threads: int | None = None, telemetry: WorkerTelemetry | None = None):
-        # The Functions host's request size limit (100 MB), adjustable with the same app setting.
-        self.max_body = int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") or MAX_BODY)
+        # Kestrel's MaxRequestBodySize (ScriptConstants.DefaultMaxRequestBodySize, 100 MiB), replaced by
+        # FUNCTIONS_REQUEST_BODY_SIZE_LIMIT when it parses as a number (HttpRequestBodySizeMiddleware).
+        try:
+            self.max_body = int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "").strip())
+        except ValueError:
+            self.max_body = MAX_BODY
         self.functions = functions
         self.settings = settings
         self.keys = keys
@@ -147,12 +190,17 @@ class FunctionsHost:
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
         self.telemetry = telemetry or WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
 
-    def _authorized(self, auth_level: str, headers: dict[str, str], query: dict[str, str]) -> bool:
+    def _authorized(self, auth_level: str, headers: dict[str, list[str]], query: dict[str, list[str]]) -> bool:
         """The host's key check: ``function`` takes the host or master key; ``admin``, and ``user`` and
-        ``system`` (no such keys here), only the master key (AuthUtility.PrincipalHasAuthLevelClaim)."""
+        ``system`` (no such keys here), only the master key (AuthUtility.PrincipalHasAuthLevelClaim).
+        The key is the first ``x-functions-key`` header if there is one, even empty, else the first
+        ``code`` query value, the name in any case (AuthenticationLevelHandler.GetAuthorizationKeyInfoAsync)."""
         if auth_level == "anonymous":
             return True
-        presented = headers.get("x-functions-key") or query.get("code") or ""
+        code = next((v for k, v in query.items() if k.lower() == "code"), [""])
+        presented = (headers["x-functions-key"] if "x-functions-key" in headers else code)[0]
+        if not presented:
+            return False
         allowed = [self.keys["master"], self.keys["default"]] if auth_level == "function" else [self.keys["master"]]
         return any(secrets.compare_digest(presented.encode(), k.encode()) for k in allowed)
 
@@ -172,14 +220,16 @@ class FunctionsHost:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        path = scope["path"]
+        path = kestrel_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
+        if path is None:  # %00: Kestrel refuses the request line
+            await _respond(send, 400, [], b"")
+            return
         method = scope["method"]
-        headers: dict[str, str] = {}
-        for k, v in scope["headers"]:
-            name, value = k.decode("latin-1").lower(), v.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        cors = self._cors_headers(headers.get("origin"))
+        headers = header_values(scope["headers"])
+        qs = scope.get("query_string", b"").decode("latin-1")
+        query = query_values(qs)
+        origin = headers.get("origin")
+        cors = self._cors_headers(origin[0] if origin else None)
         if method == "GET" and path.lower() in ("/admin/host/status", "/admin/host/status/"):
             if not self._authorized("admin", headers, query):  # the host: admin level (master key)
                 await _respond(send, 401, [], b"")
@@ -189,7 +239,7 @@ class FunctionsHost:
         if method == "OPTIONS" and "access-control-request-method" in headers and cors:
             allow = [(b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
                      (b"access-control-allow-headers",
-                      headers.get("access-control-request-headers", "authorization").encode("latin-1")),
+                      joined(headers.get("access-control-request-headers", ["authorization"])).encode("latin-1")),
                      (b"access-control-max-age", b"600")]
             await _respond(send, 204, cors + allow, b"")
             return
@@ -197,27 +247,35 @@ class FunctionsHost:
             values = fn.matcher.match(path) if method in fn.methods else None
             if values is not None:
                 break
-        else:
+        else:  # no route, or a route whose methods exclude this one: HttpMethodRouteConstraint fails, 404
             await _respond(send, 404, cors, b"")
             return
         if not self._authorized(fn.auth_level, headers, query):
-            await _respond(send, 401, cors, b"")
+            await _respond(send, 401, cors, b"")  # UnauthorizedResult: no body
             return
-        declared = headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > self.max_body:
+        # ToRpcHttp reads the body only when Content-Length > 0 (a chunked body reaches no function);
+        # Kestrel's MaxRequestBodySize refuses it when that read starts.
+        declared = joined(headers.get("content-length", [""]))
+        body = b""
+        if declared and not declared.isdigit():
+            await _respond(send, 400, cors, b"")
+            return
+        if declared and int(declared) > self.max_body:
             await _respond(send, 413, cors, b"")
             return
-        body = await _read_body(receive, self.max_body)
-        if body is None:
-            await _respond(send, 413, cors, b"")
-            return
-        host = headers.get("host", "localhost")
-        qs = scope.get("query_string", b"").decode("latin-1")
-        url = f"http://{host}{path}" + (f"?{qs}" if qs else "")
-        request = func.HttpRequest(method, url, headers=headers, params=query,
-                                   route_params=values,
-                                   body=body)
-        status, out_headers, out_body = await self._invoke(fn, request, invocation_trace_context(headers))
+        if declared and int(declared) > 0:
+            read = await _read_body(receive, self.max_body)
+            if read is None:
+                await _respond(send, 413, cors, b"")
+                return
+            body = read
+        host = joined(headers.get("host", ["localhost"]))
+        url = f"http://{host}{uri_component(path)}" + (f"?{qs}" if qs else "")
+        request = WorkerHttpRequest(method, url, headers={k: joined(v) for k, v in headers.items()},
+                                    params={k: joined(v) for k, v in query.items() if joined(v)},
+                                    route_params=values, body_type="bytes", body=body)
+        status, out_headers, out_body = await self._invoke(
+            fn, request, invocation_trace_context({k: joined(v) for k, v in headers.items()}))
         await _respond(send, status, out_headers + cors, out_body)
 
     async def _invoke(self, fn: Function, request: func.HttpRequest,
@@ -241,10 +299,137 @@ class FunctionsHost:
                       type(result).__name__)
             return 500, [], b""
         headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in result.headers.items()]
-        if not any(k == b"content-type" for k, _ in headers):
-            ctype = result.mimetype + (f"; charset={result.charset}" if result.charset else "")
+        if not any(k == b"content-type" for k, _ in headers):  # HttpResponseConverter.encode
+            text = result.mimetype.startswith("text/")
+            ctype = f"{result.mimetype}; charset={result.charset}" if text else result.mimetype
             headers.append((b"content-type", ctype.encode("latin-1")))
         return result.status_code, headers, result.get_body() or b""
+
+
+# --- the request as Kestrel and the host's ToRpcHttp hand it to the Python worker ----------------------
+def joined(values: list[str]) -> str:
+    """StringValues.ToString(): the values joined with ',' (no space), empty ones left out."""
+    return values[0] if len(values) == 1 else ",".join(v for v in values if v)
+
+
+def header_values(raw: list[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+    """Request headers by lower-case name (Kestrel's are case-insensitive; ToRpcHttp lower-cases
+    the names), each with its values in order."""
+    out: dict[str, list[str]] = {}
+    for k, v in raw:
+        out.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
+    return out
+
+
+def _unescape(text: str) -> str:
+    """Uri.UnescapeDataString after '+' -> ' ': a sequence that is not UTF-8 stays escaped."""
+    decoded = unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "surrogateescape")
+    return re.sub("[\udc80-\udcff]", lambda m: f"%{ord(m.group()) - 0xDC00:02X}", decoded)
+
+
+def query_values(qs: str) -> dict[str, list[str]]:
+    """QueryFeature.ParseNullableQueryInternal: '&'-separated, empty pairs skipped, names compared
+    ignoring case (the first spelling is kept), every value of a name in order."""
+    out: dict[str, list[str]] = {}
+    spelling: dict[str, str] = {}
+    for pair in qs.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        name = _unescape(name)
+        key = spelling.setdefault(name.lower(), name)
+        out.setdefault(key, []).append(_unescape(value))
+    return out
+
+
+def _hex(b: int) -> int:
+    c = chr(b)
+    return int(c, 16) if c in "0123456789abcdefABCDEF" else -1
+
+
+def kestrel_path(raw: bytes) -> str | None:
+    """Request.Path as Kestrel makes it from the request target (PathDecoder.DecodePath,
+    UrlDecoder.DecodeInPlace, PathNormalizer.RemoveDotSegments): %XX sequences that form UTF-8 are
+    decoded except %2F, which stays "%2F" (so it never separates segments); others stay as they are;
+    dot segments are removed after decoding. None for %00 ("The path contains null characters.")."""
+    out, i, n = bytearray(), 0, len(raw)
+
+    def escape(at: int) -> int:  # UnescapePercentEncoding: the byte, or -1 (also for %2F)
+        if at + 2 >= n:
+            return -1
+        hi, lo = _hex(raw[at + 1]), _hex(raw[at + 2])
+        if hi < 0 or lo < 0 or (hi, lo) == (2, 15):
+            return -1
+        return hi * 16 + lo
+
+    while i < n:
+        if raw[i] != 0x25:
+            out.append(raw[i])
+            i += 1
+            continue
+        first = escape(i)
+        if first < 0:
+            out.append(raw[i])
+            i += 1
+            continue
+        if first == 0:
+            return None
+        if first <= 0x7F:
+            out.append(first)
+            i += 3
+            continue
+        count = 2 if first & 0xE0 == 0xC0 else 3 if first & 0xF0 == 0xE0 else 4 if first & 0xF8 == 0xF0 else 0
+        start, i, seq = i, i + 3, [first]
+        while count and len(seq) < count:
+            nxt = escape(i) if i < n and raw[i] == 0x25 else -1
+            if nxt < 0 or nxt & 0xC0 != 0x80:
+                break
+            seq.append(nxt)
+            i += 3
+        try:
+            text = bytes(seq).decode("utf-8") if count and len(seq) == count else None
+        except UnicodeDecodeError:  # overlong, surrogate or beyond U+10FFFF
+            text = None
+        if text is None:
+            out += raw[start:i]  # what was read stays escaped; reading goes on after it
+        else:
+            out += text.encode("utf-8")
+    return _remove_dot_segments(out.decode("utf-8", "replace"))
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4, as PathNormalizer applies it to a path starting with '/'."""
+    if not path.startswith("/"):
+        return path
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for n, segment in enumerate(segments):
+        last = n == len(segments) - 1
+        if segment in (".", ".."):
+            if segment == ".." and out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+_PATH_CHARS = frozenset("!$&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~")
+
+
+def uri_component(path: str) -> str:
+    """PathString.ToUriComponent: what is not a path character is escaped, an existing %XX kept."""
+    out, i = [], 0
+    while i < len(path):
+        c = path[i]
+        if c == "%" and re.fullmatch("[0-9A-Fa-f]{2}", path[i + 1:i + 3]):
+            out.append(path[i:i + 3])
+            i += 3
+            continue
+        out.append(c if c in _PATH_CHARS else quote(c, safe=""))
+        i += 1
+    return "".join(out)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -275,7 +460,7 @@ def log_level(app_dir: Path) -> int:
     ``AzureFunctionsJobHost__logging__logLevel__default`` exactly as on Azure."""
     configured = os.environ.get("AzureFunctionsJobHost__logging__logLevel__default")
     if not configured:
-        host = json.loads((app_dir / "host.json").read_text())
+        host = read_host_json(app_dir)
         configured = ((host.get("logging") or {}).get("logLevel") or {}).get("default", "Information")
     return _LEVELS.get(str(configured).lower(), logging.INFO)
 
@@ -302,9 +487,17 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     settings = read_local_settings(settings_path or app_dir / "local.settings.json")
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
-    logging.basicConfig(level=log_level(app_dir), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
-    telemetry = WorkerTelemetry()  # the worker's init request comes before it loads the functions
-    prefix, functions = load_functions(app_dir)
+    try:
+        read_host_json(app_dir)  # before anything else, as the host reads its configuration first
+        logging.basicConfig(level=log_level(app_dir), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
+        telemetry = WorkerTelemetry()  # the worker's init request comes before it loads the functions
+        prefix, functions = load_functions(app_dir)
+    except (HostConfigurationError, RouteCreationError) as e:
+        # ScriptHostServiceLoggerExtension.ErrorOccurredDuringStartupOperation; the host stays in
+        # error (503 to every request): here it does not start at all, which no test can mistake.
+        print(f"A host error has occurred during startup operation '{uuid.uuid4()}'.\n{e}", file=sys.stderr,
+              flush=True)
+        return 1
     keys = ensure_keys(state / "functions-keys.json")
     app = FunctionsHost(functions, settings, keys, telemetry=telemetry)
     sock = bind(host, settings.port if port is None else port)
