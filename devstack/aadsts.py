@@ -41,8 +41,9 @@ CATALOGUE: dict[int, tuple[int, str, str]] = {
     70016: (400, "authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. "
             "Continue polling."),
     70019: (400, "expired_token", "Verification code expired."),
-    90002: (400, "invalid_request", "Tenant '{tenant}' not found. Check to make sure you have the "
-            "correct tenant ID and are signing into the correct cloud."),
+    90002: (400, "invalid_tenant", "Tenant '{tenant}' not found. Check to make sure you have the "
+            "correct tenant ID and are signing into the correct cloud. Check with your subscription "
+            "administrator, this may happen if there are no active subscriptions for the tenant."),
     90009: (400, "invalid_request", "Application '{client_id}'({client_id}) is requesting a token "
             "for itself. This scenario is supported only if resource is specified using the GUID "
             "based App Identifier."),

@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
+from starlette.responses import JSONResponse as StarletteJSON
 from starlette.routing import Route
 
 from .aadsts import AadError
@@ -17,7 +18,19 @@ from .directory import Directory, Tenant
 from .grants import Grants, capabilities, grant_name, mfa_challenge
 from .issuer import AuthContext, Issuer, v1_issuer, v2_issuer
 
-JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+# What Entra sends with token-endpoint answers, success or error (azure-sdk-for-js recordings).
+JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache", "Expires": "-1"}
+# Discovery documents, keys and instance discovery are cacheable and readable cross-origin; their
+# errors (an unknown tenant) are private and uncached, still cross-origin (recorded 90002 answer).
+DISCOVERY_HEADERS = {"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"}
+DISCOVERY_ERROR_HEADERS = {"Cache-Control": "private", "Access-Control-Allow-Origin": "*"}
+
+
+class JSONResponse(StarletteJSON):
+    """Entra's JSON answers name their charset: ``application/json; charset=utf-8``."""
+
+    media_type = "application/json; charset=utf-8"
+
 FORM_LIMIT = 64 * 1024
 
 # What https://login.microsoftonline.com/common/discovery/instance?api-version=1.1 lists: one group of
@@ -81,9 +94,9 @@ class Entra:
         return {f"{self.instance}/{seg}/oauth2/v2.0/token" for seg in (tenant.id, tenant.domain, segment)}
 
     # --- helpers ----------------------------------------------------------------------
-    def _error(self, err: AadError, request: Request) -> JSONResponse:
+    def _error(self, err: AadError, request: Request, headers: dict[str, str] = JSON_HEADERS) -> JSONResponse:
         return JSONResponse(err.body(request.headers.get("client-request-id")),
-                            status_code=err.http_status, headers=JSON_HEADERS)
+                            status_code=err.http_status, headers=headers)
 
     async def _fault(self, endpoint: str, request: Request, grant: str | None = None) -> Response | None:
         fault = self.faults.take("entra", endpoint, grant=grant)
@@ -121,7 +134,7 @@ class Entra:
         path = segment if generic else tenant.id
         base = f"{self.instance}/{path}"
         issuer = f"{self.instance}/{{tenantid}}/v2.0" if generic else v2_issuer(self.instance, tenant.id)
-        return {**_DOCUMENT_COMMON,
+        return {**_DOCUMENT_COMMON, **({"tenant_region_scope": None} if generic else {}),
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "jwks_uri": f"{base}/discovery/v2.0/keys",
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
@@ -170,11 +183,10 @@ class Entra:
         try:
             tenant = self.directory.tenant(segment)
         except AadError as err:
-            return self._error(err, request)
+            return self._error(err, request, DISCOVERY_ERROR_HEADERS)
         v1 = not request.url.path.endswith("/v2.0/.well-known/openid-configuration")
         document = self.openid_configuration_v1(segment, tenant) if v1 else self.openid_configuration(segment, tenant)
-        return JSONResponse(document,
-                            headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
+        return JSONResponse(document, headers=DISCOVERY_HEADERS)
 
     async def jwks(self, request: Request) -> Response:
         self.stats.count("entra.jwks")
@@ -184,10 +196,10 @@ class Entra:
         try:
             tenant = self.directory.tenant(segment)
         except AadError as err:
-            return self._error(err, request)
+            return self._error(err, request, DISCOVERY_ERROR_HEADERS)
         generic = segment.lower() in ("common", "organizations", "consumers")
         return JSONResponse(self.issuer.keys.jwks(self.instance, None if generic else tenant.id),
-                            headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"})
+                            headers=DISCOVERY_HEADERS)
 
     def instance_metadata(self) -> list[dict[str, Any]]:
         """Under a public cloud's name (``up --production-names``) the emulator is that cloud and lists
@@ -234,8 +246,7 @@ class Entra:
         if version == "1.1":  # 1.0 answers the endpoint alone; the alias table came with 1.1
             body.update({"api-version": "1.1", "metadata": self.instance_metadata()})
         self.stats.count("entra.instance_discovery", outcome="200", api_version=version, host=parts.netloc.lower())
-        return JSONResponse(body, headers={"Cache-Control": "max-age=86400, private",
-                                           "Access-Control-Allow-Origin": "*"})
+        return JSONResponse(body, headers=DISCOVERY_HEADERS)
 
     async def user_realm(self, request: Request) -> Response:
         upn = request.path_params["upn"]

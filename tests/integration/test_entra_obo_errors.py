@@ -190,7 +190,7 @@ def test_unknown_tenant_is_90002(devstack: dict[str, Any]) -> None:
     r = session(devstack["ca_bundle"]).get(
         devstack["instance"] + "/00000000-0000-0000-0000-000000000000/v2.0/.well-known/openid-configuration", timeout=10)
     assert r.status_code == 400
-    assert_aad_error(r.json(), "invalid_request", 90002)
+    assert_aad_error(r.json(), "invalid_tenant", 90002)
 
 
 def test_unknown_client_is_700016(devstack: dict[str, Any]) -> None:
