@@ -159,18 +159,22 @@ class SigningKeys:
             self._metadata = Metadata(doc["issuer"], doc["jwks_uri"])
         jwks = self._get_json(self._metadata.jwks_uri, "signing keys")
         keys: dict[str, SigningKey] = {}
-        for raw in jwks.get("keys") or []:
+        listed = jwks.get("keys")
+        for raw in listed if isinstance(listed, list) else []:
             if not isinstance(raw, dict) or raw.get("kty") != "RSA" or raw.get("use", "sig") != "sig":
                 continue
+            issuer = raw.get("issuer")
+            if issuer is not None and not isinstance(issuer, str):
+                continue  # malformed: the validator compares it as a string
             try:
                 parsed = jwt.PyJWK(raw, algorithm="RS256")
             except jwt.PyJWTError:
                 continue
-            if parsed.key_id:
-                keys[parsed.key_id] = SigningKey(parsed.key, raw.get("issuer"))
+            if isinstance(parsed.key_id, str) and parsed.key_id:  # a token's kid is a non-empty string
+                keys[parsed.key_id] = SigningKey(parsed.key, issuer)
         if not keys:
             raise UpstreamError("entra", "The identity provider published no usable signing keys.", 502)
+        self._fetched_at = self._clock()  # before the keys: keys are never held without their fetch time
         self._keys = keys
-        self._fetched_at = self._clock()
         self.fetches += 1
         log.info("fetched %d signing keys", len(keys))
