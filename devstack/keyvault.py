@@ -5,17 +5,28 @@ The challenge handshake is Key Vault's: a request without a token gets 401 with
 tokens are validated (signature, audience, issuer, lifetime) and the caller must be a reader
 of the vault (RBAC "Key Vault Secrets User"). A certificate's secret is its PFX, base64, with
 content type ``application/x-pkcs12``, as Key Vault stores it.
+
+Representations follow Key Vault's recorded responses (tests/conformance/recordings/, held against
+this emulator by tests/conformance/test_keyvault.py): ``tags`` only where Key Vault sends them, a
+certificate-backed secret's ``nbf``/``exp`` from the certificate, the bundle of an *imported*
+certificate (policy issuer ``Unknown``, no pending operation), lists in pages of ``maxresults``
+(at most 25) linked by ``nextLink`` with a ``$skiptoken``, ``application/json; charset=utf-8`` and
+``x-ms-request-id`` on every answer. Writing a secret needs a role no identity here holds ("Key
+Vault Secrets Officer"): it is refused with 403 ForbiddenByRbac, as Key Vault refuses a reader.
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +44,16 @@ def resource() -> str:
     """The challenge's resource: https://vault.azure.net in the public cloud, the cloud's domain elsewhere."""
     return clouds.active().keyvault_resource
 PFX = "application/x-pkcs12"
+SERVICE_VERSION = "devstack"  # x-ms-keyvault-service-version: Key Vault sends its build number
+PAGE_SIZE = 25  # Key Vault's default and largest maxresults
+
+
+class KvJSON(JSONResponse):
+    """Key Vault answers ``application/json; charset=utf-8`` (every recorded response)."""
+    media_type = "application/json; charset=utf-8"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("utf-8")
 
 
 @dataclass
@@ -55,6 +76,10 @@ class CertificateVersion:
     der: bytes
     created: int = field(default_factory=lambda: int(time.time()))
 
+    @property
+    def x509(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
 
 class KvError(Exception):
     def __init__(self, status: int, code: str, message: str, inner: str | None = None):
@@ -76,8 +101,10 @@ class VaultStore:
 
     def import_certificate(self, name: str, cert: AppCertificate) -> SecretVersion:
         """What Key Vault does on import: a certificate version and its secret (the PFX) share a version."""
+        parsed = x509.load_der_x509_certificate(cert.der)
         secret = self.set_secret(name, base64.b64encode(cert.pfx_path.read_bytes()).decode(), content_type=PFX,
-                                 managed=True)
+                                 managed=True, nbf=int(parsed.not_valid_before_utc.timestamp()),
+                                 exp=int(parsed.not_valid_after_utc.timestamp()))
         self.certificates.setdefault(name, []).append(CertificateVersion(secret.version, cert.der))
         return secret
 
@@ -111,7 +138,7 @@ class KeyVault:
     def challenge(self) -> str:
         return f'Bearer authorization="{self.issuer.instance}/{self.tenant.id}", resource="{resource()}"'
 
-    def _authorize(self, request: Request) -> str:
+    def _authorize(self, request: Request, action: str = "secrets/getSecret/action") -> str:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -131,48 +158,127 @@ class KeyVault:
         if claims.get("iss") not in (v1_issuer(self.tenant.id), v2_issuer(self.issuer.instance, self.tenant.id)):
             raise KvError(401, "Unauthorized", f"AKV10032: Invalid issuer. Expected one of {v1_issuer(self.tenant.id)}.")
         caller = self.tenant.identity(principal_id=str(claims.get("oid")))
-        if caller is None or caller.name not in self.vault.readers:
+        # Readers hold "Key Vault Secrets User" (read actions only); nobody here may write.
+        if caller is None or caller.name not in self.vault.readers or not action.endswith("getSecret/action"):
             raise KvError(403, "Forbidden", "Caller is not authorized to perform action on resource. If role "
                           "assignments, deny assignments or role definitions were changed recently, please observe "
-                          "propagation time. Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'",
+                          f"propagation time. Action: 'Microsoft.KeyVault/vaults/{action}'",
                           "ForbiddenByRbac")
         return caller.name
 
-    def _error(self, err: KvError) -> Response:
+    @staticmethod
+    def _headers(request: Request) -> dict[str, str]:
+        """What Key Vault sends on every answer and the SDKs log or read."""
+        headers = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "-1",
+                   "x-ms-request-id": str(uuid.uuid4()), "x-ms-keyvault-region": "devstack",
+                   "x-ms-keyvault-service-version": SERVICE_VERSION, "X-Content-Type-Options": "nosniff"}
+        if request.headers.get("x-ms-client-request-id"):
+            headers["x-ms-client-request-id"] = request.headers["x-ms-client-request-id"]
+        return headers
+
+    def _json(self, request: Request, body: Any, status: int = 200) -> Response:
+        return KvJSON(body, status_code=status, headers=self._headers(request))
+
+    def _error(self, request: Request, err: KvError) -> Response:
         body: dict[str, Any] = {"error": {"code": err.code, "message": err.message}}
         if err.inner:
             body["error"]["innererror"] = {"code": err.inner}
-        headers = {"WWW-Authenticate": self.challenge()} if err.status == 401 else {}
-        return JSONResponse(body, status_code=err.status, headers=headers)
+        headers = self._headers(request)
+        if err.status == 401:
+            headers["WWW-Authenticate"] = self.challenge()
+        return KvJSON(body, status_code=err.status, headers=headers)
 
-    async def _guard(self, request: Request, endpoint: str) -> str:
+    async def _guard(self, request: Request, endpoint: str, action: str = "secrets/getSecret/action") -> str:
         fault = self.faults.take("keyvault", endpoint)
         await delay(fault)
         if fault is not None and fault.status is not None:
             raise KvError(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
         if "api-version" not in request.query_params:
             raise KvError(400, "BadParameter", "The request URI contains an invalid or missing api-version.")
-        return self._authorize(request)
+        return self._authorize(request, action)
 
     # --- representations ----------------------------------------------------------------------------
     def _attributes(self, v: SecretVersion) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"enabled": v.enabled, "created": v.created, "updated": v.updated,
-                                 "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90}
+        attrs: dict[str, Any] = {"enabled": v.enabled}
         if v.nbf is not None:
             attrs["nbf"] = v.nbf
         if v.exp is not None:
             attrs["exp"] = v.exp
+        attrs.update({"created": v.created, "updated": v.updated,
+                      "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90})
         return attrs
 
     def _secret_item(self, name: str, v: SecretVersion, *, with_version: bool = True) -> dict[str, Any]:
+        """A secret as lists show it: a certificate's secret carries contentType, managed and tags
+        (even empty); a plain secret carries tags and contentType only when it has them."""
         item: dict[str, Any] = {"id": f"{self.url}/secrets/{name}" + (f"/{v.version}" if with_version else ""),
-                                "attributes": self._attributes(v), "tags": v.tags}
+                                "attributes": self._attributes(v)}
         if v.content_type:
             item["contentType"] = v.content_type
         if v.managed:
             item["managed"] = True
-            item["kid"] = f"{self.url}/keys/{name}/{v.version}"
+        if v.tags or v.managed:
+            item["tags"] = v.tags
         return item
+
+    def _secret_bundle(self, name: str, v: SecretVersion) -> dict[str, Any]:
+        bundle = {"value": v.value, **self._secret_item(name, v)}
+        if v.managed:
+            bundle["kid"] = f"{self.url}/keys/{name}/{v.version}"
+        return bundle
+
+    def _page(self, request: Request, path: str, items: list[dict[str, Any]]) -> Response:
+        """One page of a list, as Key Vault pages: ``maxresults`` (1-25, default 25) and a
+        ``nextLink`` carrying ``$skiptoken`` (null on the last page)."""
+        q = request.query_params
+        try:
+            size = int(q.get("maxresults", PAGE_SIZE))
+            offset = int(json.loads(base64.urlsafe_b64decode(q["$skiptoken"] + "==")).get("NextMarker", -1)) \
+                if "$skiptoken" in q else 0
+        except (ValueError, binascii.Error, AttributeError):
+            return self._error(request, KvError(400, "BadParameter", "The skiptoken or maxresults is invalid."))
+        if not 1 <= size <= PAGE_SIZE or not 0 <= offset <= len(items):
+            return self._error(request, KvError(400, "BadParameter",
+                                                f"maxresults must be between 1 and {PAGE_SIZE}; skiptoken invalid."))
+        page = items[offset:offset + size]
+        next_link = None
+        if offset + size < len(items):
+            token = base64.urlsafe_b64encode(json.dumps({"NextMarker": offset + size}).encode()).decode().rstrip("=")
+            next_link = f"{self.url}{path}?api-version={q['api-version']}&$skiptoken={token}&maxresults={size}"
+        return self._json(request, {"value": page, "nextLink": next_link})
+
+    def _certificate_bundle(self, name: str, cert: CertificateVersion, secret: SecretVersion, *,
+                            latest: bool) -> dict[str, Any]:
+        """An imported certificate's bundle. Without a version Key Vault adds the policy; by version
+        it adds subject, issuer and serial number instead (recorded: kv-certificate-get-*)."""
+        parsed = cert.x509
+        bundle: dict[str, Any] = {
+            "id": f"{self.url}/certificates/{name}/{cert.version}",
+            "kid": f"{self.url}/keys/{name}/{cert.version}",
+            "sid": f"{self.url}/secrets/{name}/{cert.version}",
+            "x5t": b64url(hashlib.sha1(cert.der).digest()),
+            "cer": base64.b64encode(cert.der).decode(),
+            "attributes": self._attributes(secret),
+            "tags": {},
+        }
+        if not latest:
+            bundle.update({"subject": parsed.subject.rfc4514_string(), "issuer": parsed.issuer.rfc4514_string(),
+                           "serialnumber": format(parsed.serial_number, "X")})
+            return bundle
+        months = max(1, round((parsed.not_valid_after_utc - parsed.not_valid_before_utc).days / 30.4))
+        bundle["policy"] = {
+            "id": f"{self.url}/certificates/{name}/policy",
+            "key_props": {"exportable": True, "kty": "RSA", "key_size": parsed.public_key().key_size,
+                          "reuse_key": False},
+            "secret_props": {"contentType": PFX},
+            "x509_props": {"subject": parsed.subject.rfc4514_string(), "ekus": [],
+                           "key_usage": ["digitalSignature", "keyEncipherment"], "validity_months": months,
+                           "basic_constraints": {"ca": False}},
+            "lifetime_actions": [],
+            "issuer": {"name": "Unknown"},
+            "attributes": {"enabled": True, "created": cert.created, "updated": cert.created},
+        }
+        return bundle
 
     # --- endpoints ----------------------------------------------------------------------------
     async def get_secret(self, request: Request) -> Response:
@@ -191,9 +297,19 @@ class KeyVault:
         except KvError as err:
             # by_secret counts successful reads only; by_host: the vault's name as the client used it
             self.stats.count("keyvault.get", outcome=str(err.status), host=request.headers.get("host"))
-            return self._error(err)
+            return self._error(request, err)
         self.stats.count("keyvault.get", secret=name, outcome="200", caller=caller, host=request.headers.get("host"))
-        return JSONResponse({"value": v.value, **self._secret_item(name, v)})
+        return self._json(request, self._secret_bundle(name, v))
+
+    async def set_secret(self, request: Request) -> Response:
+        """PUT /secrets/{name}: Key Vault checks the token, then the caller's role; the identities
+        here hold "Key Vault Secrets User" at most, so a write is refused as Key Vault refuses it."""
+        try:
+            await self._guard(request, "secrets", "secrets/setSecret/action")
+        except KvError as err:
+            self.stats.count("keyvault.set", outcome=str(err.status))
+            return self._error(request, err)
+        raise AssertionError("unreachable: no identity may write")  # pragma: no cover
 
     async def list_versions(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -203,16 +319,17 @@ class KeyVault:
             if not versions:
                 self.store.secret(name)
         except KvError as err:
-            return self._error(err)
-        return JSONResponse({"value": [self._secret_item(name, v) for v in versions or []], "nextLink": None})
+            return self._error(request, err)
+        return self._page(request, f"/secrets/{name}/versions",
+                          [self._secret_item(name, v) for v in versions or []])
 
     async def list_secrets(self, request: Request) -> Response:
         try:
             await self._guard(request, "secrets")
         except KvError as err:
-            return self._error(err)
+            return self._error(request, err)
         items = [self._secret_item(n, vs[-1], with_version=False) for n, vs in sorted(self.store.secrets.items())]
-        return JSONResponse({"value": items, "nextLink": None})
+        return self._page(request, "/secrets", items)
 
     async def get_certificate(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version", "")
@@ -222,32 +339,23 @@ class KeyVault:
             match = [c for c in versions or [] if not version or c.version == version]
             if not match:
                 raise KvError(404, "CertificateNotFound", f"A certificate with (name/id) {name} was not found in "
-                              "this key vault.")
+                              "this key vault. If you recently deleted this certificate you may be able to recover "
+                              "it using the correct recovery command. For help resolving this issue, please see "
+                              "https://go.microsoft.com/fwlink/?linkid=2125182")
         except KvError as err:
             self.stats.count("keyvault.certificate", outcome=str(err.status))
-            return self._error(err)
+            return self._error(request, err)
         cert = match[-1]
         self.stats.count("keyvault.certificate", certificate=name, outcome="200")
         secret = self.store.secret(name, cert.version)
-        return JSONResponse({
-            "id": f"{self.url}/certificates/{name}/{cert.version}",
-            "kid": f"{self.url}/keys/{name}/{cert.version}",
-            "sid": f"{self.url}/secrets/{name}/{cert.version}",
-            "x5t": b64url(hashlib.sha1(cert.der).digest()),
-            "cer": base64.b64encode(cert.der).decode(),
-            "attributes": {**self._attributes(secret), "recoveryLevel": "Recoverable+Purgeable"},
-            "policy": {"id": f"{self.url}/certificates/{name}/policy",
-                       "key_props": {"exportable": True, "kty": "RSA", "key_size": 2048, "reuse_key": False},
-                       "secret_props": {"contentType": PFX},
-                       "x509_props": {"subject": f"CN={name}", "validity_months": 12},
-                       "issuer": {"name": "Self"}, "attributes": {"enabled": True}},
-        })
+        return self._json(request, self._certificate_bundle(name, cert, secret, latest=not version))
 
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/secrets", self.list_secrets),
             Route("/secrets/{name}/versions", self.list_versions),
             Route("/secrets/{name}", self.get_secret),
+            Route("/secrets/{name}", self.set_secret, methods=["PUT"]),
             Route("/secrets/{name}/", self.get_secret),
             Route("/secrets/{name}/{version}", self.get_secret),
             Route("/certificates/{name}", self.get_certificate),
