@@ -226,6 +226,10 @@ class FunctionsHost:
             return
         method = scope["method"]
         headers = header_values(scope["headers"])
+        hosts = len(headers.get("host", []))
+        if hosts > 1 or (hosts == 0 and scope.get("http_version") == "1.1"):
+            await _respond(send, 400, [], b"")  # Kestrel: MultipleHostHeaders, MissingHostHeader
+            return
         qs = scope.get("query_string", b"").decode("latin-1")
         query = query_values(qs)
         origin = headers.get("origin")

@@ -312,3 +312,9 @@ def test_host_json_the_host_takes(tmp_path: Path, text: str) -> None:
 def test_no_host_json_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HostConfigurationError):
         read_host_json(tmp_path)
+
+
+# --- Host header (Kestrel Http1Connection.EnsureHostHeaderExists) -----------------------------------------
+def test_several_host_headers_are_a_bad_request(host: FunctionsHost) -> None:
+    assert send(host, "GET", "/api/echo/1", [("Host", "a"), ("Host", "b")])[::2] == (400, b"")
+    assert send(host, "GET", "/api/echo/1", [("Host", "a")])[0] == 200
