@@ -3,6 +3,10 @@
 Plain HTTP on loopback, as on App Service. ``GET /msi/token?api-version=2019-08-01&resource=...``
 with ``X-IDENTITY-HEADER``; ``client_id`` / ``object_id`` / ``principal_id`` / ``mi_res_id``
 select a user-assigned identity. Tokens are signed by the Entra emulator's keys.
+
+Only api-version 2019-08-01 is served (what azure-identity and MSAL send with IDENTITY_ENDPOINT);
+the older 2017-09-01 (MSI_ENDPOINT, header ``secret``, ``expires_on`` as a date) is refused.
+Answers are held against App Service's recorded ones by tests/conformance/test_managed_identity.py.
 """
 from __future__ import annotations
 
@@ -21,9 +25,14 @@ from .issuer import Issuer
 API_VERSION = "2019-08-01"
 
 
+class MiJSON(JSONResponse):
+    """App Service answers ``application/json; charset=utf-8`` (azure-identity's recordings)."""
+    media_type = "application/json; charset=utf-8"
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
-                        status_code=status)
+    return MiJSON({"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
+                  status_code=status)
 
 
 class IdentityEndpoint:
@@ -71,7 +80,7 @@ class IdentityEndpoint:
                                f"named {tenant.id}.")
         claims = self.issuer.identity_claims(tenant, mi, app, resource.rstrip("/"))
         self.stats.count("identity.token", outcome="200", resource=resource, identity=mi.name)
-        return JSONResponse({"access_token": self.issuer.keys.sign(claims), "expires_on": str(claims["exp"]),
+        return MiJSON({"access_token": self.issuer.keys.sign(claims), "expires_on": str(claims["exp"]),
                              "resource": resource, "token_type": "Bearer", "client_id": mi.client_id})
 
     def app(self) -> Starlette:
