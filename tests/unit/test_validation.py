@@ -1,0 +1,395 @@
+"""shared/validation.py check by check: what each refusal tells the client, the edges of every
+bound (kid length, NumericDate range, lifetime, clock skew), the tenant rules in single- and
+multi-tenant mode, when an unknown ``kid`` may refetch the tenant's keys, and the memo of proven
+tokens (its time window, its expiry, its bounds). In-process, no sleeps: time is injected."""
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+from typing import Any, Callable, NamedTuple
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared import validation
+from shared.config import AzureAdSettings, load_settings
+from shared.errors import AuthenticationError, problem
+from shared.memory import VALIDATOR_OVERHEAD, held_bytes
+from shared.signing_keys import SigningKeys
+from shared.validation import MAX_LIFETIME_SECONDS, TokenValidator, validate
+
+from .test_auth_pieces import APP, CLIENT, INSTANCE, KEY, OTHER_KEY, TENANT, USER, V1, FakeIdP, env, kid, token
+from .test_auth_pieces import idp, keys  # noqa: F401  (the same fixtures, not copies)
+from .test_forged_tokens import b64
+
+SETTINGS = load_settings(env()).azure_ad
+MULTI = load_settings(env(AzureAd__TenantId="organizations")).azure_ad            # any tenant
+ALLOWED = load_settings(env(AzureAd__TenantId="organizations", AzureAd__AllowedTenants=TENANT)).azure_ad
+ALLOWED_UPPER = load_settings(env(AzureAd__TenantId="organizations",
+                                  AzureAd__AllowedTenants=TENANT.upper())).azure_ad
+OTHER_TENANT = "0b5c9d1e-7a2f-4e3b-8c6d-5f4a3b2c1d0e"
+SKEW = SETTINGS.clock_skew_seconds
+ROLLED_KID = "rolledKid0"  # well-formed, but not (yet) in the tenant's JWKS
+
+
+def v2_issuer(tid: str) -> str:
+    return f"{INSTANCE}{tid}/v2.0"
+
+
+def claims_of(**changes: Any) -> dict[str, Any]:
+    """The claims of a good token, changed (None drops a claim)."""
+    body = {**jwt.decode(token(), options={"verify_signature": False}), **changes}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def sign(header: str, payload: str, key: rsa.RSAPrivateKey = KEY) -> str:
+    """A token signed by ``key`` over exactly this header and payload JSON text (any JSON, even
+    what jwt.encode would not write: duplicates, NaN, a non-string kid)."""
+    signing_input = f"{b64(header)}.{b64(payload)}"
+    algorithm = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256)
+    return f"{signing_input}.{b64(algorithm.sign(signing_input.encode(), key))}"
+
+
+def with_header(**fields: Any) -> str:
+    return sign(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid(KEY), **fields}), json.dumps(claims_of()))
+
+
+def signed(**changes: Any) -> str:
+    """A good token with these claims changed, whatever their JSON types (jwt.encode refuses some)."""
+    return sign(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid(KEY)}), json.dumps(claims_of(**changes)))
+
+
+def with_payload_text(extra: str) -> str:
+    """A good token whose payload JSON text ends with ``extra`` members."""
+    return sign(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid(KEY)}), json.dumps(claims_of())[:-1] + extra + "}")
+
+
+class IssuerIdP(FakeIdP):
+    """Publishes an ``issuer`` on every JWKS entry, as Entra's multi-tenant JWKS does."""
+
+    def __init__(self, issuer: str, *keys: rsa.RSAPrivateKey):
+        super().__init__(*keys)
+        self.key_issuer = issuer
+
+    def get(self, url: str, timeout: Any = None) -> Any:
+        response = super().get(url, timeout)
+        body = response.json()
+        for entry in body.get("keys", []) if isinstance(body, dict) else []:
+            entry["issuer"] = self.key_issuer
+        return response
+
+
+def keys_for(settings: AzureAdSettings, key_issuer: str | None = None,
+             *signers: rsa.RSAPrivateKey) -> tuple[FakeIdP, SigningKeys]:
+    session = IssuerIdP(key_issuer, *(signers or (KEY,))) if key_issuer else FakeIdP(*(signers or (KEY,)))
+    return session, SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", session,  # type: ignore[arg-type]
+                                v1_metadata_url=settings.v1_metadata_url)
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
+    """validation's clock stopped at a whole second (pyjwt keeps the real one, a second away at most)."""
+    now = float(int(time.time()))
+    monkeypatch.setattr(validation, "time", SimpleNamespace(time=lambda: now))
+    return now
+
+
+# --- every refusal, as the client reads it -----------------------------------------------------------
+class Refusal(NamedTuple):
+    make: Callable[[], str]
+    detail: str
+    settings: AzureAdSettings = SETTINGS
+    key_issuer: str | None = None
+
+
+MALFORMED = "The token is malformed."
+GOOD = token()
+H, P, S = GOOD.split(".")
+
+REFUSALS: dict[str, Refusal] = {
+    # structure: three canonical base64url segments of JSON objects
+    "two-segments": Refusal(lambda: f"{H}.{P}", MALFORMED),
+    "empty-signature": Refusal(lambda: f"{H}.{P}.", MALFORMED),
+    "base64url-alphabet": Refusal(lambda: f"{H[:-1]}+.{P}.{S}", MALFORMED),
+    "base64url-impossible-length": Refusal(lambda: f"{H}{'A' * ((1 - len(H)) % 4)}.{P}.{S}", MALFORMED),  # 4n+1
+    "base64url-non-zero-trailing-bits": Refusal(lambda: f"AB.{P}.{S}", MALFORMED),
+    "segment-not-json": Refusal(lambda: f"{b64('not json')}.{P}.{S}", MALFORMED),
+    "segment-json-but-not-an-object": Refusal(lambda: f"{b64('[1]')}.{P}.{S}", MALFORMED),
+    "non-standard-constant-in-another-claim": Refusal(lambda: with_payload_text(', "xms_x": NaN'), MALFORMED),
+    "duplicate-claim": Refusal(lambda: with_payload_text(f', "aud": "{CLIENT}"'),
+                               "The token is malformed: a JSON member is duplicated."),
+    "header-crit": Refusal(lambda: with_header(crit=["exp"]),
+                           "The token uses header extensions this API does not accept."),
+    "header-b64": Refusal(lambda: with_header(b64=False),
+                          "The token uses header extensions this API does not accept."),
+    "exp-not-a-number": Refusal(lambda: token(exp="soon"), "The token's exp claim is not a number."),
+    "exp-past-the-numeric-date-bound": Refusal(lambda: token(exp=2 ** 53 + 1),
+                                               "The token's exp claim is not a number."),
+    # NumericDate bound itself is a number: refused by the lifetime check, not as "not a number"
+    "exp-at-the-numeric-date-bound": Refusal(lambda: token(exp=2 ** 53), "The token's lifetime is implausibly long."),
+    # signature and key
+    "alg-hs256": Refusal(lambda: with_header(alg="HS256"), "The token's signing algorithm is not accepted."),
+    "kid-missing": Refusal(lambda: sign(json.dumps({"alg": "RS256"}), json.dumps(claims_of())),
+                           "The token has no usable key identifier."),
+    "kid-empty": Refusal(lambda: with_header(kid=""), "The token has no usable key identifier."),
+    "kid-a-number": Refusal(lambda: with_header(kid=123), "The token has no usable key identifier."),
+    "kid-of-257-chars": Refusal(lambda: with_header(kid="k" * 257), "The token has no usable key identifier."),
+    "kid-of-256-chars-is-looked-up": Refusal(lambda: with_header(kid="k" * 256),
+                                             "The token was not signed by a key of this tenant."),
+    "kid-unknown": Refusal(lambda: token(headers={"kid": "unknown"}),
+                           "The token was not signed by a key of this tenant."),
+    "signed-by-another-key": Refusal(lambda: token(OTHER_KEY), "The token's signature is invalid."),
+    # pyjwt's claim checks
+    "expired": Refusal(lambda: token(exp=int(time.time()) - SKEW - 100), "The token has expired."),
+    "not-valid-yet": Refusal(lambda: token(nbf=int(time.time()) + SKEW + 100), "The token is not valid yet."),
+    "other-audience": Refusal(lambda: token(aud="api://someone-else"), "The token was not issued for this API."),
+    "lacks-tid": Refusal(lambda: token(tid=None), "The token is invalid: it lacks the required tid claim."),
+    "lacks-iat": Refusal(lambda: token(iat=None), "The token is invalid: it lacks the required iat claim."),
+    "sub-not-a-string": Refusal(lambda: token(sub=123), "The token is invalid."),
+    # ours, after the signature
+    "audience-a-list": Refusal(lambda: token(aud=[CLIENT]), "The token must have exactly one audience."),
+    "lifetime-too-long": Refusal(lambda: token(exp=int(time.time()) + MAX_LIFETIME_SECONDS + 3600),
+                                 "The token's lifetime is implausibly long."),
+    "tid-empty": Refusal(lambda: token(tid=""), "The token has no tenant."),
+    "tid-a-number": Refusal(lambda: token(tid=5), "The token has no tenant."),
+    "tenant-not-allowed": Refusal(lambda: token(tid=OTHER_TENANT, iss=v2_issuer(OTHER_TENANT)),
+                                  "The token's tenant is not allowed.", ALLOWED),
+    "another-tenant": Refusal(lambda: token(tid=OTHER_TENANT, iss=v2_issuer(OTHER_TENANT)),
+                              "The token was issued by another tenant."),
+    "issuer-not-a-string": Refusal(lambda: signed(iss=5), "The token's issuer is not trusted."),
+    "issuer-untrusted": Refusal(lambda: token(iss="https://evil.example/v2.0"), "The token's issuer is not trusted."),
+    "version-unknown": Refusal(lambda: token(ver="3.0"), "The token's version is not accepted by this API."),
+    "version-missing": Refusal(lambda: token(ver=None), "The token's version is not accepted by this API."),
+    "v2-issuer-with-version-1": Refusal(lambda: token(ver="1.0"), "The token's issuer does not match its version."),
+    "key-of-another-issuer": Refusal(lambda: token(), "The token's signing key belongs to another issuer.",
+                                     key_issuer="https://elsewhere.example/{tenantid}/v2.0"),
+    "no-oid": Refusal(lambda: token(oid=None), "The token has no subject object id."),
+    "idtyp-not-a-string": Refusal(lambda: token(**{**APP, "idtyp": ["app"]}), "The token's idtyp claim is malformed."),
+    "idtyp-app-with-scp": Refusal(lambda: token(**{**APP, "scp": "access_as_user", "idtyp": "app"}),
+                                  "The token is app-only (idtyp) yet carries delegated scopes."),
+    "idtyp-user-without-scp": Refusal(lambda: token(**{**USER, "scp": None, "roles": ["MiddleTier.Admin"],
+                                                       "idtyp": "user"}),
+                                      "The token is a user token (idtyp) yet carries no delegated scopes."),
+    "oid-equals-sub-with-scp": Refusal(lambda: token(**{**APP, "scp": "access_as_user"}),
+                                       "The token's subject is an application (oid = sub) yet it carries delegated "
+                                       "scopes."),
+    "scp-with-a-tab": Refusal(lambda: token(scp="a\tb"), "The token's scp claim is malformed."),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
+def test_each_refusal_tells_the_client_exactly_which_check_refused(case: Refusal) -> None:
+    """The detail is the client's error_description and the problem's detail, and names the check."""
+    _, keys_ = keys_for(case.settings, case.key_issuer)
+    with pytest.raises(AuthenticationError) as err:
+        validate(case.make(), keys_, case.settings)
+    assert err.value.detail == case.detail
+    assert err.value.status == 401 and err.value.code == "invalid_token"
+    assert err.value.headers == {"WWW-Authenticate": f'Bearer realm="", error="invalid_token", '
+                                                     f'error_description="{case.detail}"'}
+    status, _, body = problem(err.value, trace_id="t")
+    assert status == 401 and body["detail"] == case.detail
+
+
+# --- scp: control and format characters are refused like whitespace ---------------------------------
+@pytest.mark.parametrize("char", ["\x00", "\x7f", "\u200b", "\u2060", "\ue000", "\u0378", "\ud800"],
+                         ids=["nul", "del", "zero-width-space", "word-joiner", "private-use", "unassigned",
+                              "lone-surrogate"])
+def test_scp_names_holding_a_control_or_format_character_are_refused(keys: SigningKeys, char: str) -> None:
+    assert not char.isspace()  # not caught as whitespace: by its category (C*) only
+    with pytest.raises(AuthenticationError) as err:
+        validate(token(scp=f"access_as_user{char}"), keys, SETTINGS)
+    assert err.value.detail == "The token's scp claim is malformed."
+
+
+# --- accepted: the edges of every rule ---------------------------------------------------------------
+class Accepted(NamedTuple):
+    claims: Callable[[float], dict[str, Any]]  # the token's claims, given validation's clock
+    expect: dict[str, Any]                       # Caller attributes
+    settings: AzureAdSettings = SETTINGS
+    key_issuer: str | None = None
+
+
+ACCEPTED: dict[str, Accepted] = {
+    "v2-client-is-azp": Accepted(lambda now: {}, {"client_id": "client-1", "tid": TENANT}),
+    "v1-client-is-appid": Accepted(lambda now: dict(V1), {"client_id": "client-1", "tid": TENANT}),
+    "no-client-claim": Accepted(lambda now: {"azp": None}, {"client_id": ""}),
+    "multi-tenant-any-tenant": Accepted(lambda now: {"tid": OTHER_TENANT, "iss": v2_issuer(OTHER_TENANT)},
+                                        {"tid": OTHER_TENANT}, MULTI),
+    "multi-tenant-allowed-tenant": Accepted(lambda now: {}, {"tid": TENANT}, ALLOWED),
+    "multi-tenant-allowed-tenant-listed-in-upper-case": Accepted(lambda now: {}, {"tid": TENANT}, ALLOWED_UPPER),
+    "multi-tenant-allowed-tenant-in-upper-case": Accepted(
+        lambda now: {"tid": TENANT.upper(), "iss": v2_issuer(TENANT.upper())}, {"tid": TENANT.upper()}, ALLOWED),
+    "key-issuer-is-the-tenants": Accepted(lambda now: {}, {"tid": TENANT},
+                                          key_issuer=INSTANCE + "{tenantid}/v2.0"),
+    "key-issuer-is-the-tenants-multi-tenant": Accepted(
+        lambda now: {"tid": OTHER_TENANT, "iss": v2_issuer(OTHER_TENANT)}, {"tid": OTHER_TENANT}, MULTI,
+        INSTANCE + "{tenantid}/v2.0"),
+    "nbf-at-the-lower-numeric-date-bound": Accepted(lambda now: {"nbf": -(2 ** 53)}, {"oid": "user-1"}),
+    "lifetime-at-the-limit": Accepted(lambda now: {"exp": int(now) + MAX_LIFETIME_SECONDS}, {"oid": "user-1"}),
+}
+
+
+@pytest.mark.parametrize("case", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_tokens_at_the_edge_of_each_rule_are_accepted(frozen: float, case: Accepted) -> None:
+    _, keys_ = keys_for(case.settings, case.key_issuer)
+    caller = validate(token(**case.claims(frozen)), keys_, case.settings)
+    assert {name: getattr(caller, name) for name in case.expect} == case.expect
+
+
+@pytest.fixture(scope="module")
+def wide_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+def test_a_signature_whose_base64url_ends_in_x_is_canonical(wide_key: rsa.RSAPrivateKey) -> None:
+    """With a 3072-bit key the signature is 384 bytes, so its last base64url character carries 6 bits
+    and can be any letter — 'X' too, which the canonical spelling keeps (only '=' is stripped)."""
+    _, keys_ = keys_for(SETTINGS, None, wide_key)
+    for i in range(5000):
+        signed = token(wide_key, headers={"kid": kid(wide_key)}, jti=f"j{i}")
+        if signed.endswith("X"):
+            break
+    assert signed.endswith("X")
+    assert validate(signed, keys_, SETTINGS).oid == "user-1"
+
+
+# --- an unknown kid refetches the keys only for a token that could be valid --------------------------
+class Refetch(NamedTuple):
+    claims: Callable[[float], dict[str, Any]]
+    refetches: bool
+    settings: AzureAdSettings = SETTINGS
+
+
+MAX = MAX_LIFETIME_SECONDS
+REFETCH: dict[str, Refetch] = {
+    "could-be-valid": Refetch(lambda now: {}, True),
+    "single-tenant-other-tenant": Refetch(lambda now: {"tid": OTHER_TENANT, "iss": v2_issuer(OTHER_TENANT)}, False),
+    "multi-tenant-any-tenant": Refetch(lambda now: {"tid": OTHER_TENANT, "iss": v2_issuer(OTHER_TENANT)}, True, MULTI),
+    "multi-tenant-allowed-tenant": Refetch(lambda now: {}, True, ALLOWED),
+    "multi-tenant-allowed-tenant-listed-in-upper-case": Refetch(lambda now: {}, True, ALLOWED_UPPER),
+    "multi-tenant-tenant-not-allowed": Refetch(lambda now: {"tid": OTHER_TENANT, "iss": v2_issuer(OTHER_TENANT)},
+                                               False, ALLOWED),
+    "exp-just-inside-the-skew": Refetch(lambda now: {"exp": now - SKEW}, True),
+    "exp-past-the-skew": Refetch(lambda now: {"exp": now - SKEW - 1}, False),
+    "exp-a-second-ahead": Refetch(lambda now: {"exp": now + 1}, True),
+    "exp-at-the-longest-lifetime": Refetch(lambda now: {"exp": now + MAX}, True),
+    "exp-past-the-longest-lifetime": Refetch(lambda now: {"exp": now + MAX + 1}, False),
+    "nbf-at-the-skew": Refetch(lambda now: {"nbf": now + SKEW}, True),
+    "nbf-past-the-skew": Refetch(lambda now: {"nbf": now + SKEW + 1}, False),
+    "no-nbf-iat-at-the-skew": Refetch(lambda now: {"nbf": None, "iat": now + SKEW}, True),
+    "no-nbf-iat-past-the-skew": Refetch(lambda now: {"nbf": None, "iat": now + SKEW + 1}, False),
+}
+
+
+@pytest.mark.parametrize("case", REFETCH.values(), ids=REFETCH.keys())
+def test_an_unknown_kid_refetches_the_keys_only_for_a_token_that_could_be_valid(frozen: float,
+                                                                               case: Refetch) -> None:
+    session, keys_ = keys_for(case.settings)
+    forged = token(OTHER_KEY, headers={"kid": ROLLED_KID}, **case.claims(frozen))
+    with pytest.raises(AuthenticationError) as err:
+        validate(forged, keys_, case.settings)
+    assert err.value.detail == "The token was not signed by a key of this tenant."
+    assert session.jwks_fetches == (2 if case.refetches else 1)  # the start-up fetch, and the refetch
+
+
+# --- the memo of proven tokens ---------------------------------------------------------------------
+class Window(NamedTuple):
+    claims: Callable[[float], dict[str, Any]]
+    at_lookup: Callable[[float], float]       # the memo's clock when it looks the token up ...
+    after_lookup: Callable[[float], float]    # ... and when the validator re-checks the window
+    served: bool
+
+
+# nbf = T + 100, exp = T + 3600 (pyjwt, on the real clock, accepts the token on a re-validation too)
+WINDOWS: dict[str, Window] = {
+    "at-nbf-minus-skew": Window(lambda t: {"nbf": t + 100}, lambda t: t + 100 - SKEW, lambda t: t + 100 - SKEW, True),
+    "before-nbf-minus-skew": Window(lambda t: {"nbf": t + 100}, lambda t: t + 99 - SKEW, lambda t: t + 99 - SKEW,
+                                    False),
+    "no-nbf-at-iat-minus-skew": Window(lambda t: {"nbf": None, "iat": t + 100}, lambda t: t + 100 - SKEW,
+                                       lambda t: t + 100 - SKEW, True),
+    "no-nbf-before-iat-minus-skew": Window(lambda t: {"nbf": None, "iat": t + 100}, lambda t: t + 99 - SKEW,
+                                           lambda t: t + 99 - SKEW, False),
+    "inside-the-skew-after-exp": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW - 1,
+                                        True),
+    "at-exp-plus-skew": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW, True),
+    "past-exp-plus-skew": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW + 1, False),
+}
+
+
+@pytest.mark.parametrize("case", WINDOWS.values(), ids=WINDOWS.keys())
+def test_the_memo_serves_a_token_only_inside_its_window_with_skew(keys: SigningKeys, case: Window) -> None:
+    t = float(int(time.time()))
+    clock = [t]
+    validator = TokenValidator(keys, SETTINGS, clock=lambda: clock[0])
+    good = token(**{"iat": t, "exp": t + 3600, **case.claims(t)})
+    first = validator.validate(good)
+    lookup = validator._memo.get
+
+    def lookup_then_tick(key: str, default: Any = None) -> Any:  # time passes between lookup and re-check
+        hit = lookup(key, default)
+        clock[0] = case.after_lookup(t)
+        return hit
+
+    validator._memo.get = lookup_then_tick  # type: ignore[method-assign]
+    clock[0] = case.at_lookup(t)
+    again = validator.validate(good)
+    assert (again is first) is case.served
+    assert again.oid == first.oid  # not served from the memo: validated again in full, and still good
+
+
+def test_memo_entries_leave_at_their_expiry_on_the_injected_clock(keys: SigningKeys) -> None:
+    t = float(int(time.time()))
+    clock = [t]
+    validator = TokenValidator(keys, SETTINGS, clock=lambda: clock[0])
+    short = token(oid="user-short", exp=int(t) + 100)
+    validator.validate(short)
+    clock[0] = t + 100 + SKEW + 1  # past the short token's expiry (with skew) on the memo's clock
+    validator.validate(token(oid="user-long", exp=int(t) + 3600))
+    assert len(validator._memo) == 1  # the short-lived entry is gone, not held until the real clock says so
+
+
+def test_the_memo_holds_at_most_max_entries(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, SETTINGS, max_entries=2, max_bytes=10 ** 9)
+    tokens = [token(oid=f"user-{i}") for i in range(3)]
+    validator.validate(tokens[0])
+    first = validator.validate(tokens[1])
+    assert len(validator._memo) == 2 and validator.validate(tokens[1]) is first
+    validator.validate(tokens[2])
+    assert len(validator._memo) == 2
+
+
+def test_without_a_byte_budget_the_memo_counts_entries_not_bytes(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, SETTINGS, max_entries=2)
+    good = token()
+    first = validator.validate(good)
+    assert len(validator._memo) == 1 and validator.validate(good) is first
+
+
+def test_the_memo_is_bounded_to_10000_entries_by_default(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, SETTINGS)
+    filler = validator.validate(token())
+    entry = validation._Validated(filler, kid(KEY), 0.0, time.time() + 3600)
+    for i in range(10_000):
+        validator._memo[f"filler-{i}"] = entry
+    validator.validate(token(oid="user-new"))
+    assert len(validator._memo) == 10_000
+
+
+def test_a_byte_budget_counts_each_entry_as_its_claims_plus_the_overhead(keys: SigningKeys) -> None:
+    one = TokenValidator(keys, SETTINGS, max_bytes=10 ** 9)
+    caller = one.validate(token(oid="user-a"))
+    size = VALIDATOR_OVERHEAD + held_bytes(caller.claims)
+    assert one._memo.currsize == size
+    validator = TokenValidator(keys, SETTINGS, max_bytes=size + size // 2)  # room for one entry, not two
+    validator.validate(token(oid="user-a"))
+    validator.validate(token(oid="user-b"))
+    assert len(validator._memo) == 1 and validator._memo.currsize <= size + size // 2
+
+
+def test_a_token_larger_than_the_whole_budget_is_validated_but_not_memoized(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, SETTINGS, max_bytes=1)
+    assert validator.validate(token()).oid == "user-1"
+    assert len(validator._memo) == 0
