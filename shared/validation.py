@@ -251,9 +251,8 @@ class TokenValidator:
                 return hit.caller
         caller = validate(token, self.keys, self.settings)
         caller = Caller(**{**caller.__dict__, "token_hash": digest})
-        nbf = caller.claims.get("nbf", caller.claims["iat"])
-        entry = _Validated(caller, str(_structure(token).get("kid")), float(nbf) if isinstance(nbf, (int, float))
-                           else 0.0, float(caller.claims["exp"]))
+        nbf = caller.claims.get("nbf", caller.claims["iat"])  # a number: _parts refuses any other NumericDate
+        entry = _Validated(caller, str(_structure(token).get("kid")), float(nbf), float(caller.claims["exp"]))
         with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
             self._memo[digest] = entry
             while len(self._memo) > self._max_entries:
