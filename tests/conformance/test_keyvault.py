@@ -337,3 +337,20 @@ def test_client_request_id_is_echoed(vault: Vault) -> None:
     response = vault.send(record, "/secrets/middletier-secret")
     assert response.headers["x-ms-client-request-id"] == rid
     assert re.fullmatch(r"[0-9a-f-]{36}", response.headers["x-ms-request-id"])
+
+
+def test_the_sdk_follows_the_emulators_next_links(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    """azure-keyvault-secrets pages with maxresults and follows nextLink as it does on Key Vault."""
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+    monkeypatch.setenv("IDENTITY_ENDPOINT", vault.info["endpoints"]["identity"])
+    monkeypatch.setenv("IDENTITY_HEADER", vault.info["identity_header"])
+    client = SecretClient(vault.url, ManagedIdentityCredential(), verify_challenge_resource=False,
+                          connection_verify=vault.info["ca_bundle"])
+    pages = list(client.list_properties_of_secrets(max_page_size=1).by_page())
+    names = [p.name for page in pages for p in page]
+    whole = vault.send(recordings.load("azure-sdk-for-cpp", "kv-secret-list-first-page"), "/secrets").json()["value"]
+    assert len(pages) == len(whole) >= 3
+    assert names == [item["id"].rsplit("/", 1)[1] for item in whole]
+    versions = [p.version for p in client.list_properties_of_secret_versions("conformance-secret", max_page_size=1)]
+    assert len(versions) == 2 and vault.version in versions
