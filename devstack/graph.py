@@ -33,7 +33,7 @@ def audiences() -> tuple[str, ...]:
     return graph, graph + "/", GRAPH_APP_ID
 ME_SCOPES = {"User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"}
 USERS_ROLES = {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All"}
-CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
 CHALLENGE_BASE = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
                   f'client_id="{GRAPH_APP_ID}"')
 
@@ -175,9 +175,13 @@ class Graph:
                                     **profile(user)})
 
     def _json(self, request: Request, body: dict[str, Any], status: int = 200,
-              headers: dict[str, str] | None = None) -> Response:
-        all_headers = {"request-id": str(uuid.uuid4()),
-                       "client-request-id": request.headers.get("client-request-id", str(uuid.uuid4())),
+              headers: dict[str, str] | None = None, request_id: str | None = None) -> Response:
+        """Graph's headers (recorded): one request-id per answer, echoed as client-request-id when the
+        client sent none; OData 4.0; not cacheable."""
+        request_id = request_id or str(uuid.uuid4())
+        all_headers = {"request-id": request_id,
+                       "client-request-id": request.headers.get("client-request-id", request_id),
+                       "OData-Version": "4.0", "Cache-Control": "no-cache",
                        **(headers or {})}
         return Response(json.dumps(body), status_code=status, headers=all_headers, media_type=CONTENT_TYPE)
 
@@ -192,7 +196,7 @@ class Graph:
             headers["WWW-Authenticate"] = err.challenge
         if fault is not None and fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after)
-        return self._json(request, body, err.status, headers)
+        return self._json(request, body, err.status, headers, request_id)
 
     def app(self) -> Starlette:
         return Starlette(routes=[

@@ -204,6 +204,15 @@ def refresh(info: dict[str, Any], admin: Any) -> dict[str, str]:
             "scope": f"{GRAPH_SCOPE} openid profile offline_access", "refresh_token": first.json()["refresh_token"]}
 
 
+def public_refresh_cp1(info: dict[str, Any], admin: Any) -> dict[str, str]:
+    """A public client's refresh-token grant declaring cp1, with the refresh token of a real sign-in."""
+    signed_in = sign_in(info, "alice", [API_SCOPE])
+    return {"client_id": info["apps"]["desktop-client"]["client_id"], "grant_type": "refresh_token",
+            "scope": f"{API_SCOPE} openid profile offline_access", "client_info": "1",
+            "refresh_token": signed_in["refresh_token"],
+            "claims": '{"access_token":{"xms_cc":{"values":["cp1"]}}}'}
+
+
 DEVICE_SCOPE = f"{API_SCOPE} openid profile offline_access"
 
 
@@ -287,6 +296,13 @@ CASES = [
     Case("entra-docs", "obo-success", token(obo("alice", f"{GRAPH_SCOPE} offline_access")), same=("token_type",)),
     Case("msal-dotnet", "user-token-with-refresh", token(refresh),
          allow={"access_token": "MSAL.NET's test data replaced the access token with the word 'secret'"},
+         same=("token_type",)),
+    Case("azure-sdk-for-js", "refresh-token-cp1", token(public_refresh_cp1),
+         allow={"access_token": "the recorder replaced the access token with the word 'access_token'",
+                "foci": "the family-of-client-ids flag: Entra sends it only to Microsoft's first-party family apps "
+                        "(the recording's client is Azure CLI); no app here is one",
+                "id_token": "the recorder replaced the id_token with a stand-in whose segments carry base64 padding, "
+                            "so it no longer has a JWT's form"},
          same=("token_type",)),
     # device code
     Case("azure-sdk-for-js", "devicecode-start", lambda info, admin: device_start(info)),
