@@ -41,5 +41,5 @@ def test_every_linked_or_mentioned_document_exists() -> None:
 
 
 def test_the_project_documents_exist() -> None:
-    for doc in ("docs/ARCHITECTURE.md", "docs/PROTOCOL.md", "docs/FIDELITY.md"):
+    for doc in ("docs/ARCHITECTURE.md", "docs/PROTOCOL.md", "devstack/FIDELITY.md"):
         assert doc in TRACKED, doc
