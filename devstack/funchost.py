@@ -226,9 +226,10 @@ class FunctionsHost:
             return
         method = scope["method"]
         headers = header_values(scope["headers"])
-        hosts = len(headers.get("host", []))
-        if hosts > 1 or (hosts == 0 and scope.get("http_version") == "1.1"):
-            await _respond(send, 400, [], b"")  # Kestrel: MultipleHostHeaders, MissingHostHeader
+        hosts = headers.get("host", [])
+        if len(hosts) > 1 or (not hosts and scope.get("http_version") == "1.1") or \
+                (hosts and not host_header_valid(hosts[0])):
+            await _respond(send, 400, [], b"")  # Kestrel: Multiple/Missing/InvalidHostHeader
             return
         qs = scope.get("query_string", b"").decode("latin-1")
         query = query_values(qs)
@@ -344,6 +345,27 @@ def query_values(qs: str) -> dict[str, list[str]]:
         key = spelling.setdefault(name.lower(), name)
         out.setdefault(key, []).append(_unescape(value))
     return out
+
+
+_HOST_CHARS = frozenset("!$&'()-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def host_header_valid(text: str) -> bool:
+    """Kestrel's HttpUtilities.IsHostHeaderValid (origin-form requests): empty, a name of host
+    characters or an [IPv6] literal, then at most ':' and digits."""
+    if not text:
+        return True
+    if text[0] == "[":
+        end = text.find("]")
+        if end < 4 or any(c not in "0123456789abcdefABCDEF:." for c in text[1:end]):
+            return False
+        rest = text[end + 1:]
+    elif text[0] == ":":
+        return False
+    else:
+        bad = next((i for i, c in enumerate(text) if c not in _HOST_CHARS), len(text))
+        rest = text[bad:]
+    return not rest or (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit())
 
 
 def _hex(b: int) -> int:

@@ -32,8 +32,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.funchost import (FunctionsHost, HostConfigurationError, HostSettings, kestrel_path, load_functions,
-                               query_values, read_host_json, uri_component)
+from devstack.funchost import (FunctionsHost, HostConfigurationError, HostSettings, host_header_valid, kestrel_path,
+                               load_functions, query_values, read_host_json, uri_component)
 
 from .test_funchost_routes import http
 
@@ -318,3 +318,14 @@ def test_no_host_json_is_refused(tmp_path: Path) -> None:
 def test_several_host_headers_are_a_bad_request(host: FunctionsHost) -> None:
     assert send(host, "GET", "/api/echo/1", [("Host", "a"), ("Host", "b")])[::2] == (400, b"")
     assert send(host, "GET", "/api/echo/1", [("Host", "a")])[0] == 200
+
+
+@pytest.mark.parametrize("value,valid", [
+    ("", True), ("localhost", True), ("fn.example:7071", True), ("a-b_c~d!$&'()", True), ("[::1]", True),
+    ("[::1]:80", True), ("[fe80::1%25eth0]", False), ("[::]", False), ("[::1", False), (":80", False),
+    ("a b", False), ("a:", False), ("a:8x", False), ("a/b", False), ("a@b", False), ("é.example", False),
+])
+def test_host_header_values(host: FunctionsHost, value: str, valid: bool) -> None:
+    """Kestrel HttpUtilities.IsHostHeaderValid (dotnet/aspnetcore, HttpCharacters: alphanumerics and !$&'()-._~)."""
+    assert host_header_valid(value) is valid
+    assert send(host, "GET", "/api/echo/1", [("Host", value)])[0] == (200 if valid else 400)
