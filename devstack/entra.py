@@ -10,7 +10,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.responses import JSONResponse as StarletteJSON
+from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .aadsts import AadError
 from .controls import FaultPlan, Stats, delay
@@ -70,6 +72,27 @@ _DOCUMENT_COMMON: dict[str, Any] = {
     "msgraph_host": "graph.microsoft.com",
     "rbac_url": "https://pas.windows.net",
 }
+
+class EchoClientRequestId:
+    """Entra returns the caller's ``client-request-id`` header when it asked with
+    ``return-client-request-id: true`` (MSAL.NET does; azure-sdk-for-net recordings)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        echo = headers.get(b"client-request-id") if headers.get(b"return-client-request-id", b"").lower() == b"true" else None
+
+        async def sending(message: Message) -> None:
+            if echo is not None and message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"client-request-id", echo)]}
+            await send(message)
+        await self.app(scope, receive, sending)
+
 
 # The ``suberror`` Entra sends with a code, for injected faults (as the grants send it).
 FAULT_SUBERRORS = {65001: "consent_required", 50076: "basic_action", 50079: "basic_action"}
@@ -350,7 +373,7 @@ class Entra:
                             "You may now close this window.</p>")
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
+        return Starlette(middleware=[Middleware(EchoClientRequestId)], routes=[
             Route("/common/discovery/instance", self.instance_discovery),
             Route("/common/userrealm/{upn}", self.user_realm),
             Route("/devicelogin", self.devicelogin, methods=["GET", "POST"]),

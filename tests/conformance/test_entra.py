@@ -7,12 +7,16 @@ the reason; a listed member that no longer differs fails the test too, so the li
 """
 from __future__ import annotations
 
+import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.client import approve_device_code, session, sign_in
 from tests.conformance import recordings
@@ -24,7 +28,7 @@ DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
 
 # Headers a client acts on: caching (MSAL, HTTP caches), CORS (SPAs), throttling, challenges.
 CLIENT_HEADERS = ("content-type", "cache-control", "pragma", "expires", "access-control-allow-origin",
-                  "retry-after", "www-authenticate")
+                  "retry-after", "www-authenticate", "client-request-id")
 
 
 def differences(recorded: Any, emulated: Any, path: str = "") -> dict[str, tuple[Any, Any]]:
@@ -140,7 +144,12 @@ def check(case: Case, info: dict[str, Any], admin: Any) -> None:
     assert response.status_code == expected["status"], (case.id, response.text)
     found = header_differences(expected["headers"], response.headers)
     body = expected["body"]
-    if body is not None:
+    if isinstance(body, str):
+        # The recorder cut the JSON short: what survives must still be the emulator's error and code.
+        emulated = response.json()
+        assert f'"error":"{emulated["error"]}"' in body and f'AADSTS{emulated["error_codes"][0]}:' in body, (
+            case.id, emulated)
+    elif body is not None:
         emulated = response.json()
         found.update(differences(recordings.shape(body), recordings.shape(emulated)))
         for member in case.same:
@@ -165,11 +174,30 @@ def get(path: str) -> Callable[[dict[str, Any], Any], requests.Response]:
 
 
 def token(form: Callable[[dict[str, Any], Any], dict[str, str]], segment: str = "{tid}",
-          ) -> Callable[[dict[str, Any], Any], requests.Response]:
+          headers: dict[str, str] | None = None) -> Callable[[dict[str, Any], Any], requests.Response]:
     def send(info: dict[str, Any], admin: Any) -> requests.Response:
         url = f"{info['instance']}/{segment.format(tid=info['tenant_id'])}/oauth2/v2.0/token"
-        return http(info).post(url, data=form(info, admin), timeout=10)
+        return http(info).post(url, data=form(info, admin), headers=headers, timeout=10)
     return send
+
+
+def as_recorded(source: str, name: str) -> dict[str, str]:
+    """The correlation headers the recorded request sent (MSAL.NET asks for the id back)."""
+    sent = recordings.load(source, name)["request"]["headers"]
+    return {k: v for k, v in sent.items() if k.lower() in ("client-request-id", "return-client-request-id")}
+
+
+def foreign_assertion(info: dict[str, Any], admin: Any) -> dict[str, str]:
+    """Client credentials with an assertion signed by a key the app has no certificate for."""
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cid = info["apps"]["middletier-api"]["client_id"]
+    now = time.time()
+    assertion = jwt.encode({"aud": info["endpoints"]["token"], "iss": cid, "sub": cid, "jti": str(uuid.uuid4()),
+                            "iat": now, "exp": now + 600}, foreign, algorithm="RS256",
+                           headers={"x5t": "ksJfpgbQXOUWxOrXDSkE4gM4xVY"})
+    return {"client_id": cid, "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion}
 
 
 def middletier(info: dict[str, Any]) -> dict[str, str]:
@@ -326,6 +354,13 @@ CASES = [
          allow={"error_uri": ERROR_URI,
                 "timestamp": "the document's timestamp is the placeholder 'YYYY-MM-DD HH:MM:SSZ'"},
          same=("error", "error_codes")),
+    Case("azure-sdk-for-net", "client-secret-wrong-7000215",
+         token(lambda info, admin: {**client_credentials("https://graph.microsoft.com/.default")(info, admin),
+                                    "client_secret": "wrong"},
+               headers=as_recorded("azure-sdk-for-net", "client-secret-wrong-7000215")),
+         same=("error", "error_codes", "correlation_id")),
+    Case("azure-sdk-for-net", "client-assertion-unknown-key-700027",
+         token(foreign_assertion, headers=as_recorded("azure-sdk-for-net", "client-assertion-unknown-key-700027"))),
     Case("msal-dotnet", "invalid-resource-500011", token(client_credentials("https://foo.example.com/.default")),
          same=("error", "error_codes")),
 ]
