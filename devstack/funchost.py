@@ -6,7 +6,12 @@ into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.
 ``Host.CORSCredentials``) — builds real ``azure.functions.HttpRequest`` objects and runs
 sync functions in a thread pool, as the Python worker does. At start-up it refuses what the real
 host refuses (reserved or conflicting routes, invalid names, bindings, authLevel, route templates:
-``devstack/routes.py``), with the host's messages.
+``devstack/routes.py``; host.json: ``read_host_json``), with the host's messages.
+
+A function gets the request as Kestrel and the host's ``ToRpcHttp`` hand it to the Python worker
+(tests/unit/test_funchost_requests.py, tests/integration/test_funchost_conformance.py): repeated
+headers and query values joined with ',', query names ignoring case, the path decoded except %2F, the
+body only with a Content-Length, an ``azure.functions.http.HttpRequest`` with a bytes body.
 
 Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them
 locally) so that ``authLevel: function`` can be tested, and ``Values`` override variables

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pytest
 
@@ -70,7 +70,7 @@ class Host:
         self.port = int(ready["url"].rsplit(":", 1)[1])
         self.functions = {f["name"]: f for f in ready["functions"]}
 
-    def request(self, method: str, target: str, headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
                 body: bytes | None = None, chunked: bool = False,
                 no_host: bool = False) -> tuple[int, dict[str, str], bytes]:
         """The request line and headers exactly as given (repeats kept, the target not re-encoded)."""
@@ -92,7 +92,7 @@ class Host:
         finally:
             conn.close()
 
-    def echo(self, target: str, headers: list[tuple[str, str]] = (), **kw: Any) -> dict[str, Any]:  # type: ignore[assignment]
+    def echo(self, target: str, headers: Sequence[tuple[str, str]] = (), **kw: Any) -> dict[str, Any]:
         status, _, body = self.request(kw.pop("method", "GET"), target, headers, **kw)
         assert status == 200, body
         return json.loads(body)  # type: ignore[no-any-return]

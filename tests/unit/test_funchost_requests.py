@@ -28,7 +28,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pytest
 
@@ -71,7 +71,8 @@ def main(req: func.HttpRequest) -> func.HttpResponse:
 def host(tmp_path: Path) -> Iterator[FunctionsHost]:
     path, modules = list(sys.path), set(sys.modules)
     (tmp_path / "host.json").write_text(json.dumps({"version": "2.0"}))
-    for name, route, code, auth in (("Echo", "echo/{id}", ECHO, "anonymous"), ("Rest", "rest/{*path}", ECHO, "anonymous"),
+    for name, route, code, auth in (("Echo", "echo/{id}", ECHO, "anonymous"),
+                                    ("Rest", "rest/{*path}", ECHO, "anonymous"),
                                     ("Boom", "boom", BOOM, "anonymous"), ("Text", "text", TEXT, "anonymous"),
                                     ("Keyed", "keyed", ECHO, "function"), ("Admin", "adm", ECHO, "admin"),
                                     ("Typed", "typed/{n:int}", ECHO, "anonymous")):
@@ -86,7 +87,7 @@ def host(tmp_path: Path) -> Iterator[FunctionsHost]:
         del sys.modules[name]
 
 
-def send(h: FunctionsHost, method: str, target: str, headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+def send(h: FunctionsHost, method: str, target: str, headers: Sequence[tuple[str, str]] = (),
          body: bytes = b"", content_length: bool = True) -> tuple[int, dict[str, str], bytes]:
     """One request through the ASGI app as uvicorn presents it: raw_path undecoded, headers in order."""
     raw_path, _, query = target.partition("?")
@@ -109,7 +110,7 @@ def send(h: FunctionsHost, method: str, target: str, headers: list[tuple[str, st
     return sent[0]["status"], out_headers, sent[1]["body"]
 
 
-def echo(h: FunctionsHost, target: str, headers: list[tuple[str, str]] = (), **kw: Any) -> dict[str, Any]:  # type: ignore[assignment]
+def echo(h: FunctionsHost, target: str, headers: Sequence[tuple[str, str]] = (), **kw: Any) -> dict[str, Any]:
     status, _, body = send(h, kw.pop("method", "GET"), target, headers, **kw)
     assert status == 200, body
     return json.loads(body)  # type: ignore[no-any-return]
@@ -209,7 +210,7 @@ def test_no_content_length_no_body(host: FunctionsHost) -> None:
     assert seen["body"] == "" and seen["json_error"] == "HTTP request does not contain valid JSON data"
 
 
-def test_the_body_size_limit(host: FunctionsHost, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_body_size_limit(host: FunctionsHost) -> None:
     host.max_body = 16
     assert send(host, "POST", "/api/echo/1", body=b"x" * 16)[0] == 200
     assert send(host, "POST", "/api/echo/1", body=b"x" * 17)[0] == 413
