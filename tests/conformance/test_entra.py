@@ -7,6 +7,7 @@ the reason; a listed member that no longer differs fails the test too, so the li
 """
 from __future__ import annotations
 
+import base64
 import time
 import urllib.parse
 import uuid
@@ -187,6 +188,25 @@ def as_recorded(source: str, name: str) -> dict[str, str]:
     return {k: v for k, v in sent.items() if k.lower() in ("client-request-id", "return-client-request-id")}
 
 
+def certificate_assertion(info: dict[str, Any], admin: Any) -> dict[str, str]:
+    """Client credentials with an assertion signed by the middle tier's registered certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    pem = open(info["apps"]["middletier-api"]["certificates"][0]["pem"], "rb").read()
+    key = serialization.load_pem_private_key(pem, None)
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(der)
+    cid = info["apps"]["middletier-api"]["client_id"]
+    now = time.time()
+    assertion = jwt.encode({"aud": info["endpoints"]["token"], "iss": cid, "sub": cid, "jti": str(uuid.uuid4()),
+                            "iat": now, "exp": now + 600}, key, algorithm="PS256",
+                           headers={"x5t#S256": base64.urlsafe_b64encode(digest.finalize()).rstrip(b"=").decode()})
+    return {"client_id": cid, "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion}
+
+
 def foreign_assertion(info: dict[str, Any], admin: Any) -> dict[str, str]:
     """Client credentials with an assertion signed by a key the app has no certificate for."""
     foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -320,6 +340,10 @@ CASES = [
          allow={"access_token": "the document elides the token ('eyJ0eX...iIsIng1dCI6Ik1uQ19WWmNBVGZNNXBP...')",
                 "ext_expires_in": "Entra sends ext_expires_in with every token (azure-sdk-for-js/client-credentials-cp1, "
                                   "2023); the document lists the members it explains"},
+         same=("token_type",)),
+    Case("azure-sdk-for-net", "client-certificate-success",
+         token(certificate_assertion, headers=as_recorded("azure-sdk-for-net", "client-certificate-success")),
+         allow={"access_token": "the recorder replaced the access token with the word 'Sanitized'"},
          same=("token_type",)),
     Case("entra-docs", "obo-success", token(obo("alice", f"{GRAPH_SCOPE} offline_access")), same=("token_type",)),
     Case("msal-dotnet", "user-token-with-refresh", token(refresh),
