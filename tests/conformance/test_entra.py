@@ -214,7 +214,7 @@ def foreign_assertion(info: dict[str, Any], admin: Any) -> dict[str, str]:
     now = time.time()
     assertion = jwt.encode({"aud": info["endpoints"]["token"], "iss": cid, "sub": cid, "jti": str(uuid.uuid4()),
                             "iat": now, "exp": now + 600}, foreign, algorithm="RS256",
-                           headers={"x5t": "ksJfpgbQXOUWxOrXDSkE4gM4xVY"})
+                           headers={"x5t": "ksJfpgbQXOUWxOrXDSkE4gM4xVY"})  # no certificate of the app's
     return {"client_id": cid, "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default",
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             "client_assertion": assertion}
@@ -234,9 +234,10 @@ _signed_in: dict[str, str] = {}
 
 def user_token(info: dict[str, Any], user: str) -> str:
     """The user's token for the middle tier, from a real device-code sign-in (once per user)."""
-    if user not in _signed_in:
-        _signed_in[user] = sign_in(info, user, [API_SCOPE])["access_token"]
-    return _signed_in[user]
+    key = f"{info['instance']}|{user}"
+    if key not in _signed_in:
+        _signed_in[key] = sign_in(info, user, [API_SCOPE])["access_token"]
+    return _signed_in[key]
 
 
 def obo(user: str, scope: str) -> Callable[[dict[str, Any], Any], dict[str, str]]:
