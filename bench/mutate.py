@@ -71,7 +71,6 @@ MODULE_TESTS: dict[str, list[str]] = {
     "validation": ["tests/unit/test_validation.py"],
     "signing_keys": ["tests/unit/test_signing_keys.py"],
     "authorization": ["tests/unit/test_authorization.py"],
-    "cache": ["tests/unit/test_cache.py"],
     "l2": ["tests/unit/test_l2.py"],
 }
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "bench.mutation_pytest"]
