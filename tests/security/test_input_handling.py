@@ -140,8 +140,9 @@ def test_padded_token_is_not_a_second_token(devstack: dict[str, Any], admin: Any
 
 # --- request text never forges a log line -----------------------------------------------------------
 FORGED = "[2099-01-01 00:00:00] middletier INFO admin signed in as root"
+# No %00: Kestrel answers 400 to an encoded NUL in the path before any function runs (checked below).
 HOSTILE_PATH = ("/api/directory/users/x%0d%0a" + FORGED.replace(" ", "%20")
-                + "%1b[31m%00%e2%80%a8%e2%80%ae")
+                + "%1b[31m%01%e2%80%a8%e2%80%ae")
 
 
 def _lines_of(log_text: str, trace: str) -> list[str]:
@@ -149,8 +150,9 @@ def _lines_of(log_text: str, trace: str) -> list[str]:
 
 
 def test_request_path_and_host_cannot_forge_a_log_line(function_host: dict[str, Any]) -> None:
-    """The path arrives percent-decoded (CR LF, ESC, NUL, U+2028, a bidi override) and the Host header
-    as sent: the host logs one line for the request, naming the function and its route template."""
+    """The path arrives percent-decoded (CR LF, ESC, SOH, U+2028, a bidi override) and the Host header
+    as sent: the host logs one line for the request, naming the function and its route template.
+    An encoded NUL never reaches a function (Kestrel's 400) and is not logged either."""
     import http.client
     from urllib.parse import urlsplit
     url = urlsplit(function_host["url"])
@@ -168,12 +170,17 @@ def test_request_path_and_host_cannot_forge_a_log_line(function_host: dict[str, 
         r = conn.getresponse()
         r.read()
     assert r.status == 401
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.request("GET", HOSTILE_PATH.replace("%01", "%00"), headers={"x-ms-client-request-id": trace + "-nul"})
+    nul = conn.getresponse()
+    nul.read()
+    assert nul.status == 400
     text = open(function_host["log"], encoding="utf-8", errors="replace").read()
     mine = _lines_of(text, trace)
     assert len(mine) == 1, mine
     assert "AdminApi /directory/users/{id} -> 401" in mine[0]
     assert not any(line.startswith("[2099-01-01") or line.lstrip().startswith(FORGED) for line in text.splitlines())
-    for raw in ("\x1b", "\x00", "\u2028", "\u202e", "evil.example"):
+    for raw in ("\x1b", "\x00", "\x01", "\u2028", "\u202e", "evil.example"):
         assert raw not in text
 
 
