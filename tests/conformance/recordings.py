@@ -24,7 +24,8 @@ _FORMATS: list[tuple[str, re.Pattern[str]]] = [
     ("guid", re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     ("timestamp", re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")),
     ("url", re.compile(r"^https?://")),
-    ("jwt", re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")),
+    # a JOSE header is a JSON object: its base64url starts "eyJ" ('{"'), unlike a host name's labels
+    ("jwt", re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")),
     ("integer-string", re.compile(r"^\d+$")),
 ]
 

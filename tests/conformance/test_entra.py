@@ -301,10 +301,6 @@ METADATA_CONSTANTS = ("token_endpoint_auth_methods_supported", "response_modes_s
                       "frontchannel_logout_supported", "cloud_instance_name", "cloud_graph_host_name", "msgraph_host",
                       "rbac_url", "userinfo_endpoint")
 SANITISED_TOKEN = "the recorder replaced the access token with the word 'access_token'"
-HOST_AS_JWT = ("recordings.shape() reads a three-label host name (login.microsoftonline.com) as a JWT; the "
-               "emulator's host here is an IP address and port")
-DISCOVERY_HOSTS = {"metadata[].aliases[]": HOST_AS_JWT, "metadata[].preferred_cache": HOST_AS_JWT,
-                   "metadata[].preferred_network": HOST_AS_JWT}
 ERROR_URI = ("Entra has sent error_uri with every error since at least 2022 (azure-sdk-for-js recordings "
              "v2-metadata-unknown-tenant, devicecode-pending); this document's example predates it")
 NO_WINDOWS_CLOUD_NAME = ("Entra served cloud_instance_name on every key until October 2024 "
@@ -322,10 +318,8 @@ CASES = [
          same=METADATA_CONSTANTS + ("tenant_region_scope",)),
     Case("azure-sdk-for-js", "v2-metadata-unknown-tenant", get("/tenant/v2.0/.well-known/openid-configuration"),
          same=("error", "error_codes")),
-    Case("azure-sdk-for-js", "instance-discovery-tenant", instance_discovery("{tid}"), allow=DISCOVERY_HOSTS,
-         same=("api-version",)),
-    Case("azure-sdk-for-js", "instance-discovery-named-tenant", instance_discovery("tenant"),
-         allow=DISCOVERY_HOSTS, same=("api-version",)),
+    Case("azure-sdk-for-js", "instance-discovery-tenant", instance_discovery("{tid}"), same=("api-version",)),
+    Case("azure-sdk-for-js", "instance-discovery-named-tenant", instance_discovery("tenant"), same=("api-version",)),
     # keys
     Case("panva-wellknown", "jwks-common", get("/common/discovery/v2.0/keys"),
          allow={"keys[].cloud_instance_name": NO_WINDOWS_CLOUD_NAME}),

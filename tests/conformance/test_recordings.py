@@ -17,3 +17,6 @@ def test_shape_keeps_names_types_and_parsed_formats() -> None:
                              "ids": [], "t": "2024-01-02T03:04:05Z", "ok": True}) == {
         "expires_on": "integer-string", "expires_in": "number", "id": "url", "ids": [],
         "t": "timestamp", "ok": "boolean"}
+    assert recordings.shape(["login.microsoftonline.com", "eyJ0eXAiOiJKV1QifQ.eyJhIjoxfQ.c2ln"]) == ["string"]
+    assert recordings.string_format("login.microsoftonline.com") == "string"
+    assert recordings.string_format("eyJ0eXAiOiJKV1QifQ.eyJhIjoxfQ.c2ln") == "jwt"
