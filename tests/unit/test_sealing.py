@@ -1,42 +1,14 @@
-"""Exact answers of the two smallest defences, written so that each mutation mutmut left alive in
-them (bench/results/mutation.json) changes an assertion here: the Authorization header parser
-(shared/bearer.py) and the L2 sealing (shared/sealing.py)."""
+"""shared/sealing.py: exact answers of the L2 sealing (AES-256-GCM per entry, bound to its
+partition), written so that each mutation mutmut left alive in it changes an assertion here."""
 from __future__ import annotations
 
 import base64
 
 import pytest
 
-from shared.bearer import MAX_TOKEN_BYTES, bearer_token
-from shared.errors import AuthenticationError
 from shared.sealing import NONCE, VERSION, Sealer
 
 KEY = bytes(range(32))
-
-
-@pytest.mark.parametrize("header", [None, ""])
-def test_no_header_is_a_bare_challenge(header: str | None) -> None:
-    """RFC 6750 §3.1: no credentials, no error code — only `Bearer realm=""`."""
-    with pytest.raises(AuthenticationError) as err:
-        bearer_token(header)
-    assert err.value.detail == "No bearer token was presented."
-    assert err.value.headers["WWW-Authenticate"] == 'Bearer realm=""'
-
-
-def test_the_size_limit_is_exact() -> None:
-    token = "a" * (MAX_TOKEN_BYTES + 16 - len("Bearer "))
-    assert bearer_token("Bearer " + token) == token  # exactly at the limit: accepted
-    with pytest.raises(AuthenticationError) as err:
-        bearer_token("Bearer " + token + "a")
-    assert err.value.detail == "The Authorization header is too large."
-    assert 'error="invalid_request"' in err.value.headers["WWW-Authenticate"]
-
-
-def test_a_malformed_header_names_the_rule() -> None:
-    with pytest.raises(AuthenticationError) as err:
-        bearer_token("Bearer a b")
-    assert err.value.detail == "The Authorization header must carry exactly one Bearer token."
-    assert 'error="invalid_request"' in err.value.headers["WWW-Authenticate"]
 
 
 def test_a_sealed_entry_opens_only_as_sealed() -> None:
