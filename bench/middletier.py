@@ -239,7 +239,7 @@ def validation_bench() -> dict[str, float]:
     from shared.config import load_settings
     from shared.signing_keys import SigningKeys
     from shared.validation import TokenValidator, validate
-    from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, token
+    from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, env, token
     settings = load_settings(env()).azure_ad
     keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", FakeIdP(KEY))  # type: ignore
     t = token()

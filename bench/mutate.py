@@ -47,11 +47,15 @@ FUNCTIONS: dict[str, list[str]] = {
 
 # In-process tests only (no devstack, host, redis-server or Azurite process): a few seconds in all.
 TESTS = [
-    "tests/unit/test_auth_pieces.py",
+    "tests/unit/test_config.py",
+    "tests/unit/test_errors.py",
+    "tests/unit/test_bearer.py",
+    "tests/unit/test_validation.py",
+    "tests/unit/test_signing_keys.py",
+    "tests/unit/test_authorization.py",
     "tests/unit/test_forged_tokens.py",
     "tests/unit/test_fuzz_properties.py",
     "tests/unit/test_aadsts.py",
-    "tests/unit/test_bearer.py",
     "tests/unit/test_sealing.py",
     "tests/unit/test_acquisition.py",
     "tests/unit/test_cache_layers.py",
@@ -74,9 +78,6 @@ TESTS = [
 # Tests for one module only: they may start real processes (redis-server, Azurite), which the
 # in-process TESTS above never do.
 MODULE_TESTS: dict[str, list[str]] = {
-    "validation": ["tests/unit/test_validation.py"],
-    "signing_keys": ["tests/unit/test_signing_keys.py"],
-    "authorization": ["tests/unit/test_authorization.py"],
     "l2": ["tests/unit/test_l2.py"],
 }
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "bench.mutation_pytest"]

@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from shared.authorization import Requirement, check
 from shared.validation import validate
 
-from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, token  # noqa: E402
+from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, env, token  # noqa: E402
 
 SETTINGS = load_settings(env()).azure_ad
 KEYS = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", FakeIdP(KEY))  # type: ignore[arg-type]

@@ -17,16 +17,12 @@ from shared.config import load_settings
 from shared.errors import AuthenticationError
 from shared.signing_keys import SigningKeys
 from shared.validation import TokenValidator, validate
-from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT, FakeIdP, env, kid, token
-from tests.unit.test_auth_pieces import idp, keys  # noqa: F401  (the same fixtures, not copies)
+from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, b64, env, kid, token
+from tests.fakes import idp, keys  # noqa: F401  (the shared fixtures)
 
 http_ = requests.Session()
 http_.trust_env = False
 SETTINGS = load_settings(env()).azure_ad
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def signed(claims: dict[str, Any]) -> str:

@@ -12,8 +12,10 @@ import pytest
 from shared.authorization import Requirement, check
 from shared.config import AzureAdSettings, load_settings
 from shared.errors import InsufficientScope, problem
-from shared.validation import Caller
-from tests.unit.test_auth_pieces import env
+from shared.signing_keys import SigningKeys
+from shared.validation import Caller, validate
+from tests.fakes import env, token
+from tests.fakes import idp, keys  # noqa: F401  (the shared fixtures)
 
 SCOPE, ROLE = "access_as_user", "MiddleTier.Admin"
 # settings: AzureAd__Scopes=access_as_user, AzureAd__AppPermissions=MiddleTier.Admin
@@ -155,3 +157,43 @@ def test_refusal_texts_reach_the_client(requirement: Requirement, who: Caller, a
         f'Bearer realm="", error="insufficient_scope", {scope}error_description="{detail}"')
     status, _, body = problem(err)
     assert (status, body["detail"], body["error"]) == (403, detail, "insufficient_scope")
+
+
+# --- callers as the validator builds them from real tokens ----------------------------------------------
+def test_authorization_needs_scope_or_role(keys: SigningKeys) -> None:
+    settings = load_settings(env()).azure_ad
+    user = validate(token(), keys, settings)
+    check(user, Requirement(), settings)  # default: a user with AzureAd__Scopes
+    app = validate(token(scp=None, roles=["MiddleTier.Admin"], idtyp="app"), keys, settings)
+    check(app, Requirement(app_permissions=("MiddleTier.Admin",), callers="any"), settings)
+    with pytest.raises(InsufficientScope) as err:
+        check(app, Requirement(), settings)
+    assert err.value.status == 403 and 'error="insufficient_scope"' in err.value.headers["WWW-Authenticate"]
+    with pytest.raises(InsufficientScope):
+        check(validate(token(scp="other"), keys, settings), Requirement(), settings)
+    with pytest.raises(InsufficientScope) as bare:
+        check(validate(token(scp=None), keys, settings), Requirement(callers="any"), settings)
+    assert "neither scopes nor app roles" in bare.value.detail
+
+
+def test_acl_mode_lifts_only_the_global_rule(keys: SigningKeys) -> None:
+    """ACL mode (as in Microsoft.Identity.Web) lifts "a token carries scp or roles" for listed clients;
+    a scope or role a function declares is still required, and only an explicit "nothing" passes."""
+    settings = load_settings(env(AzureAd__AllowWebApiToBeAuthorizedByACL="true",
+                                 AzureAd__AllowedClientApplications="client-1")).azure_ad
+    bare_app = validate(token(scp=None, idtyp="app"), keys, settings)
+    for refused in (Requirement(callers="any"), Requirement(callers="app", app_permissions=("MiddleTier.Admin",)),
+                    Requirement(scopes=("access_as_user",), app_permissions=("MiddleTier.Admin",), callers="any"),
+                    Requirement(callers="user"), Requirement(scopes=(), app_permissions=(), callers="user")):
+        with pytest.raises(InsufficientScope) as err:
+            check(bare_app, refused, settings)
+        assert "neither scopes nor app roles" not in err.value.detail
+    check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), settings)  # declares nothing
+    check(bare_app, Requirement(app_permissions=(), callers="app"), settings)
+    unlisted = load_settings(env(AzureAd__AllowWebApiToBeAuthorizedByACL="true",
+                                 AzureAd__AllowedClientApplications="client-2")).azure_ad
+    with pytest.raises(InsufficientScope) as err:
+        check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), unlisted)
+    assert "neither scopes nor app roles" in err.value.detail
+    with pytest.raises(InsufficientScope):  # outside ACL mode, the global rule holds for everyone
+        check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), load_settings(env()).azure_ad)

@@ -6,7 +6,6 @@ here fails if its defence is removed.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -21,13 +20,9 @@ from shared.errors import AuthenticationError
 from shared.signing_keys import SigningKeys
 from shared.validation import TokenValidator, validate
 
-from .test_auth_pieces import INSTANCE, KEY, OTHER_KEY, TENANT, FakeIdP, env, kid, token
+from tests.fakes import INSTANCE, KEY, OTHER_KEY, TENANT, FakeIdP, b64, env, kid, token
 
 SETTINGS = load_settings(env()).azure_ad
-
-
-def b64(data: bytes | str) -> str:
-    return base64.urlsafe_b64encode(data.encode() if isinstance(data, str) else data).rstrip(b"=").decode()
 
 
 def parts(tok: str) -> tuple[str, str, str]:

@@ -1,7 +1,6 @@
 """Property-based tests (hypothesis): whatever the input, only the typed 401/403 errors come out."""
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -18,7 +17,7 @@ from shared.signing_keys import SigningKeys
 from shared.authorization import Requirement, check
 from shared.validation import validate
 
-from .test_auth_pieces import CLIENT, INSTANCE, ISSUER, KEY, TENANT, FakeIdP, env, kid, token
+from tests.fakes import CLIENT, INSTANCE, ISSUER, KEY, TENANT, FakeIdP, b64, env, kid, token
 
 SETTINGS = load_settings(env()).azure_ad
 KEYS = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", FakeIdP(KEY),  # type: ignore[arg-type]
@@ -28,10 +27,6 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
                                                                                               children, max_size=4),
                            max_leaves=12)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 @settings(max_examples=2000, deadline=None)

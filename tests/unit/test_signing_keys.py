@@ -20,7 +20,11 @@ from requests.structures import CaseInsensitiveDict
 
 from shared.errors import UpstreamError, problem
 from shared.signing_keys import SigningKeys
-from tests.unit.test_auth_pieces import INSTANCE, KEY, TENANT
+from shared.config import load_settings
+from shared.errors import AuthenticationError
+from shared.validation import validate
+from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, env, kid, token
+from tests.fakes import idp, keys  # noqa: F401  (the shared fixtures)
 
 META = INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration"
 V1_META = INSTANCE + TENANT + "/.well-known/openid-configuration"
@@ -427,3 +431,56 @@ def test_fetches_and_failed_refreshes_are_logged_with_the_key_count(caplog: pyte
         ("middletier.keys", logging.INFO, "fetched 2 signing keys"),
         ("middletier.keys", logging.WARNING, "signing-key refresh failed; keeping 2 cached keys"),
     ]
+
+
+# --- through the validator, against the in-memory OpenID/JWKS stand-in (tests.fakes.FakeIdP) -------------
+def test_the_v1_document_down_costs_v1_tokens_a_503_and_never_touches_v2(idp: FakeIdP) -> None:
+    now = [0.0]
+    settings = load_settings(env()).azure_ad
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       v1_metadata_url=settings.v1_metadata_url, clock=lambda: now[0])
+    v1 = token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0")
+    idp.v1_down = True
+    assert validate(token(), keys, settings).oid == "user-1"          # v2: no v1 document needed
+    for _ in range(2):                                                 # v1: 503, the second without a fetch
+        with pytest.raises(UpstreamError) as err:
+            validate(v1, keys, settings)
+        assert err.value.status == 503
+    assert idp.v1_fetches == 1
+    idp.v1_down = False
+    now[0] += 30
+    assert validate(v1, keys, settings).tid == TENANT and idp.v1_fetches == 2
+
+
+def test_unknown_kid_refetches_once_then_is_rate_limited(idp: FakeIdP, keys: SigningKeys) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    settings = load_settings(env()).azure_ad
+    validate(token(), keys, settings)
+    assert idp.jwks_fetches == 1
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    idp.keys.append(new_key)
+    rolled = jwt.encode(jwt.decode(token(), options={"verify_signature": False}), new_key, algorithm="RS256",
+                        headers={"kid": kid(new_key)})
+    assert validate(rolled, keys, settings).oid == "user-1"
+    assert idp.jwks_fetches == 2
+    with pytest.raises(AuthenticationError):
+        validate(token(headers={"kid": "still-unknown"}), keys, settings)
+    assert idp.jwks_fetches == 2  # rate-limited: no refetch storm from garbage kids
+
+
+def test_cached_keys_survive_an_idp_outage(idp: FakeIdP) -> None:
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + "openid-configuration", idp, refresh_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
+    settings = load_settings(env()).azure_ad
+    validate(token(), keys, settings)
+    idp.down = True
+    now[0] = 100  # past the refresh interval
+    assert validate(token(), keys, settings).oid == "user-1"
+
+
+def test_cold_start_with_idp_down_is_503(idp: FakeIdP, keys: SigningKeys) -> None:
+    idp.down = True
+    with pytest.raises(UpstreamError) as err:
+        validate(token(), keys, load_settings(env()).azure_ad)
+    assert err.value.status == 503

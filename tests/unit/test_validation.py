@@ -20,9 +20,8 @@ from shared.memory import VALIDATOR_OVERHEAD, held_bytes
 from shared.signing_keys import SigningKeys
 from shared.validation import MAX_LIFETIME_SECONDS, TokenValidator, validate
 
-from .test_auth_pieces import APP, CLIENT, INSTANCE, KEY, OTHER_KEY, TENANT, USER, V1, FakeIdP, env, kid, token
-from .test_auth_pieces import idp, keys  # noqa: F401  (the same fixtures, not copies)
-from .test_forged_tokens import b64
+from tests.fakes import APP, CLIENT, INSTANCE, KEY, OTHER_KEY, TENANT, USER, V1, FakeIdP, b64, env, kid, sign, token
+from tests.fakes import idp, keys  # noqa: F401  (the shared fixtures)
 
 SETTINGS = load_settings(env()).azure_ad
 MULTI = load_settings(env(AzureAd__TenantId="organizations")).azure_ad            # any tenant
@@ -42,14 +41,6 @@ def claims_of(**changes: Any) -> dict[str, Any]:
     """The claims of a good token, changed (None drops a claim)."""
     body = {**jwt.decode(token(), options={"verify_signature": False}), **changes}
     return {k: v for k, v in body.items() if v is not None}
-
-
-def sign(header: str, payload: str, key: rsa.RSAPrivateKey = KEY) -> str:
-    """A token signed by ``key`` over exactly this header and payload JSON text (any JSON, even
-    what jwt.encode would not write: duplicates, NaN, a non-string kid)."""
-    signing_input = f"{b64(header)}.{b64(payload)}"
-    algorithm = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256)
-    return f"{signing_input}.{b64(algorithm.sign(signing_input.encode(), key))}"
 
 
 def with_header(**fields: Any) -> str:
@@ -392,4 +383,126 @@ def test_a_byte_budget_counts_each_entry_as_its_claims_plus_the_overhead(keys: S
 def test_a_token_larger_than_the_whole_budget_is_validated_but_not_memoized(keys: SigningKeys) -> None:
     validator = TokenValidator(keys, SETTINGS, max_bytes=1)
     assert validator.validate(token()).oid == "user-1"
+    assert len(validator._memo) == 0
+
+
+# --- the caller a good token gives, v1 and v2, app-only or delegated --------------------------------
+def test_valid_token_gives_the_caller(keys: SigningKeys) -> None:
+    caller = validate(token(), keys, load_settings(env()).azure_ad)
+    assert caller.oid == "user-1" and caller.scopes == {"access_as_user"} and not caller.is_app
+
+
+def test_app_id_uri_audience_and_v1_issuer_are_accepted(keys: SigningKeys) -> None:
+    v1 = token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0")
+    assert validate(v1, keys, load_settings(env()).azure_ad).tid == TENANT
+
+
+def test_v1_issuer_comes_from_the_v1_metadata_not_from_a_constant(idp: FakeIdP) -> None:
+    """A sovereign cloud (China: sts.chinacloudapi.cn) publishes its own v1 issuer; the public
+    cloud's is then refused, and a v2-only API reads no v1 document at all."""
+    idp.v1_issuer = "https://sts.chinacloudapi.cn/{tenantid}/"
+    settings = load_settings(env()).azure_ad
+    assert settings.v1_metadata_url == INSTANCE + TENANT + "/.well-known/openid-configuration"
+    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
+                       v1_metadata_url=settings.v1_metadata_url)
+    china = token(aud="api://middletier", iss=f"https://sts.chinacloudapi.cn/{TENANT}/", ver="1.0")
+    assert validate(china, keys, settings).tid == TENANT
+    with pytest.raises(AuthenticationError, match="issuer"):
+        validate(token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0"), keys, settings)
+    with pytest.raises(AuthenticationError, match="does not match its version"):
+        validate(token(iss=f"https://sts.chinacloudapi.cn/{TENANT}/"), keys, settings)
+    v2_only = load_settings(env(AzureAd__AccessTokenVersions="2.0")).azure_ad
+    assert v2_only.v1_metadata_url is None
+    assert load_settings(env(AzureAd__TenantId="organizations")).azure_ad.v1_metadata_url == \
+        INSTANCE + "common/.well-known/openid-configuration"
+
+
+# --- refusals by kind ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("make,message", [
+    (lambda: token(aud="api://someone-else"), "not issued for this API"),
+    (lambda: token(exp=int(time.time()) - 400), "expired"),
+    (lambda: token(nbf=int(time.time()) + 400), "not valid yet"),
+    (lambda: token(iss="https://evil.example/v2.0"), "issuer"),
+    (lambda: token(tid="00000000-0000-0000-0000-000000000000",
+                   iss="https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"), "another tenant"),
+    (lambda: token(OTHER_KEY), "signature"),
+    (lambda: token(headers={"kid": "unknown"}), "not signed by a key"),
+    (lambda: token(tid=None), "invalid"),
+    (lambda: jwt.encode({"aud": CLIENT}, "s" * 32, algorithm="HS256", headers={"kid": kid(KEY)}), "algorithm"),
+    (lambda: "a.b.c", "malformed"),
+])
+def test_invalid_tokens_are_401(keys: SigningKeys, make: Any, message: str) -> None:
+    with pytest.raises(AuthenticationError) as err:
+        validate(make(), keys, load_settings(env()).azure_ad)
+    assert message in err.value.detail and err.value.status == 401
+
+
+def test_expiry_within_clock_skew_is_accepted(keys: SigningKeys) -> None:
+    assert validate(token(exp=int(time.time()) - 200), keys, load_settings(env()).azure_ad)
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.0"])
+@pytest.mark.parametrize("claims,is_app", [
+    (USER, False),
+    ({**USER, "idtyp": "user"}, False),                                   # include_user_token
+    ({**USER, "roles": ["MiddleTier.Admin"]}, False),                     # a user with an app role
+    ({**APP, "roles": ["MiddleTier.Admin"]}, True),                       # no idtyp requested
+    (APP, True),                                                          # no idtyp, no roles (ACL mode)
+    ({**APP, "roles": ["MiddleTier.Admin"], "idtyp": "app"}, True),       # idtyp requested
+    ({**USER, "scp": None, "roles": ["MiddleTier.Admin"]}, False),        # no marker of an app: not app-only
+    ({**APP, "idtyp": "device"}, False),
+])
+def test_app_only_classification_with_and_without_idtyp(keys: SigningKeys, version: str, claims: dict[str, Any],
+                                                         is_app: bool) -> None:
+    extra = V1 if version == "1.0" else {}
+    caller = validate(token(**{**extra, **claims}), keys, load_settings(env()).azure_ad)
+    assert caller.is_app is is_app
+
+
+@pytest.mark.parametrize("version", ["2.0", "1.0"])
+@pytest.mark.parametrize("claims,message", [
+    ({**APP, "scp": "access_as_user", "idtyp": "app"}, "app-only (idtyp) yet carries delegated scopes"),
+    ({**USER, "scp": None, "roles": ["MiddleTier.Admin"], "idtyp": "user"}, "user token (idtyp) yet carries no"),
+    ({**APP, "scp": "access_as_user"}, "(oid = sub) yet it carries delegated scopes"),
+    ({**APP, "idtyp": ["app"]}, "idtyp claim is malformed"),
+])
+def test_token_whose_idtyp_contradicts_its_scp_is_401(keys: SigningKeys, version: str, claims: dict[str, Any],
+                                                      message: str) -> None:
+    extra = V1 if version == "1.0" else {}
+    with pytest.raises(AuthenticationError) as err:
+        validate(token(**{**extra, **claims}), keys, load_settings(env()).azure_ad)
+    assert message in err.value.detail and err.value.status == 401
+    assert 'error="invalid_token"' in err.value.headers["WWW-Authenticate"]
+
+
+# --- the memo re-checks time and key; failures are never memoized --------------------------------------
+def test_memoized_validation_rechecks_time_and_key(idp: FakeIdP, keys: SigningKeys) -> None:
+    now = [time.time()]
+    settings = load_settings(env()).azure_ad
+    validator = TokenValidator(keys, settings, clock=lambda: now[0])
+    good = token()
+    first = validator.validate(good)
+    assert first.token_hash and validator.validate(good) is first  # memo hit
+    now[0] += 3600 + 301  # past exp + skew on the memo's clock: it must not serve the entry
+    assert validator.validate(good) is not first  # re-validated in full (pyjwt uses the real clock)
+
+
+def test_memoized_token_fails_once_its_key_is_withdrawn(idp: FakeIdP) -> None:
+    now = [0.0]
+    keys = SigningKeys(INSTANCE + "openid-configuration", idp, refresh_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
+    validator = TokenValidator(keys, load_settings(env()).azure_ad)
+    good = token()
+    validator.validate(good)
+    idp.keys = [OTHER_KEY]  # the tenant stops publishing the key
+    now[0] = 100            # next refresh sees it
+    with pytest.raises(AuthenticationError):
+        validator.validate(good)
+
+
+def test_invalid_tokens_are_never_memoized(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, load_settings(env()).azure_ad)
+    bad = token(aud="api://other")
+    for _ in range(2):
+        with pytest.raises(AuthenticationError):
+            validator.validate(bad)
     assert len(validator._memo) == 0
