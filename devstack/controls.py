@@ -55,6 +55,9 @@ class Fault:
     user: str | None = None      # match one user (name), where the service knows it
     fired: int = 0
 
+    def retry_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
     def matches(self, service: str, endpoint: str, grant: str | None, user: str | None) -> bool:
         return (self.service == service and self.endpoint in ("*", endpoint)
                 and (self.grant is None or self.grant == grant)
@@ -83,13 +86,16 @@ class FaultPlan:
                 return fault
         return None
 
+    async def gate(self, service: str, endpoint: str, *, grant: str | None = None) -> Fault | None:
+        """Every emulator's faults come through here: the next matching fault, after its latency.
+        The emulator answers a fault's ``status`` (or ``aadsts``) in its own words."""
+        fault = self.take(service, endpoint, grant=grant)
+        if fault is not None and fault.latency_ms > 0:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        return fault
+
     def describe(self) -> list[dict[str, Any]]:
         return [asdict(f) for f in self.faults]
-
-
-async def delay(fault: Fault | None) -> None:
-    if fault is not None and fault.latency_ms > 0:
-        await asyncio.sleep(fault.latency_ms / 1000)
 
 
 def fault_from_json(data: dict[str, Any]) -> Fault:

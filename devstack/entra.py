@@ -15,10 +15,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .aadsts import AadError
-from .controls import FaultPlan, Stats, delay
+from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant
 from .grants import Grants, capabilities, grant_name, mfa_challenge
 from .issuer import AuthContext, Issuer, v1_issuer, v2_issuer
+from .kit import read_form
+from .signin import BrowserSignIn
 
 # What Entra sends with token-endpoint answers, success or error (azure-sdk-for-js recordings).
 JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache", "Expires": "-1"}
@@ -32,8 +34,6 @@ class JSONResponse(StarletteJSON):
     """Entra's JSON answers name their charset: ``application/json; charset=utf-8``."""
 
     media_type = "application/json; charset=utf-8"
-
-FORM_LIMIT = 64 * 1024
 
 # What https://login.microsoftonline.com/common/discovery/instance?api-version=1.1 lists: one group of
 # aliases per cloud (recorded answers in azure-sdk-for-js's test recordings and MSAL.NET's
@@ -51,11 +51,6 @@ CLOUD_METADATA: list[dict[str, Any]] = [
      "aliases": ["login-us.microsoftonline.com"]},
 ]
 DISCOVERY_API_VERSIONS = ("1.0", "1.1")
-
-
-def parse_form(body: bytes) -> dict[str, str]:
-    """application/x-www-form-urlencoded, first value wins; unknown parameters are kept and ignored."""
-    return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 # What Entra's v1 and v2 metadata documents have in common (recorded public-cloud documents).
@@ -105,7 +100,6 @@ class Entra:
         self.stats = stats
         self.faults = faults
         self.grants = Grants(directory, issuer, self.token_urls)
-        from .signin import BrowserSignIn
         self.signin = BrowserSignIn(directory, self.grants)
 
     @property
@@ -122,10 +116,9 @@ class Entra:
                             status_code=err.http_status, headers=headers)
 
     async def _fault(self, endpoint: str, request: Request, grant: str | None = None) -> Response | None:
-        fault = self.faults.take("entra", endpoint, grant=grant)
+        fault = await self.faults.gate("entra", endpoint, grant=grant)
         if fault is None:
             return None
-        await delay(fault)
         if fault.aadsts is not None:
             # The body the emulator's own grants send for the code (grants.py, directory.py): MFA as
             # interaction_required + basic_action + claims, consent with suberror consent_required, a
@@ -142,13 +135,9 @@ class Entra:
                                         suberror=fault.suberror if fault.suberror is not None else suberror),
                                request)
         if fault.status is not None:
-            headers = dict(JSON_HEADERS)
-            if fault.retry_after is not None:
-                headers["Retry-After"] = str(fault.retry_after)
             error = "temporarily_unavailable" if fault.status >= 429 else "invalid_request"
-            body = AadError(90033, {}, error=error, status=fault.status).body(
-                request.headers.get("client-request-id"))
-            return JSONResponse(body, status_code=fault.status, headers=headers)
+            return self._error(AadError(90033, {}, error=error, status=fault.status), request,
+                               JSON_HEADERS | fault.retry_headers())
         return None
 
     # --- metadata ---------------------------------------------------------------------
@@ -309,8 +298,7 @@ class Entra:
         return response
 
     async def _token(self, request: Request) -> Response:
-        body = await request.body()
-        form = parse_form(body[:FORM_LIMIT])
+        form = await read_form(request)
         grant = grant_name(form.get("grant_type", ""))
         if (r := await self._fault("token", request, grant)) is not None:
             self.stats.count("entra.token", grant=grant, outcome=f"fault-{r.status_code}")
@@ -333,7 +321,7 @@ class Entra:
         return "unknown" if cid else None
 
     async def devicecode(self, request: Request) -> Response:
-        form = parse_form((await request.body())[:FORM_LIMIT])
+        form = await read_form(request)
         self.stats.count("entra.devicecode", client=self._client_label(form))
         if (r := await self._fault("devicecode", request)) is not None:
             return r
@@ -348,7 +336,7 @@ class Entra:
     async def devicelogin(self, request: Request) -> Response:
         if request.method == "GET":
             return _login_page("Enter the code displayed on your device, then sign in.")
-        form = parse_form((await request.body())[:FORM_LIMIT])
+        form = await read_form(request)
         flow = self.grants.pending_by_user_code(form.get("code", ""))
         if flow is None:
             return _login_page("That code was not recognised or has expired.", status=400)

@@ -18,7 +18,7 @@ import jwt
 from . import client_auth
 from .aadsts import AadError
 from .directory import App, Directory, Requested, Tenant, User
-from .issuer import AuthContext, Issuer, is_app_only, v1_issuer, v2_issuer
+from .issuer import AuthContext, Issuer, is_app_only, v2_issuer
 
 GRANT_OBO = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -263,7 +263,7 @@ class Grants:
         except jwt.PyJWTError:
             raise AadError(50013, {"reason": "The provided signature value did not match the "
                                              "expected signature value."}) from None
-        if claims.get("iss") not in (v2_issuer(self.issuer.instance, tenant.id), v1_issuer(tenant.id)):
+        if not self.issuer.issued(claims, tenant.id):
             raise AadError(50013, {"reason": "The issuer of the assertion is not valid for this tenant."})
         exp = claims.get("exp")
         now = time.time()

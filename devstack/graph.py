@@ -13,16 +13,16 @@ import time
 import uuid
 from typing import Any
 
-import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from . import clouds
-from .controls import FaultPlan, Stats, delay
+from .controls import Fault, FaultPlan, Stats
 from .directory import Directory, Tenant, User
-from .issuer import AuthContext, Issuer, declares_cp1, is_app_only, next_serial, v1_issuer, v2_issuer
+from .issuer import AuthContext, Issuer, declares_cp1, is_app_only, next_serial
+from .kit import BearerRefused, ServiceError, check_bearer
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
@@ -34,46 +34,34 @@ def audiences() -> tuple[str, ...]:
 ME_SCOPES = {"User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"}
 USERS_ROLES = {"User.Read.All", "User.ReadWrite.All", "Directory.Read.All"}
 CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
+DENIED = "Insufficient privileges to complete the operation."
 CHALLENGE_BASE = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
                   f'client_id="{GRAPH_APP_ID}"')
 
 
-class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str, challenge: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.challenge = status, code, message, challenge
+# Graph's words for each reason a bearer token is refused (kit.BearerRefused).
+REFUSED = {"missing": "Access token is empty.",
+           "expired": "Access token has expired or is not yet valid.",
+           "not_yet_valid": "Access token has expired or is not yet valid.",
+           "audience": "Access token validation failure. Invalid audience.",
+           "invalid": "Access token validation failure.",
+           "issuer": "Access token validation failure. Invalid issuer."}
 
 
 def validate_bearer(request: Request, issuer: Issuer, directory: Directory,
                     audiences: tuple[str, ...]) -> tuple[Tenant, dict[str, Any]]:
-    """What a resource server checks: a Bearer token signed by a published key, for one of
-    ``audiences``, unexpired, from an issuer of a known tenant. Graph's error shapes."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", CHALLENGE_BASE)
-    token = token.strip()
+    """The bearer check (kit.check_bearer) for a token of any known tenant, refused in Graph's words."""
     try:
-        kid = jwt.get_unverified_header(token).get("kid")
-        key = issuer.keys.by_kid(str(kid))
-        if key is None:
-            raise jwt.InvalidSignatureError("unknown kid")
-        claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"], audience=audiences,
-                            options={"require": ["exp", "nbf", "iat", "iss", "aud", "tid"]}, leeway=0)
-    except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
-                         CHALLENGE_BASE + ', error="invalid_token"') from None
-    except jwt.InvalidAudienceError:
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
-                         CHALLENGE_BASE + ', error="invalid_token"') from None
-    except jwt.PyJWTError:
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.",
-                         CHALLENGE_BASE + ', error="invalid_token"') from None
-    tenant = directory.tenant_by_id(str(claims.get("tid")))
-    if tenant is None or claims.get("iss") not in (v1_issuer(tenant.id), v2_issuer(issuer.instance, tenant.id)):
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid issuer.",
-                         CHALLENGE_BASE + ', error="invalid_token"')
-    return tenant, claims
+        return check_bearer(request, issuer, audiences, require=("exp", "nbf", "iat", "iss", "aud", "tid"),
+                            tenant_of=lambda claims: directory.tenant_by_id(str(claims.get("tid"))))
+    except BearerRefused as refused:
+        challenge = CHALLENGE_BASE + ("" if refused.reason == "missing" else ', error="invalid_token"')
+        raise ServiceError(401, "InvalidAuthenticationToken", REFUSED[refused.reason], challenge=challenge) from None
+
+
+def unavailable(fault: Fault) -> ServiceError:
+    """An injected failure, as Graph words it."""
+    return ServiceError.injected(fault, "serviceNotAvailable" if (fault.status or 0) >= 500 else "TooManyRequests")
 
 
 class Graph:
@@ -100,9 +88,6 @@ class Graph:
         return event[1]
 
     # --- validation --------------------------------------------------------------------------
-    def _validate(self, request: Request) -> tuple[Tenant, dict[str, Any]]:
-        return validate_bearer(request, self.issuer, self.directory, audiences())
-
     def _cae(self, user: User, claims: dict[str, Any]) -> None:
         """Challenge a token issued before a revocation event — only if its client declared cp1 (CAE
         token, ``xms_cc``). A client that did not is never challenged: its token, revoked or not,
@@ -121,55 +106,52 @@ class Graph:
             encoded = base64.b64encode(challenge_claims.encode()).decode()
             reason = ("Continuous access evaluation resulted in challenge with result: InteractionRequired "
                       "and code: TokenIssuedBeforeRevocationTimestamp")
-            raise GraphError(401, "InvalidAuthenticationToken", reason,
-                             CHALLENGE_BASE + f', error_description="{reason}", error="insufficient_claims", '
-                                              f'claims="{encoded}"')
+            raise ServiceError(401, "InvalidAuthenticationToken", reason,
+                               challenge=CHALLENGE_BASE + f', error_description="{reason}", '
+                                                          f'error="insufficient_claims", claims="{encoded}"')
 
     # --- endpoints -----------------------------------------------------------------------------
     async def me(self, request: Request) -> Response:
-        fault = self.faults.take("graph", "me")
-        await delay(fault)
+        fault = await self.faults.gate("graph", "me")
         try:
             if fault is not None and fault.status is not None:
-                raise GraphError(fault.status, "serviceNotAvailable" if fault.status >= 500 else "TooManyRequests",
-                                 "The service is temporarily unavailable.")
-            tenant, claims = self._validate(request)
+                raise unavailable(fault)
+            tenant, claims = validate_bearer(request, self.issuer, self.directory, audiences())
             if is_app_only(claims) or "scp" not in claims:
-                raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+                raise ServiceError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
             user = tenant.user_by_oid(str(claims.get("oid")))
             if user is None:
-                raise GraphError(404, "Request_ResourceNotFound",
-                                 f"Resource '{claims.get('oid')}' does not exist or one of its queried reference-property "
-                                 "objects are not present.")
+                raise ServiceError(404, "Request_ResourceNotFound",
+                                   f"Resource '{claims.get('oid')}' does not exist or one of its queried "
+                                   "reference-property objects are not present.")
             if not ME_SCOPES & set(str(claims.get("scp", "")).split()):
-                raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+                raise ServiceError(403, "Authorization_RequestDenied", DENIED)
             self._cae(user, claims)
-        except GraphError as err:
+        except ServiceError as err:
             self.stats.count("graph.me", status=str(err.status))
-            return self._error(err, request, fault)
+            return self._error(err, request)
         self.stats.count("graph.me", status="200", user=user.name)
         return self._json(request, {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
                                     **profile(user)})
 
     async def user(self, request: Request) -> Response:
-        fault = self.faults.take("graph", "users")
-        await delay(fault)
+        fault = await self.faults.gate("graph", "users")
         try:
             if fault is not None and fault.status is not None:
-                raise GraphError(fault.status, "serviceNotAvailable", "The service is temporarily unavailable.")
-            tenant, claims = self._validate(request)
+                raise unavailable(fault)
+            tenant, claims = validate_bearer(request, self.issuer, self.directory, audiences())
             roles = set(claims.get("roles") or [])
             scopes = set(str(claims.get("scp", "")).split())
             if not (roles & USERS_ROLES or scopes & (ME_SCOPES - {"User.Read", "User.ReadWrite"})):
-                raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+                raise ServiceError(403, "Authorization_RequestDenied", DENIED)
             user = tenant.user_by_login(request.path_params["id"])
             if user is None:
-                raise GraphError(404, "Request_ResourceNotFound",
-                                 f"Resource '{request.path_params['id']}' does not exist or one of its queried "
-                                 "reference-property objects are not present.")
-        except GraphError as err:
+                raise ServiceError(404, "Request_ResourceNotFound",
+                                   f"Resource '{request.path_params['id']}' does not exist or one of its queried "
+                                   "reference-property objects are not present.")
+        except ServiceError as err:
             self.stats.count("graph.users", status=str(err.status))
-            return self._error(err, request, fault)
+            return self._error(err, request)
         self.stats.count("graph.users", status="200")
         return self._json(request, {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
                                     **profile(user)})
@@ -185,18 +167,12 @@ class Graph:
                        **(headers or {})}
         return Response(json.dumps(body), status_code=status, headers=all_headers, media_type=CONTENT_TYPE)
 
-    def _error(self, err: GraphError, request: Request, fault: Any = None) -> Response:
+    def _error(self, err: ServiceError, request: Request) -> Response:
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         request_id = str(uuid.uuid4())
-        body = {"error": {"code": err.code, "message": err.message,
-                          "innerError": {"date": now, "request-id": request_id,
-                                         "client-request-id": request.headers.get("client-request-id", request_id)}}}
-        headers: dict[str, str] = {}
-        if err.challenge:
-            headers["WWW-Authenticate"] = err.challenge
-        if fault is not None and fault.retry_after is not None:
-            headers["Retry-After"] = str(fault.retry_after)
-        return self._json(request, body, err.status, headers, request_id)
+        body = err.body(innerError={"date": now, "request-id": request_id,
+                                    "client-request-id": request.headers.get("client-request-id", request_id)})
+        return self._json(request, body, err.status, err.headers, request_id)
 
     def app(self) -> Starlette:
         return Starlette(routes=[

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .controls import FaultPlan, Stats, delay
+from .controls import FaultPlan, Stats
 from .directory import Directory
 from .issuer import Issuer
 
@@ -30,9 +30,9 @@ class MiJSON(JSONResponse):
     media_type = "application/json; charset=utf-8"
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return MiJSON({"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
-                  status_code=status)
+                  status_code=status, headers=headers)
 
 
 class IdentityEndpoint:
@@ -41,11 +41,10 @@ class IdentityEndpoint:
         self.header = secrets.token_hex(16)  # IDENTITY_HEADER: a per-run secret, as App Service rotates it
 
     async def token(self, request: Request) -> Response:
-        fault = self.faults.take("identity", "token")
-        await delay(fault)
+        fault = await self.faults.gate("identity", "token")
         if fault is not None and fault.status is not None:
             self.stats.count("identity.token", outcome=str(fault.status))
-            return _error(fault.status, "The managed identity endpoint is unavailable.")
+            return _error(fault.status, "The managed identity endpoint is unavailable.", fault.retry_headers())
         presented = request.headers.get("x-identity-header")
         if presented is None:
             self.stats.count("identity.token", outcome="400")

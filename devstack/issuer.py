@@ -115,6 +115,10 @@ class Issuer:
             key_file.chmod(0o600)
         self._aead = AESGCM(key_file.read_bytes())
 
+    def issued(self, claims: dict[str, Any], tenant_id: str) -> bool:
+        """The token names this Entra's v1 or v2 issuer for the tenant, as resource servers require."""
+        return claims.get("iss") in (v2_issuer(self.instance, tenant_id), v1_issuer(tenant_id))
+
     # --- access tokens --------------------------------------------------------------
     def user_access_claims(self, tenant: Tenant, client: App, user: User, resource: App,
                            scopes: list[str], auth: AuthContext, client_auth: str,

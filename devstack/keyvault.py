@@ -25,7 +25,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,9 +32,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import clouds
-from .controls import FaultPlan, Stats, delay
+from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant, Vault
-from .issuer import Issuer, v1_issuer, v2_issuer
+from .issuer import Issuer, v1_issuer
+from .kit import BearerRefused, ServiceError, check_bearer
 from .signing import AppCertificate, b64url
 
 
@@ -81,12 +81,6 @@ class CertificateVersion:
         return x509.load_der_x509_certificate(self.der)
 
 
-class KvError(Exception):
-    def __init__(self, status: int, code: str, message: str, inner: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.inner = status, code, message, inner
-
-
 class VaultStore:
     """Versions are kept oldest first; 'latest' is the last one."""
 
@@ -111,16 +105,17 @@ class VaultStore:
     def secret(self, name: str, version: str = "") -> SecretVersion:
         versions = self.secrets.get(name)
         if not versions:
-            raise KvError(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault. "
-                          "If you recently deleted this secret you may be able to recover it using the correct "
-                          "recovery command. For help resolving this issue, please see "
-                          "https://go.microsoft.com/fwlink/?linkid=2125182")
+            raise ServiceError(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key "
+                               "vault. If you recently deleted this secret you may be able to recover it using the "
+                               "correct recovery command. For help resolving this issue, please see "
+                               "https://go.microsoft.com/fwlink/?linkid=2125182")
         if not version:
             return versions[-1]
         for v in versions:
             if v.version == version:
                 return v
-        raise KvError(404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found in this key vault.")
+        raise ServiceError(404, "SecretNotFound",
+                           f"A secret with (name/id) {name}/{version} was not found in this key vault.")
 
 
 class KeyVault:
@@ -138,32 +133,27 @@ class KeyVault:
     def challenge(self) -> str:
         return f'Bearer authorization="{self.issuer.instance}/{self.tenant.id}", resource="{resource()}"'
 
+    def _refused(self, reason: str) -> str:
+        """Key Vault's words for each reason a bearer token is refused (kit.BearerRefused)."""
+        return {"missing": "AKV10000: Request is missing a Bearer or PoP token.",
+                "expired": "AKV10032: Token has expired.",
+                "audience": f"AKV10022: Invalid audience. Expected {resource()}.",
+                "issuer": f"AKV10032: Invalid issuer. Expected one of {v1_issuer(self.tenant.id)}.",
+                }.get(reason, "AKV10013: Token validation failed.")
+
     def _authorize(self, request: Request, action: str = "secrets/getSecret/action") -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise KvError(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
         try:
-            key = self.issuer.keys.by_kid(str(jwt.get_unverified_header(token).get("kid")))
-            if key is None:
-                raise jwt.InvalidSignatureError("unknown kid")
-            claims = jwt.decode(token.strip(), key.private_key.public_key(), algorithms=["RS256"],
-                                audience=[resource(), resource() + "/"], options={"require": ["exp", "iss", "aud"]})
-        except jwt.ExpiredSignatureError:
-            raise KvError(401, "Unauthorized", "AKV10032: Token has expired.") from None
-        except jwt.InvalidAudienceError:
-            raise KvError(401, "Unauthorized", f"AKV10022: Invalid audience. Expected {resource()}.") from None
-        except jwt.PyJWTError:
-            raise KvError(401, "Unauthorized", "AKV10013: Token validation failed.") from None
-        if claims.get("iss") not in (v1_issuer(self.tenant.id), v2_issuer(self.issuer.instance, self.tenant.id)):
-            raise KvError(401, "Unauthorized", f"AKV10032: Invalid issuer. Expected one of {v1_issuer(self.tenant.id)}.")
+            _, claims = check_bearer(request, self.issuer, [resource(), resource() + "/"],
+                                     require=("exp", "iss", "aud"), tenant_of=lambda _: self.tenant)
+        except BearerRefused as refused:
+            raise ServiceError(401, "Unauthorized", self._refused(refused.reason)) from None
         caller = self.tenant.identity(principal_id=str(claims.get("oid")))
         # Readers hold "Key Vault Secrets User" (read actions only); nobody here may write.
         if caller is None or caller.name not in self.vault.readers or not action.endswith("getSecret/action"):
-            raise KvError(403, "Forbidden", "Caller is not authorized to perform action on resource. If role "
-                          "assignments, deny assignments or role definitions were changed recently, please observe "
-                          f"propagation time. Action: 'Microsoft.KeyVault/vaults/{action}'",
-                          "ForbiddenByRbac")
+            raise ServiceError(403, "Forbidden", "Caller is not authorized to perform action on resource. If role "
+                               "assignments, deny assignments or role definitions were changed recently, please "
+                               f"observe propagation time. Action: 'Microsoft.KeyVault/vaults/{action}'",
+                               inner="ForbiddenByRbac")
         return caller.name
 
     @staticmethod
@@ -179,22 +169,19 @@ class KeyVault:
     def _json(self, request: Request, body: Any, status: int = 200) -> Response:
         return KvJSON(body, status_code=status, headers=self._headers(request))
 
-    def _error(self, request: Request, err: KvError) -> Response:
-        body: dict[str, Any] = {"error": {"code": err.code, "message": err.message}}
-        if err.inner:
-            body["error"]["innererror"] = {"code": err.inner}
-        headers = self._headers(request)
+    def _error(self, request: Request, err: ServiceError) -> Response:
+        headers = self._headers(request) | err.headers
         if err.status == 401:
             headers["WWW-Authenticate"] = self.challenge()
-        return KvJSON(body, status_code=err.status, headers=headers)
+        return KvJSON(err.body(**({"innererror": {"code": err.inner}} if err.inner else {})),
+                      status_code=err.status, headers=headers)
 
     async def _guard(self, request: Request, endpoint: str, action: str = "secrets/getSecret/action") -> str:
-        fault = self.faults.take("keyvault", endpoint)
-        await delay(fault)
+        fault = await self.faults.gate("keyvault", endpoint)
         if fault is not None and fault.status is not None:
-            raise KvError(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
+            raise ServiceError.injected(fault, "ServiceUnavailable")
         if "api-version" not in request.query_params:
-            raise KvError(400, "BadParameter", "The request URI contains an invalid or missing api-version.")
+            raise ServiceError(400, "BadParameter", "The request URI contains an invalid or missing api-version.")
         return self._authorize(request, action)
 
     # --- representations ----------------------------------------------------------------------------
@@ -236,10 +223,10 @@ class KeyVault:
             offset = int(json.loads(base64.urlsafe_b64decode(q["$skiptoken"] + "==")).get("NextMarker", -1)) \
                 if "$skiptoken" in q else 0
         except (ValueError, binascii.Error, AttributeError):
-            return self._error(request, KvError(400, "BadParameter", "The skiptoken or maxresults is invalid."))
+            return self._error(request, ServiceError(400, "BadParameter", "The skiptoken or maxresults is invalid."))
         if not 1 <= size <= PAGE_SIZE or not 0 <= offset <= len(items):
-            return self._error(request, KvError(400, "BadParameter",
-                                                f"maxresults must be between 1 and {PAGE_SIZE}; skiptoken invalid."))
+            return self._error(request, ServiceError(
+                400, "BadParameter", f"maxresults must be between 1 and {PAGE_SIZE}; skiptoken invalid."))
         page = items[offset:offset + size]
         next_link = None
         if offset + size < len(items):
@@ -288,13 +275,15 @@ class KeyVault:
             v = self.store.secret(name, version)
             now = time.time()
             if not v.enabled:
-                raise KvError(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
+                raise ServiceError(403, "Forbidden", "Operation get is not allowed on a disabled secret.",
+                                   inner="SecretDisabled")
             if v.exp is not None and v.exp < now:
-                raise KvError(403, "Forbidden", "Operation get is not allowed on an expired secret.", "SecretExpired")
+                raise ServiceError(403, "Forbidden", "Operation get is not allowed on an expired secret.",
+                                   inner="SecretExpired")
             if v.nbf is not None and v.nbf > now:
-                raise KvError(403, "Forbidden", "Operation get is not allowed on a secret that is not yet valid.",
-                              "SecretNotYetValid")
-        except KvError as err:
+                raise ServiceError(403, "Forbidden", "Operation get is not allowed on a secret that is not yet valid.",
+                                   inner="SecretNotYetValid")
+        except ServiceError as err:
             # by_secret counts successful reads only; by_host: the vault's name as the client used it
             self.stats.count("keyvault.get", outcome=str(err.status), host=request.headers.get("host"))
             return self._error(request, err)
@@ -306,7 +295,7 @@ class KeyVault:
         here hold "Key Vault Secrets User" at most, so a write is refused as Key Vault refuses it."""
         try:
             await self._guard(request, "secrets", "secrets/setSecret/action")
-        except KvError as err:
+        except ServiceError as err:
             self.stats.count("keyvault.set", outcome=str(err.status))
             return self._error(request, err)
         raise AssertionError("unreachable: no identity may write")  # pragma: no cover
@@ -318,7 +307,7 @@ class KeyVault:
             versions = self.store.secrets.get(name)
             if not versions:
                 self.store.secret(name)
-        except KvError as err:
+        except ServiceError as err:
             return self._error(request, err)
         return self._page(request, f"/secrets/{name}/versions",
                           [self._secret_item(name, v) for v in versions or []])
@@ -326,7 +315,7 @@ class KeyVault:
     async def list_secrets(self, request: Request) -> Response:
         try:
             await self._guard(request, "secrets")
-        except KvError as err:
+        except ServiceError as err:
             return self._error(request, err)
         items = [self._secret_item(n, vs[-1], with_version=False) for n, vs in sorted(self.store.secrets.items())]
         return self._page(request, "/secrets", items)
@@ -338,11 +327,11 @@ class KeyVault:
             versions = self.store.certificates.get(name)
             match = [c for c in versions or [] if not version or c.version == version]
             if not match:
-                raise KvError(404, "CertificateNotFound", f"A certificate with (name/id) {name} was not found in "
-                              "this key vault. If you recently deleted this certificate you may be able to recover "
-                              "it using the correct recovery command. For help resolving this issue, please see "
-                              "https://go.microsoft.com/fwlink/?linkid=2125182")
-        except KvError as err:
+                raise ServiceError(404, "CertificateNotFound", f"A certificate with (name/id) {name} was not found in "
+                                   "this key vault. If you recently deleted this certificate you may be able to "
+                                   "recover it using the correct recovery command. For help resolving this issue, "
+                                   "please see https://go.microsoft.com/fwlink/?linkid=2125182")
+        except ServiceError as err:
             self.stats.count("keyvault.certificate", outcome=str(err.status))
             return self._error(request, err)
         cert = match[-1]

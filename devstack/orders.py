@@ -1,7 +1,8 @@
 """A second downstream API: "orders", with its own app registration, scopes and app roles.
 
 ``GET /orders``: a user token with ``Orders.Read`` gets that user's orders; an app token with the
-``Orders.Read.All`` role gets everyone's. Token checks as for Graph (``graph.validate_bearer``).
+``Orders.Read.All`` role gets everyone's. Token checks, faults and error codes as for Graph
+(``graph.validate_bearer``, ``graph.unavailable``); its error body is ``{"error": {"code", "message"}}``.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .controls import FaultPlan, Stats, delay
+from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant, User
-from .graph import GraphError, validate_bearer
+from .graph import unavailable, validate_bearer
+from .kit import ServiceError
 from .issuer import Issuer, is_app_only
 
 
@@ -38,18 +40,16 @@ class Orders:
         return (app.client_id, *app.identifier_uris)
 
     async def list_orders(self, request: Request) -> Response:
-        fault = self.faults.take("orders", "orders")
-        await delay(fault)
+        fault = await self.faults.gate("orders", "orders")
         try:
             if fault is not None and fault.status is not None:
-                raise GraphError(fault.status, "serviceNotAvailable", "The service is temporarily unavailable.")
+                raise unavailable(fault)
             tenant, claims = validate_bearer(request, self.issuer, self.directory, self._audiences())
             body = self._visible(tenant, claims)
-        except GraphError as err:
+        except ServiceError as err:
             self.stats.count("orders.list", status=str(err.status))
-            return Response(json.dumps({"error": {"code": err.code, "message": err.message}}),
-                            status_code=err.status, media_type="application/json",
-                            headers={"WWW-Authenticate": err.challenge} if err.challenge else None)
+            return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json",
+                            headers=err.headers)
         kind = "app" if is_app_only(claims) else "user"
         self.stats.count("orders.list", status="200", caller=kind)
         return Response(json.dumps(body), media_type="application/json", headers={"request-id": str(uuid.uuid4())})
@@ -57,13 +57,13 @@ class Orders:
     def _visible(self, tenant: Tenant, claims: dict[str, Any]) -> dict[str, Any]:
         if is_app_only(claims):
             if "Orders.Read.All" not in (claims.get("roles") or []):
-                raise GraphError(403, "Forbidden", "The app lacks the Orders.Read.All role.")
+                raise ServiceError(403, "Forbidden", "The app lacks the Orders.Read.All role.")
             return {"value": [o for u in tenant.users for o in orders_for(u)], "scope": "all"}
         if "Orders.Read" not in str(claims.get("scp", "")).split():
-            raise GraphError(403, "Forbidden", "The token lacks the Orders.Read scope.")
+            raise ServiceError(403, "Forbidden", "The token lacks the Orders.Read scope.")
         user = tenant.user_by_oid(str(claims.get("oid")))
         if user is None:
-            raise GraphError(404, "NotFound", "No such user.")
+            raise ServiceError(404, "NotFound", "No such user.")
         return {"value": orders_for(user), "scope": "mine"}
 
     def app(self) -> Starlette:

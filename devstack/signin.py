@@ -24,6 +24,7 @@ from .aadsts import AadError
 from .directory import App, Directory, Tenant, User
 from .grants import AuthCode, Grants, capabilities, demands_mfa, parse_claims
 from .issuer import AuthContext, client_info
+from .kit import read_form
 
 COOKIE = "devstack_sso"
 CODE_LIFETIME = 600
@@ -73,8 +74,7 @@ class BrowserSignIn:
     # --- the endpoint ---------------------------------------------------------------------------
     async def authorize(self, request: Request) -> Response:
         if request.method == "POST":
-            from .entra import parse_form
-            params = parse_form((await request.body())[:65536])
+            params = await read_form(request)
         else:
             params = dict(request.query_params)
         try:
