@@ -76,7 +76,7 @@ Call the API as alice (copy-paste):
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from .funchost import serve_app
+    from .host.funchost import serve_app
     return serve_app(Path(args.app).resolve(), Path(args.settings) if args.settings else None,
                      state_dir(args.state), host=args.host, port=args.port, ready_json=args.ready_json,
                      devstack_state=Path(args.devstack) if args.devstack else state_dir(args.state))

@@ -31,6 +31,7 @@ from .identity import IdentityEndpoint
 from .issuer import Issuer
 from .keyvault import KeyVault
 from .orders import Orders
+from .serving import bind, config
 from .signing import AppCertificate, KeyRing, ensure_app_certificate
 from .state import runtime_file, write_runtime
 from .tls import TlsFiles, ensure_tls
@@ -40,15 +41,6 @@ PLAIN_HTTP = ("admin", "identity")  # loopback-only; the managed-identity endpoi
 # The public cloud's host names, for a run with production settings (`up --production-names`).
 PRODUCTION_NAMES = clouds.PUBLIC.production_names()
 log = logging.getLogger("devstack")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 @dataclass
@@ -201,20 +193,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: Any, tls: TlsFiles | None) -> uvicorn.Config:
-    kwargs: dict[str, Any] = dict(log_level="warning", access_log=False, lifespan="off",
-                                  http="httptools", loop="uvloop", timeout_keep_alive=30, timeout_graceful_shutdown=2)
-    if tls is not None:
-        kwargs.update(ssl_certfile=str(tls.server_cert), ssl_keyfile=str(tls.server_key))
-    return uvicorn.Config(app, **kwargs)
-
-
 async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
     apps = {"entra": (stack.entra.app(), stack.tls), "graph": (stack.graph.app(), stack.tls),
             "keyvault": (stack.keyvault.app(), stack.tls), "identity": (stack.identity.app(), None),
             "orders": (stack.orders.app(), stack.tls),
             "admin": (stack.admin.app(), None)}
-    servers = {name: _Server(_config(app, tls)) for name, (app, tls) in apps.items()}
+    servers = {name: _Server(config(app, tls)) for name, (app, tls) in apps.items()}
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

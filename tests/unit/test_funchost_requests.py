@@ -32,8 +32,8 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from devstack.funchost import (FunctionsHost, HostConfigurationError, HostSettings, host_header_valid, kestrel_path,
-                               load_functions, query_values, read_host_json, uri_component)
+from devstack.host.funchost import (FunctionsHost, HostConfigurationError, HostSettings, host_header_valid,
+                                    kestrel_path, load_functions, query_values, read_host_json, uri_component)
 
 from .test_funchost_routes import http
 

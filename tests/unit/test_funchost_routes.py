@@ -1,4 +1,4 @@
-"""The local Functions host refuses at start-up what the real host refuses (devstack/routes.py).
+"""The local Functions host refuses at start-up what the real host refuses (devstack/host/routes.py).
 
 Error texts are the host's (Azure/azure-functions-host ScriptHost.ValidateFunction/ValidateHttpFunction,
 HostFunctionMetadataProvider, FunctionDescriptorProvider, ScriptBindingContext) and ASP.NET Core's
@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.funchost import ANY_METHOD, FunctionsHost, HostSettings, load_functions
-from devstack.routes import Route, RouteCreationError
+from devstack.host.funchost import ANY_METHOD, FunctionsHost, HostSettings, load_functions
+from devstack.host.routes import Route, RouteCreationError
 
 from ..conftest import ROOT
 

@@ -1,4 +1,4 @@
-"""The local host does for OpenTelemetry what the Python worker does (devstack/worker_telemetry.py):
+"""The local host does for OpenTelemetry what the Python worker does (devstack/host/worker_telemetry.py):
 each invocation runs inside the host request's trace context, so the app's spans are its children."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.worker_telemetry import WorkerTelemetry, invocation_trace_context
+from devstack.host.worker_telemetry import WorkerTelemetry, invocation_trace_context
 
 from .test_funchost_routes import call, http
 

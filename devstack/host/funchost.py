@@ -6,7 +6,7 @@ into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.
 ``Host.CORSCredentials``) — builds real ``azure.functions.HttpRequest`` objects and runs
 sync functions in a thread pool, as the Python worker does. At start-up it refuses what the real
 host refuses (reserved or conflicting routes, invalid names, bindings, authLevel, route templates:
-``devstack/routes.py``; host.json: ``read_host_json``), with the host's messages.
+``devstack/host/routes.py``; host.json: ``read_host_json``), with the host's messages.
 
 A function gets the request as Kestrel and the host's ``ToRpcHttp`` hand it to the Python worker
 (tests/unit/test_funchost_requests.py, tests/integration/test_funchost_conformance.py): repeated
@@ -130,7 +130,7 @@ def read_host_json(app_dir: Path) -> dict[str, Any]:
 
 
 def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
-    """Load the HTTP functions as the host does at start-up (devstack/routes.py): a function the host
+    """Load the HTTP functions as the host does at start-up (devstack/host/routes.py): a function the host
     would refuse is logged "in error" and not served, the others are; a route template ASP.NET
     cannot build raises RouteCreationError and a host.json the host refuses HostConfigurationError
     (the host does not start)."""
@@ -498,7 +498,7 @@ def log_level(app_dir: Path) -> int:
 
 def managed_identity_environment(devstack_state: Path | None) -> dict[str, str]:
     """What App Service sets for a function app with a managed identity, from a running devstack."""
-    from .state import read_runtime
+    from ..state import read_runtime
     info = read_runtime(devstack_state) if devstack_state else None
     if not info or "identity_header" not in info:
         return {}
@@ -510,8 +510,8 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     """Load settings and functions, then serve until SIGINT/SIGTERM (the `func start` lifecycle)."""
     import uvicorn
 
-    from .resolve import install_from_env
-    from .stack import bind
+    from ..resolve import install_from_env
+    from ..serving import bind, config
     # DEVSTACK_RESOLVE (process environment, not a setting): real host names -> the devstack, in
     # this process only, before the app makes a connection (devstack/resolve.py).
     install_from_env()
@@ -546,7 +546,5 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
                 for f in listing:
                     print(f"  {f['name']}: [{','.join(f['methods'])}] {url}{f['route']}", flush=True)
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="httptools",
-                            loop="uvloop", timeout_keep_alive=30, timeout_graceful_shutdown=2)
-    Server(config).run(sockets=[sock])
+    Server(config(app)).run(sockets=[sock])
     return 0
