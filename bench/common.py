@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: start the real stack, run wrk, parse it, record the result."""
+"""Shared benchmark plumbing: run wrk, parse it, record the result (devstack/launch.py starts the stack)."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import start_devstack, stop  # noqa: E402  (the same launcher the tests use)
-
-__all__ = ["ROOT", "start_devstack", "stop", "wrk", "machine", "record"]
+__all__ = ["ROOT", "wrk", "machine", "record"]
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 

@@ -10,9 +10,10 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from common import machine, record, start_devstack, stop, wrk
+from common import machine, record, wrk
 
 from devstack.client import sign_in
+from devstack.launch import start_devstack, stop  # the same launchers the tests use
 
 TARGET_RPS = 300
 

@@ -27,7 +27,7 @@ import requests  # noqa: E402
 
 from bench.common import machine, record, wrk  # noqa: E402
 from devstack.settings_file import local_settings  # noqa: E402
-from tests.conftest import Admin, RedisServer, start_devstack, stop  # noqa: E402
+from devstack.launch import Admin, RedisServer, start_devstack, start_host, stop  # noqa: E402
 
 CONNECTIONS = 8
 DURATION = "6s"
@@ -70,14 +70,7 @@ def host_settings(info: dict[str, Any], admin: Admin, folder: Path, **extra: str
 
 def start_bench_host(app: Path, settings: Path, info: dict[str, Any], folder: Path) -> tuple[Any, dict[str, Any]]:
     folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--state", str(folder), "host", "--app", str(app), "--settings",
-         str(settings), "--port", "0", "--ready-json", "--devstack", info["state"]],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(folder / "host.log", "w"), text=True)
-    line = proc.stdout.readline()  # type: ignore[union-attr]
-    if not line.startswith('{"ready"'):
-        raise SystemExit("bench host did not start: " + (folder / "host.log").read_text()[-2000:])
-    return proc, json.loads(line)["ready"]
+    return start_host(folder, settings, info["state"], app=app)
 
 
 def token_script(path: str, tokens: list[str], folder: Path, name: str) -> str:
