@@ -9,7 +9,6 @@ from typing import Any, Mapping
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.responses import JSONResponse as StarletteJSON
 from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +18,7 @@ from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant
 from .grants import Grants, capabilities, grant_name, mfa_challenge
 from .issuer import AuthContext, Issuer, v1_issuer, v2_issuer
-from .kit import read_form
+from .kit import JSON, read_form
 from .signin import BrowserSignIn
 
 # What Entra sends with token-endpoint answers, success or error (azure-sdk-for-js recordings).
@@ -30,10 +29,6 @@ DISCOVERY_HEADERS = {"Cache-Control": "max-age=86400, private", "Access-Control-
 DISCOVERY_ERROR_HEADERS = {"Cache-Control": "private", "Access-Control-Allow-Origin": "*"}
 
 
-class JSONResponse(StarletteJSON):
-    """Entra's JSON answers name their charset: ``application/json; charset=utf-8``."""
-
-    media_type = "application/json; charset=utf-8"
 
 # What https://login.microsoftonline.com/common/discovery/instance?api-version=1.1 lists: one group of
 # aliases per cloud (recorded answers in azure-sdk-for-js's test recordings and MSAL.NET's
@@ -111,9 +106,9 @@ class Entra:
         return {f"{self.instance}/{seg}/oauth2/v2.0/token" for seg in (tenant.id, tenant.domain, segment)}
 
     # --- helpers ----------------------------------------------------------------------
-    def _error(self, err: AadError, request: Request, headers: dict[str, str] = JSON_HEADERS) -> JSONResponse:
-        return JSONResponse(err.body(request.headers.get("client-request-id")),
-                            status_code=err.http_status, headers=headers)
+    def _error(self, err: AadError, request: Request, headers: dict[str, str] = JSON_HEADERS) -> JSON:
+        return JSON(err.body(request.headers.get("client-request-id")),
+                    status_code=err.http_status, headers=headers)
 
     async def _fault(self, endpoint: str, request: Request, grant: str | None = None) -> Response | None:
         fault = await self.faults.gate("entra", endpoint, grant=grant)
@@ -198,7 +193,7 @@ class Entra:
             return self._error(err, request, DISCOVERY_ERROR_HEADERS)
         v1 = not request.url.path.endswith("/v2.0/.well-known/openid-configuration")
         document = self.openid_configuration_v1(segment, tenant) if v1 else self.openid_configuration(segment, tenant)
-        return JSONResponse(document, headers=DISCOVERY_HEADERS)
+        return JSON(document, headers=DISCOVERY_HEADERS)
 
     async def jwks(self, request: Request) -> Response:
         self.stats.count("entra.jwks")
@@ -210,8 +205,8 @@ class Entra:
         except AadError as err:
             return self._error(err, request, DISCOVERY_ERROR_HEADERS)
         generic = segment.lower() in ("common", "organizations", "consumers")
-        return JSONResponse(self.issuer.keys.jwks(self.instance, None if generic else tenant.id),
-                            headers=DISCOVERY_HEADERS)
+        return JSON(self.issuer.keys.jwks(self.instance, None if generic else tenant.id),
+                    headers=DISCOVERY_HEADERS)
 
     def instance_metadata(self) -> list[dict[str, Any]]:
         """Under a public cloud's name (``up --production-names``) the emulator is that cloud and lists
@@ -258,14 +253,14 @@ class Entra:
         if version == "1.1":  # 1.0 answers the endpoint alone; the alias table came with 1.1
             body.update({"api-version": "1.1", "metadata": self.instance_metadata()})
         self.stats.count("entra.instance_discovery", outcome="200", api_version=version, host=parts.netloc.lower())
-        return JSONResponse(body, headers=DISCOVERY_HEADERS)
+        return JSON(body, headers=DISCOVERY_HEADERS)
 
     async def user_realm(self, request: Request) -> Response:
         upn = request.path_params["upn"]
         domain = upn.rpartition("@")[2]
-        return JSONResponse({"ver": "1.0", "account_type": "Managed", "domain_name": domain,
-                             "cloud_instance_name": "microsoftonline.com",
-                             "cloud_audience_urn": "urn:federation:MicrosoftOnline"})
+        return JSON({"ver": "1.0", "account_type": "Managed", "domain_name": domain,
+                     "cloud_instance_name": "microsoftonline.com",
+                     "cloud_audience_urn": "urn:federation:MicrosoftOnline"})
 
     # --- token and device code -------------------------------------------------------------
     def _spa_origins(self) -> set[str]:
@@ -311,7 +306,7 @@ class Entra:
             return self._error(err, request)
         self.stats.count("entra.token", grant=grant, outcome="ok", client=outcome.client.name,
                          user=outcome.user.name if outcome.user else None)
-        return JSONResponse(outcome.body, headers=JSON_HEADERS)
+        return JSON(outcome.body, headers=JSON_HEADERS)
 
     def _client_label(self, form: Mapping[str, str]) -> str | None:
         cid = form.get("client_id")
@@ -330,7 +325,7 @@ class Entra:
                                                    f"{self.instance}/devicelogin")
         except AadError as err:
             return self._error(err, request)
-        return JSONResponse(answer, headers=JSON_HEADERS)
+        return JSON(answer, headers=JSON_HEADERS)
 
     # --- the verification page a user opens for device code sign-in ----------------------------
     async def devicelogin(self, request: Request) -> Response:

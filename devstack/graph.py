@@ -131,8 +131,7 @@ class Graph:
             self.stats.count("graph.me", status=str(err.status))
             return self._error(err, request)
         self.stats.count("graph.me", status="200", user=user.name)
-        return self._json(request, {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
-                                    **profile(user)})
+        return self._json(request, profile(user))
 
     async def user(self, request: Request) -> Response:
         fault = await self.faults.gate("graph", "users")
@@ -153,8 +152,7 @@ class Graph:
             self.stats.count("graph.users", status=str(err.status))
             return self._error(err, request)
         self.stats.count("graph.users", status="200")
-        return self._json(request, {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
-                                    **profile(user)})
+        return self._json(request, profile(user))
 
     def _json(self, request: Request, body: dict[str, Any], status: int = 200,
               headers: dict[str, str] | None = None, request_id: str | None = None) -> Response:
@@ -182,6 +180,7 @@ class Graph:
 
 
 def profile(user: User) -> dict[str, Any]:
-    return {"businessPhones": [], "displayName": user.display_name, "givenName": user.given_name,
+    return {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+            "businessPhones": [], "displayName": user.display_name, "givenName": user.given_name,
             "jobTitle": user.job_title, "mail": user.upn, "mobilePhone": None, "officeLocation": None,
             "preferredLanguage": "en-US", "surname": user.surname, "userPrincipalName": user.upn, "id": user.oid}

@@ -15,24 +15,20 @@ import uuid
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .controls import FaultPlan, Stats
 from .directory import Directory
 from .issuer import Issuer
+from .kit import JSON
 
 API_VERSION = "2019-08-01"
 
 
-class MiJSON(JSONResponse):
-    """App Service answers ``application/json; charset=utf-8`` (azure-identity's recordings)."""
-    media_type = "application/json; charset=utf-8"
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return MiJSON({"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
-                  status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSON:
+    return JSON({"statusCode": status, "message": message, "correlationId": str(uuid.uuid4())},
+                status_code=status, headers=headers)
 
 
 class IdentityEndpoint:
@@ -79,8 +75,8 @@ class IdentityEndpoint:
                                f"named {tenant.id}.")
         claims = self.issuer.identity_claims(tenant, mi, app, resource.rstrip("/"))
         self.stats.count("identity.token", outcome="200", resource=resource, identity=mi.name)
-        return MiJSON({"access_token": self.issuer.keys.sign(claims), "expires_on": str(claims["exp"]),
-                             "resource": resource, "token_type": "Bearer", "client_id": mi.client_id})
+        return JSON({"access_token": self.issuer.keys.sign(claims), "expires_on": str(claims["exp"]),
+                     "resource": resource, "token_type": "Bearer", "client_id": mi.client_id})
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/msi/token", self.token)])

@@ -28,14 +28,14 @@ from typing import Any
 from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import clouds
 from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant, Vault
 from .issuer import Issuer, v1_issuer
-from .kit import BearerRefused, ServiceError, check_bearer
+from .kit import JSON, BearerRefused, ServiceError, check_bearer
 from .signing import AppCertificate, b64url
 
 
@@ -48,9 +48,8 @@ SERVICE_VERSION = "devstack"  # x-ms-keyvault-service-version: Key Vault sends i
 PAGE_SIZE = 25  # Key Vault's default and largest maxresults
 
 
-class KvJSON(JSONResponse):
-    """Key Vault answers ``application/json; charset=utf-8`` (every recorded response)."""
-    media_type = "application/json; charset=utf-8"
+class KvJSON(JSON):
+    """Key Vault's JSON (``charset=utf-8`` in every recorded response), non-ASCII escaped."""
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, separators=(",", ":")).encode("utf-8")

@@ -10,12 +10,18 @@ from typing import Any, Callable
 
 import jwt
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from .controls import Fault
 from .directory import Tenant
 from .issuer import Issuer
 
 FORM_LIMIT = 64 * 1024
+
+
+class JSON(JSONResponse):
+    """Entra, Key Vault and App Service name their charset: ``application/json; charset=utf-8``."""
+    media_type = "application/json; charset=utf-8"
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -26,9 +32,8 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 class BearerRefused(Exception):
-    """Why a resource API refuses the bearer token; each API words the reason its own way."""
-
-    REASONS = ("missing", "expired", "not_yet_valid", "audience", "invalid", "issuer")
+    """Why a resource API refuses the bearer token (missing, expired, not_yet_valid, audience, invalid,
+    issuer); each API words the reason its own way."""
 
     def __init__(self, reason: str):
         super().__init__(reason)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
@@ -37,10 +37,6 @@ class Witness:
 
 
 witness: Witness = Witness()
-
-
-class Folders(Protocol):
-    def mktemp(self, basename: str) -> Path: ...
 
 
 def drain(stream: Any, log: Path) -> None:
@@ -140,7 +136,7 @@ class HostFactory:
     """Start function hosts wired to a devstack, with setting overrides per host; each in a new
     folder of ``folders`` (pytest's tmp_path_factory, say)."""
 
-    def __init__(self, folders: Folders):
+    def __init__(self, folders: Any):
         self._folders = folders
         self._procs: list[subprocess.Popen[str]] = []
 
