@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .config import AzureAdSettings
-from .errors import InsufficientScope
+from .errors import CallerKindNotAccepted, NoScopesOrRoles, ScopeNotGranted
 from .validation import Caller
 
 Callers = Literal["user", "app", "any"]
@@ -48,17 +48,18 @@ class Requirement:
 
 
 def check(caller: Caller, requirement: Requirement, ad: AzureAdSettings) -> None:
-    """Pass, or raise 403 ``insufficient_scope`` naming what was required."""
+    """Pass, or raise 403 ``insufficient_scope`` naming what was required, typed by the rule that refused
+    (``NoScopesOrRoles``, ``CallerKindNotAccepted``, ``ScopeNotGranted``: ``shared/errors.py``)."""
     scopes, roles = requirement.resolve(ad)
     acl_listed = ad.allow_acl and caller.client_id in ad.allowed_client_applications
     if not caller.scopes and not caller.roles and not acl_listed:  # the global rule; ACL mode lifts only this
-        raise InsufficientScope(scopes + roles, "The token carries neither scopes nor app roles.")
+        raise NoScopesOrRoles(scopes + roles, "The token carries neither scopes nor app roles.")
     if requirement.callers == "user" and caller.is_app:
-        raise InsufficientScope(scopes, "This function acts for a signed-in user; app-only tokens are not accepted.")
+        raise CallerKindNotAccepted(scopes, "This function acts for a signed-in user; app-only tokens are not accepted.")
     if requirement.callers == "app" and not caller.is_app:
-        raise InsufficientScope(roles, "This function accepts app-only callers only.")
+        raise CallerKindNotAccepted(roles, "This function accepts app-only callers only.")
     if caller.scopes & set(scopes) or caller.roles & set(roles):
         return
     if not scopes and not roles and requirement.declares_nothing():
         return
-    raise InsufficientScope(scopes + roles)
+    raise ScopeNotGranted(scopes + roles)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import AuthenticationError
+from .errors import InvalidRequest, MissingToken
 
 MAX_TOKEN_BYTES = 16 * 1024
 _CREDENTIALS = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
@@ -16,11 +16,10 @@ _CREDENTIALS = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
 def bearer_token(authorization: str | None) -> str:
     """The token from an Authorization header value (several headers arrive joined by ', ')."""
     if authorization is None or authorization == "":
-        raise AuthenticationError("No bearer token was presented.", error=None)
+        raise MissingToken("No bearer token was presented.")
     if len(authorization) > MAX_TOKEN_BYTES + 16:
-        raise AuthenticationError("The Authorization header is too large.", error="invalid_request")
+        raise InvalidRequest("The Authorization header is too large.")
     match = _CREDENTIALS.fullmatch(authorization.strip())
     if match is None:
-        raise AuthenticationError("The Authorization header must carry exactly one Bearer token.",
-                                  error="invalid_request")
+        raise InvalidRequest("The Authorization header must carry exactly one Bearer token.")
     return match.group(1)

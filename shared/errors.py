@@ -3,6 +3,38 @@
 Everything the request path can go wrong with ends up as one of these, and ``problem()``
 turns it into status + headers + an RFC 9457 ``application/problem+json`` body in one place.
 Messages are written for the caller and never contain a token, secret or assertion.
+
+Refusals of the caller are typed by the check that made them, in the spirit of pyjwt's
+``jwt.exceptions``, so code and tests tell them apart by type, never by message text. The type
+decides nothing on the wire: the HTTP answer is the base class's (401 + ``invalid_token`` for every
+``InvalidToken``, 403 + ``insufficient_scope`` for every ``InsufficientScope``), and the ``detail``
+the raising check writes is the ``error_description`` the client reads::
+
+    ApiError
+    ├── AuthenticationError            401  (bearer.py, validation.py; tokens.py: Entra refused the assertion)
+    │   ├── MissingToken                    no credentials: a bare challenge, no error code (RFC 6750 §3.1)
+    │   ├── InvalidRequest                  invalid_request: the Authorization header is not one bearer token
+    │   └── InvalidToken                    invalid_token (pyjwt: InvalidTokenError); ``claim`` names the claim, if one
+    │       ├── MalformedToken                  structure, base64url, JSON, header extensions, claim types (DecodeError)
+    │       ├── AlgorithmNotAccepted            alg other than RS256 (InvalidAlgorithmError)
+    │       ├── UnknownSigningKey               no usable kid, or a kid the tenant does not publish (PyJWKClientError)
+    │       ├── InvalidSignature                (InvalidSignatureError)
+    │       ├── ExpiredToken                    exp past, with clock skew (ExpiredSignatureError)
+    │       ├── ImmatureToken                   nbf/iat ahead, with clock skew (ImmatureSignatureError)
+    │       ├── ImplausibleLifetime             exp further away than any Entra token lives
+    │       ├── MissingClaim                    a required claim is absent (MissingRequiredClaimError)
+    │       ├── InvalidAudience                 not one of our audiences, or not exactly one (InvalidAudienceError)
+    │       ├── InvalidIssuer                   issuer untrusted, not matching the version or the key (InvalidIssuerError)
+    │       ├── InvalidTenant                   no tenant, another tenant, a tenant not allowed
+    │       ├── VersionNotAccepted              ver not among AzureAd__AccessTokenVersions
+    │       └── InvalidSubject                  no oid, or app-only/delegated markers that contradict (InvalidSubjectError)
+    ├── InsufficientScope              403  (authorization.py)
+    │   ├── NoScopesOrRoles                 the token carries neither scp nor roles (the global rule)
+    │   ├── CallerKindNotAccepted           a user token for an app-only function, or the reverse
+    │   └── ScopeNotGranted                 none of the scopes or app roles the function accepts
+    ├── ClaimsChallenge, AccessDenied, TenantNotProvisioned, CredentialError   (tokens.py: Entra's answers)
+    ├── ConfigurationError             500
+    └── UpstreamError, DownstreamRejected   502/503/504, a downstream 4xx
 """
 from __future__ import annotations
 
@@ -42,6 +74,84 @@ class AuthenticationError(ApiError):
                          {"WWW-Authenticate": bearer_challenge(error=error, error_description=detail if error else None)})
 
 
+class MissingToken(AuthenticationError):
+    """401 without an error code: no credentials were presented (RFC 6750 §3.1)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, error=None)
+
+
+class InvalidRequest(AuthenticationError):
+    """401 ``invalid_request``: the Authorization header is not exactly one bearer token."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, error="invalid_request")
+
+
+class InvalidToken(AuthenticationError):
+    """401 ``invalid_token``: the bearer token is not one this API accepts. Raised as such only for a
+    failure pyjwt reports without a more specific type; ``claim`` names the claim at fault, if one."""
+
+    def __init__(self, detail: str, *, claim: str | None = None) -> None:
+        super().__init__(detail)
+        self.claim = claim
+
+
+class MalformedToken(InvalidToken):
+    """Not three canonical base64url segments of JSON objects, a duplicated member, a header extension
+    we don't implement, or a claim of the wrong type or form."""
+
+
+class AlgorithmNotAccepted(InvalidToken):
+    """Signed with an algorithm other than the ones accepted (RS256)."""
+
+
+class UnknownSigningKey(InvalidToken):
+    """No usable ``kid``, or one the tenant does not publish (after the refetch, when one was allowed)."""
+
+
+class InvalidSignature(InvalidToken):
+    """The signature does not verify with the tenant's key."""
+
+
+class ExpiredToken(InvalidToken):
+    """``exp`` is past, clock skew included."""
+
+
+class ImmatureToken(InvalidToken):
+    """``nbf`` (or ``iat``) is ahead, clock skew included."""
+
+
+class ImplausibleLifetime(InvalidToken):
+    """``exp`` further away than any Entra access token lives."""
+
+
+class MissingClaim(InvalidToken):
+    """A required claim is absent (``claim`` names it)."""
+
+
+class InvalidAudience(InvalidToken):
+    """Not issued for this API, or not for exactly one audience."""
+
+
+class InvalidIssuer(InvalidToken):
+    """An issuer the tenant's metadata doesn't name, one that doesn't match the token's version, or
+    a signing key published for another issuer."""
+
+
+class InvalidTenant(InvalidToken):
+    """No tenant, another tenant (single-tenant), or a tenant not in ``AzureAd__AllowedTenants``."""
+
+
+class VersionNotAccepted(InvalidToken):
+    """A token version (``ver``) the API doesn't accept."""
+
+
+class InvalidSubject(InvalidToken):
+    """No subject object id, or app-only and delegated markers (``idtyp``, ``oid``/``sub``, ``scp``)
+    that contradict each other."""
+
+
 class InsufficientScope(ApiError):
     """403: a valid token without a required scope or app role."""
 
@@ -51,6 +161,18 @@ class InsufficientScope(ApiError):
                          {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", scope=scope,
                                                                error_description=detail)},
                          {"required": list(required)})
+
+
+class NoScopesOrRoles(InsufficientScope):
+    """The token carries neither ``scp`` nor ``roles`` (lifted only by ACL mode, for listed clients)."""
+
+
+class CallerKindNotAccepted(InsufficientScope):
+    """A user token for a function that accepts apps only, or an app-only token for one that acts for a user."""
+
+
+class ScopeNotGranted(InsufficientScope):
+    """None of the scopes or app roles the function accepts."""
 
 
 class ClaimsChallenge(ApiError):

@@ -5,7 +5,8 @@ members, no ``crit``/``b64`` extensions we don't implement), then the signature 
 only, key by ``kid`` from the tenant's JWKS — ``jku``/``x5u``/``jwk``/``x5c`` headers are never
 followed), then lifetime, audience (a single string), issuer, tenant and token version, and
 only then, in ``authorization.py``, what the function requires (``scp`` or ``roles``). Every
-failure here is an ``AuthenticationError`` (401); hostile input cannot raise anything else.
+failure here is an ``InvalidToken`` (401 ``invalid_token``), typed by the check that refused the
+token (``shared/errors.py`` lists them); hostile input cannot raise anything else.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ import jwt
 from cachetools import TLRUCache
 
 from .config import AzureAdSettings
-from .errors import AuthenticationError
+from .errors import (AlgorithmNotAccepted, ExpiredToken, ImmatureToken, ImplausibleLifetime, InvalidAudience,
+                     InvalidIssuer, InvalidSignature, InvalidSubject, InvalidTenant, InvalidToken, MalformedToken,
+                     MissingClaim, UnknownSigningKey, VersionNotAccepted)
 from .memory import VALIDATOR_OVERHEAD, held_bytes
 from .signing_keys import SigningKeys
 
@@ -72,10 +75,10 @@ def _base64url(part: str) -> bytes:
     one token has exactly one spelling (``<token>==`` or ``+``/``/`` variants are refused, never a
     second cache partition for the same signature)."""
     if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
-        raise AuthenticationError("The token is malformed.")
+        raise MalformedToken("The token is malformed.")
     raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != part:
-        raise AuthenticationError("The token is malformed.")
+        raise MalformedToken("The token is malformed.")
     return raw
 
 
@@ -88,11 +91,11 @@ def _segment(part: str) -> dict[str, Any]:
     try:
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _DuplicateMember:  # two members of one name: parsers disagree on which one counts
-        raise AuthenticationError("The token is malformed: a JSON member is duplicated.") from None
+        raise MalformedToken("The token is malformed: a JSON member is duplicated.") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise AuthenticationError("The token is malformed.") from None
+        raise MalformedToken("The token is malformed.") from None
     if not isinstance(value, dict):
-        raise AuthenticationError("The token is malformed.")
+        raise MalformedToken("The token is malformed.")
     return value
 
 
@@ -102,17 +105,17 @@ def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     members, NumericDate claims that are numbers."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
-        raise AuthenticationError("The token is malformed.")
+        raise MalformedToken("The token is malformed.")
     header = _segment(parts[0])
     payload = _segment(parts[1])  # the payload must be a JSON object without duplicate claims
     _base64url(parts[2])
     if "crit" in header or "b64" in header:
-        raise AuthenticationError("The token uses header extensions this API does not accept.")
+        raise MalformedToken("The token uses header extensions this API does not accept.")
     for name in _TIME_CLAIMS:
         value = payload.get(name)
         if name in payload and (isinstance(value, bool) or not isinstance(value, (int, float))
                                 or not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE):
-            raise AuthenticationError(f"The token's {name} claim is not a number.")
+            raise MalformedToken(f"The token's {name} claim is not a number.", claim=name)
     return header, payload
 
 
@@ -159,57 +162,57 @@ def _could_be_valid(kid: str, claims: dict[str, Any], settings: AzureAdSettings)
 def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller:
     header, unverified = _parts(token)
     if header.get("alg") not in ALGORITHMS:
-        raise AuthenticationError("The token's signing algorithm is not accepted.")
+        raise AlgorithmNotAccepted("The token's signing algorithm is not accepted.")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 256:
-        raise AuthenticationError("The token has no usable key identifier.")
+        raise UnknownSigningKey("The token has no usable key identifier.")
     key = keys.get(kid, refetch=_could_be_valid(kid, unverified, settings))
     if key is None:
-        raise AuthenticationError("The token was not signed by a key of this tenant.")
+        raise UnknownSigningKey("The token was not signed by a key of this tenant.")
     try:
         claims = jwt.decode(token, key.key, algorithms=ALGORITHMS, audience=list(settings.audiences),
                             leeway=settings.clock_skew_seconds,
                             options={"require": ["exp", "iat", "iss", "aud", "tid"]})
     except jwt.ExpiredSignatureError:
-        raise AuthenticationError("The token has expired.") from None
+        raise ExpiredToken("The token has expired.") from None
     except jwt.ImmatureSignatureError:
-        raise AuthenticationError("The token is not valid yet.") from None
+        raise ImmatureToken("The token is not valid yet.") from None
     except jwt.InvalidAudienceError:
-        raise AuthenticationError("The token was not issued for this API.") from None
+        raise InvalidAudience("The token was not issued for this API.") from None
     except jwt.InvalidSignatureError:
-        raise AuthenticationError("The token's signature is invalid.") from None
+        raise InvalidSignature("The token's signature is invalid.") from None
     except jwt.MissingRequiredClaimError as err:
-        raise AuthenticationError(f"The token is invalid: it lacks the required {err.claim} claim.") from None
+        raise MissingClaim(f"The token is invalid: it lacks the required {err.claim} claim.", claim=err.claim) from None
     except jwt.PyJWTError:
-        raise AuthenticationError("The token is invalid.") from None
+        raise InvalidToken("The token is invalid.") from None
     if not isinstance(claims.get("aud"), str):
-        raise AuthenticationError("The token must have exactly one audience.")
+        raise InvalidAudience("The token must have exactly one audience.")
     if claims["exp"] - time.time() > MAX_LIFETIME_SECONDS:
-        raise AuthenticationError("The token's lifetime is implausibly long.")
+        raise ImplausibleLifetime("The token's lifetime is implausibly long.")
     tid = claims.get("tid")
     if not isinstance(tid, str) or not tid:
-        raise AuthenticationError("The token has no tenant.")
+        raise InvalidTenant("The token has no tenant.")
     if settings.multi_tenant:
         # tenant ids are GUIDs: compared case-insensitively, as the single-tenant check below does
         if settings.allowed_tenants and tid.lower() not in {t.lower() for t in settings.allowed_tenants}:
-            raise AuthenticationError("The token's tenant is not allowed.")
+            raise InvalidTenant("The token's tenant is not allowed.")
     elif tid.lower() != settings.tenant_id.lower():
-        raise AuthenticationError("The token was issued by another tenant.")
+        raise InvalidTenant("The token was issued by another tenant.")
     if not isinstance(claims.get("iss"), str):
-        raise AuthenticationError("The token's issuer is not trusted.")
+        raise InvalidIssuer("The token's issuer is not trusted.")
     v2_issuer, v1_issuer = _issuers(keys, tid, claims["iss"])
     valid_issuers = {v2_issuer, v1_issuer} - {None}
     if claims["iss"] not in valid_issuers:
-        raise AuthenticationError("The token's issuer is not trusted.")
+        raise InvalidIssuer("The token's issuer is not trusted.")
     if claims.get("ver") not in settings.token_versions:
-        raise AuthenticationError("The token's version is not accepted by this API.")
+        raise VersionNotAccepted("The token's version is not accepted by this API.")
     if (claims.get("ver") == "1.0") != (claims["iss"] == v1_issuer):
-        raise AuthenticationError("The token's issuer does not match its version.")
+        raise InvalidIssuer("The token's issuer does not match its version.")
     if key.issuer and key.issuer.replace("{tenantid}", tid) not in valid_issuers:
-        raise AuthenticationError("The token's signing key belongs to another issuer.")
+        raise InvalidIssuer("The token's signing key belongs to another issuer.")
     caller = _caller(claims, tid)
     if not caller.oid:
-        raise AuthenticationError("The token has no subject object id.")
+        raise InvalidSubject("The token has no subject object id.")
     return caller
 
 
@@ -273,17 +276,17 @@ def _is_app_only(claims: dict[str, Any]) -> bool:
     if "idtyp" in claims:
         idtyp = claims["idtyp"]
         if not isinstance(idtyp, str):
-            raise AuthenticationError("The token's idtyp claim is malformed.")
+            raise MalformedToken("The token's idtyp claim is malformed.")
         if idtyp == "app" and has_scp:
-            raise AuthenticationError("The token is app-only (idtyp) yet carries delegated scopes.")
+            raise InvalidSubject("The token is app-only (idtyp) yet carries delegated scopes.")
         if idtyp == "user" and not has_scp:
-            raise AuthenticationError("The token is a user token (idtyp) yet carries no delegated scopes.")
+            raise InvalidSubject("The token is a user token (idtyp) yet carries no delegated scopes.")
         return idtyp == "app"
     oid, sub = claims.get("oid"), claims.get("sub")
     if not (isinstance(oid, str) and oid and oid == sub):
         return False
     if has_scp:
-        raise AuthenticationError("The token's subject is an application (oid = sub) yet it carries delegated scopes.")
+        raise InvalidSubject("The token's subject is an application (oid = sub) yet it carries delegated scopes.")
     return True
 
 
@@ -293,7 +296,7 @@ def _scopes(scp: str) -> frozenset[str]:
     is refused rather than split on it (``str.split()`` would split on U+00A0, U+2003, ...)."""
     names = [name for name in scp.split(" ") if name]
     if any(ch.isspace() or unicodedata.category(ch).startswith("C") for name in names for ch in name):
-        raise AuthenticationError("The token's scp claim is malformed.")
+        raise MalformedToken("The token's scp claim is malformed.")
     return frozenset(names)
 
 

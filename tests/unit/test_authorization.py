@@ -11,7 +11,7 @@ import pytest
 
 from shared.authorization import Requirement, check
 from shared.config import AzureAdSettings, load_settings
-from shared.errors import InsufficientScope, problem
+from shared.errors import CallerKindNotAccepted, InsufficientScope, NoScopesOrRoles, ScopeNotGranted, problem
 from shared.signing_keys import SigningKeys
 from shared.validation import Caller, validate
 from tests.fakes import env, token
@@ -140,18 +140,20 @@ def test_scopes_and_roles_match_exactly_and_case_sensitively(requirement: Requir
     assert_names(refusal(requirement, who), [ROLE] if app else [SCOPE])
 
 
-@pytest.mark.parametrize("requirement,who,ad,detail,header_scope", [
-    (Requirement(callers="any"), BARE_USER, AD, NEITHER, f"{SCOPE} {ROLE}"),
-    (Requirement(), APP, AD, USERS_ONLY, SCOPE),
-    (Requirement(callers="app"), USER, AD, APPS_ONLY, ROLE),
-    (Requirement(callers="any"), USER_OTHER_SCOPE, AD, LACKS, f"{SCOPE} {ROLE}"),
-    (Requirement(app_permissions=(), callers="app"), caller(app=True, client="client-2"), ACL, NEITHER, None),
+@pytest.mark.parametrize("requirement,who,ad,detail,header_scope,reason", [
+    (Requirement(callers="any"), BARE_USER, AD, NEITHER, f"{SCOPE} {ROLE}", NoScopesOrRoles),
+    (Requirement(), APP, AD, USERS_ONLY, SCOPE, CallerKindNotAccepted),
+    (Requirement(callers="app"), USER, AD, APPS_ONLY, ROLE, CallerKindNotAccepted),
+    (Requirement(callers="any"), USER_OTHER_SCOPE, AD, LACKS, f"{SCOPE} {ROLE}", ScopeNotGranted),
+    (Requirement(app_permissions=(), callers="app"), caller(app=True, client="client-2"), ACL, NEITHER, None,
+     NoScopesOrRoles),
 ])
 def test_refusal_texts_reach_the_client(requirement: Requirement, who: Caller, ad: AzureAdSettings, detail: str,
-                                        header_scope: str | None) -> None:
+                                        header_scope: str | None, reason: type[InsufficientScope]) -> None:
     """The texts say why (attribution contract): in the problem body and in the challenge's
-    error_description, next to the scopes/roles the function required."""
+    error_description, next to the scopes/roles the function required; the type says it to the code."""
     err = refusal(requirement, who, ad)
+    assert type(err) is reason
     scope = f'scope="{header_scope}", ' if header_scope else ""
     assert err.headers["WWW-Authenticate"] == (
         f'Bearer realm="", error="insufficient_scope", {scope}error_description="{detail}"')
@@ -173,7 +175,7 @@ def test_authorization_needs_scope_or_role(keys: SigningKeys) -> None:
         check(validate(token(scp="other"), keys, settings), Requirement(), settings)
     with pytest.raises(InsufficientScope) as bare:
         check(validate(token(scp=None), keys, settings), Requirement(callers="any"), settings)
-    assert "neither scopes nor app roles" in bare.value.detail
+    assert type(bare.value) is NoScopesOrRoles
 
 
 def test_acl_mode_lifts_only_the_global_rule(keys: SigningKeys) -> None:
@@ -187,13 +189,13 @@ def test_acl_mode_lifts_only_the_global_rule(keys: SigningKeys) -> None:
                     Requirement(callers="user"), Requirement(scopes=(), app_permissions=(), callers="user")):
         with pytest.raises(InsufficientScope) as err:
             check(bare_app, refused, settings)
-        assert "neither scopes nor app roles" not in err.value.detail
+        assert not isinstance(err.value, NoScopesOrRoles)
     check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), settings)  # declares nothing
     check(bare_app, Requirement(app_permissions=(), callers="app"), settings)
     unlisted = load_settings(env(AzureAd__AllowWebApiToBeAuthorizedByACL="true",
                                  AzureAd__AllowedClientApplications="client-2")).azure_ad
     with pytest.raises(InsufficientScope) as err:
         check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), unlisted)
-    assert "neither scopes nor app roles" in err.value.detail
+    assert type(err.value) is NoScopesOrRoles
     with pytest.raises(InsufficientScope):  # outside ACL mode, the global rule holds for everyone
         check(bare_app, Requirement(scopes=(), app_permissions=(), callers="app"), load_settings(env()).azure_ad)

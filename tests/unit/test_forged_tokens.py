@@ -1,7 +1,7 @@
 """Forged-but-perfect tokens: the tenant's real ``kid`` and claims that would pass every other check,
 with one thing wrong about the signature itself — ``alg: none``, no signature, or a valid
-signature of another token. Each must be refused by the check that guards it (the detail says
-which), and a control token built the same way but signed properly must pass, so every case
+signature of another token. Each must be refused by the check that guards it (the error's type
+says which), and a control token built the same way but signed properly must pass, so every case
 here fails if its defence is removed.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from shared.config import load_settings
-from shared.errors import AuthenticationError
+from shared.errors import AlgorithmNotAccepted, AuthenticationError, InvalidSignature, InvalidToken, MalformedToken
 from shared.signing_keys import SigningKeys
 from shared.validation import TokenValidator, validate
 
@@ -40,10 +40,10 @@ def keys() -> SigningKeys:
                        v1_metadata_url=SETTINGS.v1_metadata_url)
 
 
-def refuse(tok: str, keys: SigningKeys, reason: str) -> None:
-    with pytest.raises(AuthenticationError) as err:
+def refuse(tok: str, keys: SigningKeys, reason: type[InvalidToken]) -> None:
+    with pytest.raises(InvalidToken) as err:
         validate(tok, keys, SETTINGS)
-    assert err.value.status == 401 and reason in err.value.detail, err.value.detail
+    assert err.value.status == 401 and type(err.value) is reason, err.value.detail
 
 
 def test_the_control_token_is_perfect(keys: SigningKeys) -> None:
@@ -58,30 +58,30 @@ def test_the_control_token_is_perfect(keys: SigningKeys) -> None:
     assert validate(resigned, keys, SETTINGS).oid == "user-1"
 
 
-FORGERIES: list[tuple[str, Callable[[], str], str]] = [
+FORGERIES: list[tuple[str, Callable[[], str], type[InvalidToken]]] = [
     # alg none (RFC 8725 §2.1): the canonical form has an empty signature segment
-    ("alg-none-empty-signature", lambda: f"{header(alg='none')}.{parts(token())[1]}.", "malformed"),
+    ("alg-none-empty-signature", lambda: f"{header(alg='none')}.{parts(token())[1]}.", MalformedToken),
     ("alg-none-signature-of-this-very-token", lambda: f"{header(alg='none')}.{parts(token())[1]}.{parts(token())[2]}",
-     "signing algorithm"),
-    ("alg-None", lambda: f"{header(alg='None')}.{parts(token())[1]}.{b64(b'x' * 256)}", "signing algorithm"),
+     AlgorithmNotAccepted),
+    ("alg-None", lambda: f"{header(alg='None')}.{parts(token())[1]}.{b64(b'x' * 256)}", AlgorithmNotAccepted),
     ("alg-missing", lambda: f"{b64(json.dumps({'typ': 'JWT', 'kid': kid(KEY)}))}.{parts(token())[1]}."
-                            f"{parts(token())[2]}", "signing algorithm"),
+                            f"{parts(token())[2]}", AlgorithmNotAccepted),
     # the signature stripped: two segments, or the third one empty
-    ("signature-stripped", lambda: ".".join(parts(token())[:2]), "malformed"),
-    ("signature-empty", lambda: ".".join(parts(token())[:2]) + ".", "malformed"),
-    ("signature-zeros", lambda: ".".join(parts(token())[:2]) + "." + b64(bytes(256)), "signature is invalid"),
+    ("signature-stripped", lambda: ".".join(parts(token())[:2]), MalformedToken),
+    ("signature-empty", lambda: ".".join(parts(token())[:2]) + ".", MalformedToken),
+    ("signature-zeros", lambda: ".".join(parts(token())[:2]) + "." + b64(bytes(256)), InvalidSignature),
     # a valid signature — by the real key — of another token
     ("signature-of-another-token", lambda: ".".join(parts(token())[:2]) + "." + parts(token(oid="user-2"))[2],
-     "signature is invalid"),
+     InvalidSignature),
     ("signature-of-a-token-for-another-api", lambda: ".".join(parts(token())[:2]) + "."
-     + parts(token(aud="api://other"))[2], "signature is invalid"),
+     + parts(token(aud="api://other"))[2], InvalidSignature),
     ("signature-of-the-same-claims-under-another-header",
-     lambda: header(typ="at+jwt") + "." + parts(token())[1] + "." + parts(token())[2], "signature is invalid"),
+     lambda: header(typ="at+jwt") + "." + parts(token())[1] + "." + parts(token())[2], InvalidSignature),
     # keyed with public material: the public key's PEM as an HMAC secret
     ("hs256-keyed-with-the-public-key", lambda: _hs256(KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)), "signing algorithm"),
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)), AlgorithmNotAccepted),
     # the real kid on a token signed by another key
-    ("real-kid-other-key", lambda: token(OTHER_KEY), "signature is invalid"),
+    ("real-kid-other-key", lambda: token(OTHER_KEY), InvalidSignature),
 ]
 
 
@@ -92,7 +92,7 @@ def _hs256(secret: bytes) -> str:
 
 @pytest.mark.parametrize("make,reason", [(m, r) for _, m, r in FORGERIES], ids=[n for n, _, _ in FORGERIES])
 def test_forged_but_perfect_tokens_are_refused_by_their_own_check(keys: SigningKeys, make: Callable[[], str],
-                                                                  reason: str) -> None:
+                                                                  reason: type[InvalidToken]) -> None:
     forged = make()
     payload = jwt.decode(forged, options={"verify_signature": False}) if forged.count(".") == 2 else None
     if payload is not None:  # the claims themselves are perfect: only the signature is wrong
@@ -124,7 +124,7 @@ def test_duplicate_members_signed_by_the_real_key_are_refused(keys: SigningKeys)
                         json.dumps({**claims, "aud": "api://other"})[:-1] + ', "aud": "%s"}' % claims["aud"])):
         signing_input = f"{b64(head)}.{b64(body)}"
         forged = signing_input + "." + b64(alg.sign(signing_input.encode(), KEY))
-        refuse(forged, keys, "duplicated")
+        refuse(forged, keys, MalformedToken)
         # the control: the same claims once each, signed the same way, pass
         single = json.dumps(json.loads(body))
         clean_head = json.dumps(json.loads(head))

@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared import validation
 from shared.config import AzureAdSettings, load_settings
-from shared.errors import AuthenticationError, problem
+from shared.errors import (AlgorithmNotAccepted, AuthenticationError, ExpiredToken, ImmatureToken, ImplausibleLifetime,
+                           InvalidAudience, InvalidIssuer, InvalidSignature, InvalidSubject, InvalidTenant,
+                           InvalidToken, MalformedToken, MissingClaim, UnknownSigningKey, VersionNotAccepted, problem)
 from shared.memory import VALIDATOR_OVERHEAD, held_bytes
 from shared.signing_keys import SigningKeys
 from shared.validation import MAX_LIFETIME_SECONDS, TokenValidator, validate
@@ -170,12 +172,41 @@ REFUSALS: dict[str, Refusal] = {
 }
 
 
-@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
-def test_each_refusal_tells_the_client_exactly_which_check_refused(case: Refusal) -> None:
-    """The detail is the client's error_description and the problem's detail, and names the check."""
+# the check that refused each case, as a type (shared/errors.py): what code and the other tests look at
+REASONS: dict[str, type[InvalidToken]] = {
+    **dict.fromkeys(["two-segments", "empty-signature", "base64url-alphabet", "base64url-impossible-length",
+                     "base64url-non-zero-trailing-bits", "segment-not-json", "segment-json-but-not-an-object",
+                     "non-standard-constant-in-another-claim", "duplicate-claim", "header-crit", "header-b64",
+                     "exp-not-a-number", "exp-past-the-numeric-date-bound", "idtyp-not-a-string", "scp-with-a-tab"],
+                    MalformedToken),
+    "exp-at-the-numeric-date-bound": ImplausibleLifetime, "lifetime-too-long": ImplausibleLifetime,
+    "alg-hs256": AlgorithmNotAccepted,
+    **dict.fromkeys(["kid-missing", "kid-empty", "kid-a-number", "kid-of-257-chars", "kid-of-256-chars-is-looked-up",
+                     "kid-unknown"], UnknownSigningKey),
+    "signed-by-another-key": InvalidSignature, "expired": ExpiredToken, "not-valid-yet": ImmatureToken,
+    "other-audience": InvalidAudience, "audience-a-list": InvalidAudience,
+    "lacks-tid": MissingClaim, "lacks-iat": MissingClaim, "sub-not-a-string": InvalidToken,
+    **dict.fromkeys(["tid-empty", "tid-a-number", "tenant-not-allowed", "another-tenant"], InvalidTenant),
+    **dict.fromkeys(["issuer-not-a-string", "issuer-untrusted", "v2-issuer-with-version-1", "key-of-another-issuer"],
+                    InvalidIssuer),
+    "version-unknown": VersionNotAccepted, "version-missing": VersionNotAccepted,
+    **dict.fromkeys(["no-oid", "idtyp-app-with-scp", "idtyp-user-without-scp", "oid-equals-sub-with-scp"],
+                    InvalidSubject),
+}
+
+
+def test_every_refusal_has_its_reason() -> None:
+    assert REASONS.keys() == REFUSALS.keys()
+
+
+@pytest.mark.parametrize("name,case", REFUSALS.items(), ids=REFUSALS.keys())
+def test_each_refusal_tells_the_client_exactly_which_check_refused(name: str, case: Refusal) -> None:
+    """The detail is the client's error_description and the problem's detail, and names the check;
+    the type names it to the code."""
     _, keys_ = keys_for(case.settings, case.key_issuer)
     with pytest.raises(AuthenticationError) as err:
         validate(case.make(), keys_, case.settings)
+    assert type(err.value) is REASONS[name]
     assert err.value.detail == case.detail
     assert err.value.status == 401 and err.value.code == "invalid_token"
     assert err.value.headers == {"WWW-Authenticate": f'Bearer realm="", error="invalid_token", '
@@ -190,9 +221,8 @@ def test_each_refusal_tells_the_client_exactly_which_check_refused(case: Refusal
                               "lone-surrogate"])
 def test_scp_names_holding_a_control_or_format_character_are_refused(keys: SigningKeys, char: str) -> None:
     assert not char.isspace()  # not caught as whitespace: by its category (C*) only
-    with pytest.raises(AuthenticationError) as err:
+    with pytest.raises(MalformedToken):
         validate(token(scp=f"access_as_user{char}"), keys, SETTINGS)
-    assert err.value.detail == "The token's scp claim is malformed."
 
 
 # --- accepted: the edges of every rule ---------------------------------------------------------------
@@ -280,9 +310,8 @@ def test_an_unknown_kid_refetches_the_keys_only_for_a_token_that_could_be_valid(
                                                                                case: Refetch) -> None:
     session, keys_ = keys_for(case.settings)
     forged = token(OTHER_KEY, headers={"kid": ROLLED_KID}, **case.claims(frozen))
-    with pytest.raises(AuthenticationError) as err:
+    with pytest.raises(UnknownSigningKey):
         validate(forged, keys_, case.settings)
-    assert err.value.detail == "The token was not signed by a key of this tenant."
     assert session.jwks_fetches == (2 if case.refetches else 1)  # the start-up fetch, and the refetch
 
 
@@ -407,9 +436,9 @@ def test_v1_issuer_comes_from_the_v1_metadata_not_from_a_constant(idp: FakeIdP) 
                        v1_metadata_url=settings.v1_metadata_url)
     china = token(aud="api://middletier", iss=f"https://sts.chinacloudapi.cn/{TENANT}/", ver="1.0")
     assert validate(china, keys, settings).tid == TENANT
-    with pytest.raises(AuthenticationError, match="issuer"):
+    with pytest.raises(InvalidIssuer):
         validate(token(aud="api://middletier", iss=f"https://sts.windows.net/{TENANT}/", ver="1.0"), keys, settings)
-    with pytest.raises(AuthenticationError, match="does not match its version"):
+    with pytest.raises(InvalidIssuer):
         validate(token(iss=f"https://sts.chinacloudapi.cn/{TENANT}/"), keys, settings)
     v2_only = load_settings(env(AzureAd__AccessTokenVersions="2.0")).azure_ad
     assert v2_only.v1_metadata_url is None
@@ -418,23 +447,23 @@ def test_v1_issuer_comes_from_the_v1_metadata_not_from_a_constant(idp: FakeIdP) 
 
 
 # --- refusals by kind ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("make,message", [
-    (lambda: token(aud="api://someone-else"), "not issued for this API"),
-    (lambda: token(exp=int(time.time()) - 400), "expired"),
-    (lambda: token(nbf=int(time.time()) + 400), "not valid yet"),
-    (lambda: token(iss="https://evil.example/v2.0"), "issuer"),
+@pytest.mark.parametrize("make,reason", [
+    (lambda: token(aud="api://someone-else"), InvalidAudience),
+    (lambda: token(exp=int(time.time()) - 400), ExpiredToken),
+    (lambda: token(nbf=int(time.time()) + 400), ImmatureToken),
+    (lambda: token(iss="https://evil.example/v2.0"), InvalidIssuer),
     (lambda: token(tid="00000000-0000-0000-0000-000000000000",
-                   iss="https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"), "another tenant"),
-    (lambda: token(OTHER_KEY), "signature"),
-    (lambda: token(headers={"kid": "unknown"}), "not signed by a key"),
-    (lambda: token(tid=None), "invalid"),
-    (lambda: jwt.encode({"aud": CLIENT}, "s" * 32, algorithm="HS256", headers={"kid": kid(KEY)}), "algorithm"),
-    (lambda: "a.b.c", "malformed"),
+                   iss="https://login.example.test/00000000-0000-0000-0000-000000000000/v2.0"), InvalidTenant),
+    (lambda: token(OTHER_KEY), InvalidSignature),
+    (lambda: token(headers={"kid": "unknown"}), UnknownSigningKey),
+    (lambda: token(tid=None), MissingClaim),
+    (lambda: jwt.encode({"aud": CLIENT}, "s" * 32, algorithm="HS256", headers={"kid": kid(KEY)}), AlgorithmNotAccepted),
+    (lambda: "a.b.c", MalformedToken),
 ])
-def test_invalid_tokens_are_401(keys: SigningKeys, make: Any, message: str) -> None:
-    with pytest.raises(AuthenticationError) as err:
+def test_invalid_tokens_are_401(keys: SigningKeys, make: Any, reason: type[InvalidToken]) -> None:
+    with pytest.raises(InvalidToken) as err:
         validate(make(), keys, load_settings(env()).azure_ad)
-    assert message in err.value.detail and err.value.status == 401
+    assert type(err.value) is reason and err.value.status == 401
 
 
 def test_expiry_within_clock_skew_is_accepted(keys: SigningKeys) -> None:
@@ -460,18 +489,18 @@ def test_app_only_classification_with_and_without_idtyp(keys: SigningKeys, versi
 
 
 @pytest.mark.parametrize("version", ["2.0", "1.0"])
-@pytest.mark.parametrize("claims,message", [
-    ({**APP, "scp": "access_as_user", "idtyp": "app"}, "app-only (idtyp) yet carries delegated scopes"),
-    ({**USER, "scp": None, "roles": ["MiddleTier.Admin"], "idtyp": "user"}, "user token (idtyp) yet carries no"),
-    ({**APP, "scp": "access_as_user"}, "(oid = sub) yet it carries delegated scopes"),
-    ({**APP, "idtyp": ["app"]}, "idtyp claim is malformed"),
+@pytest.mark.parametrize("claims,reason", [
+    ({**APP, "scp": "access_as_user", "idtyp": "app"}, InvalidSubject),
+    ({**USER, "scp": None, "roles": ["MiddleTier.Admin"], "idtyp": "user"}, InvalidSubject),
+    ({**APP, "scp": "access_as_user"}, InvalidSubject),
+    ({**APP, "idtyp": ["app"]}, MalformedToken),
 ])
 def test_token_whose_idtyp_contradicts_its_scp_is_401(keys: SigningKeys, version: str, claims: dict[str, Any],
-                                                      message: str) -> None:
+                                                      reason: type[InvalidToken]) -> None:
     extra = V1 if version == "1.0" else {}
-    with pytest.raises(AuthenticationError) as err:
+    with pytest.raises(InvalidToken) as err:
         validate(token(**{**extra, **claims}), keys, load_settings(env()).azure_ad)
-    assert message in err.value.detail and err.value.status == 401
+    assert type(err.value) is reason and err.value.status == 401
     assert 'error="invalid_token"' in err.value.headers["WWW-Authenticate"]
 
 
