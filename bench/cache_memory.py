@@ -36,10 +36,9 @@ import msal  # noqa: E402
 from bench.common import machine, record  # noqa: E402
 from shared import validation  # noqa: E402
 from shared.config import L1_MAX_BYTES, L1_MAX_ENTRIES  # noqa: E402
-from shared.acquisition import _remember  # noqa: E402
-from shared.cache import TokenCacheLayers  # noqa: E402
+from shared.token_cache import TokenCache  # noqa: E402
 from shared.config import TokenCacheSettings, load_settings  # noqa: E402
-from shared.context import token_cache_layers  # noqa: E402
+from shared.context import build_token_cache  # noqa: E402
 from shared.memory import held_bytes, validator_memo_bytes  # noqa: E402
 from shared.token_cache import PartitionStore, PartitionedTokenCache, partition_key, use_partition  # noqa: E402
 
@@ -67,7 +66,7 @@ def obo_event(i: int) -> dict[str, Any]:
                          "scope": SCOPE[0]}}
 
 
-def fill(layers: TokenCacheLayers, cache: PartitionedTokenCache, start: int, stop: int) -> None:
+def fill(layers: TokenCache, cache: PartitionedTokenCache, start: int, stop: int) -> None:
     exp = time.time() + 3600
     for i in range(start, stop):
         part = layers.partition(partition_key(f"assertion-{i}"), exp)
@@ -76,7 +75,7 @@ def fill(layers: TokenCacheLayers, cache: PartitionedTokenCache, start: int, sto
         layers.save(part, token_expires_at=exp + 600)
 
 
-def lookup_us(layers: TokenCacheLayers, cache: PartitionedTokenCache, population: int, samples: int = 20_000) -> float:
+def lookup_us(layers: TokenCache, cache: PartitionedTokenCache, population: int, samples: int = 20_000) -> float:
     keys = [partition_key(f"assertion-{random.randrange(population)}") for _ in range(samples)]
     started = time.perf_counter()
     for key in keys:
@@ -133,18 +132,16 @@ def realistic_obo_event(i: int) -> dict[str, Any]:
                          "refresh_token": "1.AQ" + _b64raw(os.urandom(1000)), "scope": SCOPE[0] + " openid profile email"}}
 
 
-def serve_caller(validator: validation.TokenValidator, layers: TokenCacheLayers, cache: PartitionedTokenCache,
+def serve_caller(validator: validation.TokenValidator, layers: TokenCache, cache: PartitionedTokenCache,
                  i: int) -> None:
     """One distinct caller's first request, as the app handles it, minus the network: validation
     (memoized), the partition, MSAL filing the OBO result, save, and the hot memo."""
     caller = validator.validate(_jwt(entra_claims(i, API)))
-    part = layers.partition(caller.token_hash, float(caller.claims["exp"]))
+    entry = layers.open(caller.token_hash, expires_at=float(caller.claims["exp"]))
     event = realistic_obo_event(i)
-    with use_partition(part):
+    with entry.bound():
         cache.add(event)
-    result = event["response"]
-    layers.save(part, time.time() + result["expires_in"])
-    _remember(part, tuple(SCOPE), result["access_token"], result)
+    entry.commit(event["response"], tuple(SCOPE))
 
 
 def default_caps() -> dict[str, Any]:
@@ -160,7 +157,7 @@ def default_caps() -> dict[str, Any]:
                               "AzureAd__Scopes": "access_as_user"})
     validator = validation.TokenValidator(None, settings.azure_ad,  # type: ignore[arg-type]
                                           max_entries=tc.l1_max_entries, max_bytes=validator_memo_bytes(tc.l1_max_bytes))
-    layers = token_cache_layers(tc)
+    layers = build_token_cache(tc)
     serve_caller(validator, layers, cache, 10**8 + 1)  # first call allocates code-level caches
     gc.collect()
 
@@ -176,7 +173,7 @@ def default_caps() -> dict[str, Any]:
     # The estimate against tracemalloc, on a separate small population (same code path), after the
     # RSS run so that its allocations do not pre-grow the heap the RSS run is measured on.
     small_v = validation.TokenValidator(None, settings.azure_ad, max_entries=10**6, max_bytes=2**40)  # type: ignore[arg-type]
-    small_l = TokenCacheLayers(PartitionStore(max_partitions=10**6, max_bytes=2**40))
+    small_l = TokenCache(PartitionStore(max_partitions=10**6, max_bytes=2**40))
     serve_caller(small_v, small_l, cache, 10**8)  # first call allocates code-level caches
     gc.collect()
     tracemalloc.start()
@@ -220,7 +217,7 @@ def main() -> int:
     random.seed(7)
     cache = PartitionedTokenCache()
     baseline = rss_mb()
-    bounded = TokenCacheLayers(PartitionStore())  # defaults: 10,000 partitions, 256 MiB
+    bounded = TokenCache(PartitionStore())  # defaults: 10,000 partitions, 256 MiB
     rss: dict[str, float] = {}
     done = 0
     for checkpoint in (1_000, 10_000, 25_000, 50_000, 100_000):
@@ -232,7 +229,7 @@ def main() -> int:
     del bounded
     gc.collect()
 
-    unbounded = TokenCacheLayers(PartitionStore(max_partitions=USERS, max_bytes=2 * 1024**3))
+    unbounded = TokenCache(PartitionStore(max_partitions=USERS, max_bytes=2 * 1024**3))
     lookups: dict[str, float] = {}
     done = 0
     for population in (1_000, 10_000, 100_000):

@@ -52,7 +52,7 @@ param deployRedis bool = false
 @maxLength(44)
 @description('32 random bytes, base64 (openssl rand -base64 32): the token-cache encryption key.')
 param tokenCacheKey string
-// shared/l2.py stores each entry's expiry with the blob and ignores an expired one on read, and every
+// shared/token_cache/l2.py stores each entry's expiry with the blob and ignores an expired one on read, and every
 // write refreshes the blob's last-modified time; an entry lives at most TokenCache__SessionLifetimeSeconds
 // (1 day by default) after its last write. The lifecycle rule only reclaims space (expired entries and
 // stale lock blobs), so it must not be shorter than that lifetime.

@@ -13,17 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .acquisition import TokenAcquirer
-from .cache import TokenCacheLayers
 from .config import Settings, TokenCacheSettings, load_settings
 from .credentials import CredentialLoader
 from .errors import ConfigurationError
-from .l2 import Backend, BlobBackend, Guarded, RedisBackend
 from .memory import validator_memo_bytes
 from .outbound import OutboundSession
-from .sealing import Sealer
-from .token_cache import PartitionStore
 from .signing_keys import SigningKeys
+from .token_cache import Backend, BlobBackend, Breaker, PartitionStore, RedisBackend, Sealer, TokenCache
+from .tokens import Tokens
 from .validation import TokenValidator
 
 log = logging.getLogger("middletier")
@@ -38,8 +35,7 @@ logging.getLogger("azure.identity").setLevel(logging.WARNING)
 class AppContext:
     settings: Settings
     session: OutboundSession
-    keys: SigningKeys
-    tokens: TokenAcquirer
+    tokens: Tokens
     validator: TokenValidator
 
 
@@ -52,25 +48,25 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
                        timeout=ad.timeout_seconds)
     loader = CredentialLoader(ad.credentials, ad.keyvault, send_x5c=ad.send_x5c,
                               user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
-    tokens = TokenAcquirer(ad, loader.load, session, token_cache_layers(settings.token_cache),
-                           failure_backoff=settings.credential_failure_backoff_seconds,
-                           session_lifetime=settings.token_cache.session_lifetime_seconds,
-                           max_concurrent=settings.max_concurrent_token_acquisitions or None,
-                           queue_seconds=settings.token_acquisition_queue_seconds)
+    tokens = Tokens(ad, loader.load, session, build_token_cache(settings.token_cache),
+                   failure_backoff=settings.credential_failure_backoff_seconds,
+                   session_lifetime=settings.token_cache.session_lifetime_seconds,
+                   max_concurrent=settings.max_concurrent_token_acquisitions or None,
+                   queue_seconds=settings.token_acquisition_queue_seconds)
     validator = TokenValidator(keys, ad, max_entries=settings.token_cache.l1_max_entries,
                                max_bytes=validator_memo_bytes(settings.token_cache.l1_max_bytes))
-    return AppContext(settings, session, keys, tokens, validator)
+    return AppContext(settings, session, tokens, validator)
 
 
-def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:
+def build_token_cache(tc: TokenCacheSettings) -> TokenCache:
     l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes - validator_memo_bytes(tc.l1_max_bytes))  # one budget, shared
     if tc.l2 == "none":
-        return TokenCacheLayers(l1)
+        return TokenCache(l1)
     if tc.l2_disabled_reason or tc.encryption_key is None:
         log.error("configuration error: %s The shared token cache (TokenCache__L2=%s) is OFF: this instance serves "
                   "from its in-process cache only and writes nothing outside the process until the setting is "
                   "fixed and the app restarted.", tc.l2_disabled_reason, tc.l2)
-        return TokenCacheLayers(l1)
+        return TokenCache(l1)
     sealer = Sealer.from_base64(tc.encryption_key)
     if tc.l2 == "redis":
         assert tc.redis_url is not None
@@ -81,8 +77,7 @@ def token_cache_layers(tc: TokenCacheSettings) -> TokenCacheLayers:
             backend = BlobBackend(tc.blob_connection_string, tc.blob_container, tc.l2_timeout_seconds)
         except ValueError:
             raise ConfigurationError("TokenCache__BlobConnectionString", "is not a storage connection string") from None
-    return TokenCacheLayers(l1, Guarded(backend, open_seconds=tc.l2_retry_seconds), sealer,
-                            lock_ms=tc.lock_milliseconds)
+    return TokenCache(l1, Breaker(backend, open_seconds=tc.l2_retry_seconds), sealer, lock_ms=tc.lock_milliseconds)
 
 
 # A configuration error is answered from memory for this long, then the settings are read again:
@@ -110,9 +105,3 @@ def app_context(clock: Callable[[], float] = time.monotonic) -> AppContext:
             _failure = None
         return _context
 
-
-def reset_context() -> None:
-    """Forget the context (tests; a settings change needs a restart in production anyway)."""
-    global _context, _failure
-    with _lock:
-        _context, _failure = None, None

@@ -4,7 +4,7 @@
 set, or the app's own token), so that a user who was told ``Retry-After`` does not call Entra again
 before then — and nobody else is answered with it. MSAL's own throttle cache keys OBO by token
 endpoint, client id and scope only (not the assertion), which replays one user's 429 to every user;
-``acquisition`` switches that part of it off (``PerCallerHttpCache``) and uses this instead. A
+``tokens`` switches that part of it off (``PerCallerHttpCache``) and uses this instead. A
 genuine outage is seen by many callers: when ``breaker_callers`` distinct callers fail within
 ``breaker_window`` seconds, an app-wide breaker answers everyone for the shortest ``Retry-After``
 among them (capped at ``breaker_max_seconds``), then lets requests through again.

@@ -275,7 +275,7 @@ def hook_msal(registry: SecretsRegistry = REGISTRY) -> None:
 
 def hook_sealer(registry: SecretsRegistry = REGISTRY) -> None:
     """Register every AES key a Sealer is built with in this process (TokenCache__EncryptionKey)."""
-    from shared import sealing
+    from shared.token_cache import sealing
     if getattr(sealing.Sealer.__init__, "_registers_secrets", False):
         return
     original = sealing.Sealer.__init__

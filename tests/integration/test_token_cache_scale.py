@@ -169,4 +169,4 @@ def test_long_running_session_outlives_the_assertion(devstack: dict[str, Any], a
     import jwt
     assert jwt.decode(token, options={"verify_signature": False})["oid"] == devstack["users"]["bob"]["oid"]
     assert admin.stats()["entra.token"]["by_grant"]["refresh_token"] == before + 1
-    assert session_key not in repr(ctx.tokens.layers.l1._entries.keys())  # stored under a hash only
+    assert session_key not in repr(ctx.tokens.cache.l1._entries.keys())  # stored under a hash only

@@ -21,12 +21,11 @@ from typing import Any, Callable
 import pytest
 
 from shared import validation
-from shared.acquisition import _remember
-from shared.cache import TokenCacheLayers
+from shared.token_cache import TokenCache
 from shared.config import TokenCacheSettings, load_settings
-from shared.context import token_cache_layers
+from shared.context import build_token_cache
 from shared.memory import validator_memo_bytes
-from shared.token_cache import PartitionStore, PartitionedTokenCache, partition_key, use_partition
+from shared.token_cache import PartitionStore, PartitionedTokenCache, partition_key
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "0f5cd2d4-4a7f-4f8b-9c1e-7a3d5e2b6c11"
@@ -69,15 +68,13 @@ def _obo_event(i: int) -> dict[str, Any]:
                          "refresh_token": "1.AQ" + _b64(os.urandom(1000)), "scope": SCOPES[0]}}
 
 
-def _cache_a_caller(layers: TokenCacheLayers, cache: PartitionedTokenCache, i: int) -> None:
-    """The OBO miss path of TokenAcquirer.for_user, minus the network."""
-    part = layers.partition(partition_key(f"assertion-{i}"), time.time() + 3600)
+def _cache_a_caller(layers: TokenCache, cache: PartitionedTokenCache, i: int) -> None:
+    """The OBO miss path of Tokens.for_user, minus the network."""
+    entry = layers.open(partition_key(f"assertion-{i}"), expires_at=time.time() + 3600)
     event = _obo_event(i)
-    with use_partition(part):
+    with entry.bound():
         cache.add(event)
-    result = event["response"]
-    layers.save(part, time.time() + result["expires_in"])
-    _remember(part, SCOPES, result["access_token"], result)
+    entry.commit(event["response"], SCOPES)
 
 
 @pytest.fixture(autouse=True)
@@ -108,16 +105,16 @@ def _held_after(fill: Callable[[], object]) -> tuple[int, object]:
 def test_l1_partitions_hold_no_more_memory_than_the_byte_budget() -> None:
     budget = 2 * 1024 * 1024
     cache = PartitionedTokenCache()
-    _cache_a_caller(TokenCacheLayers(PartitionStore()), cache, 10**6)  # code-level caches allocated once
+    _cache_a_caller(TokenCache(PartitionStore()), cache, 10**6)  # code-level caches allocated once
 
-    def fill() -> TokenCacheLayers:
-        layers = TokenCacheLayers(PartitionStore(max_partitions=10**6, max_bytes=budget))
+    def fill() -> TokenCache:
+        layers = TokenCache(PartitionStore(max_partitions=10**6, max_bytes=budget))
         for i in range(600):  # ~3× what the budget holds
             _cache_a_caller(layers, cache, i)
         return layers
 
     held, layers = _held_after(fill)
-    assert isinstance(layers, TokenCacheLayers) and 0 < layers.l1.bytes <= budget
+    assert isinstance(layers, TokenCache) and 0 < layers.l1.bytes <= budget
     assert len(layers.l1) < 600  # the budget, not the count, is what bounded it
     assert held <= TOLERANCE * budget, f"{held / 2**20:.2f} MiB held for a {budget / 2**20:.0f} MiB budget"
 
@@ -145,6 +142,6 @@ def test_validator_memo_holds_no_more_memory_than_its_byte_budget(monkeypatch: p
 
 def test_one_setting_bounds_partitions_and_validator_memo_together() -> None:
     tc = TokenCacheSettings(l1_max_bytes=64 * 1024 * 1024)
-    l1_bytes = token_cache_layers(tc).l1._entries.maxsize
+    l1_bytes = build_token_cache(tc).l1._entries.maxsize
     assert 0 < validator_memo_bytes(tc.l1_max_bytes) < tc.l1_max_bytes
     assert l1_bytes + validator_memo_bytes(tc.l1_max_bytes) == tc.l1_max_bytes

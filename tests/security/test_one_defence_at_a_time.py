@@ -1,11 +1,11 @@
 """One defence at a time: each test is built so that exactly one defence stands between the attack
 and a wrong answer, and removing that defence (and nothing else) makes the test fail.
 
-- the AES-GCM tag check (shared/sealing.py ``Sealer.open``: ``AESGCM.decrypt`` verifies the tag):
+- the AES-GCM tag check (shared/token_cache/sealing.py ``Sealer.open``: ``AESGCM.decrypt`` verifies the tag):
   a bit flipped in a sealed entry in real Redis, and the tag alone altered;
 - the storage key bound as associated data (``seal``/``open`` pass ``storage_key`` as AAD): the same
   sealed bytes under another key name, and a user's entry copied under another user's key;
-- cross-instance single-flight (shared/cache.py ``TokenCacheLayers.flight``): two hosts, one slowed OBO;
+- cross-instance single-flight (shared/token_cache/layers.py ``TokenCache.flight``): two hosts, one slowed OBO;
 - the downstream response size cap (shared/downstream.py ``MAX_BODY``: bounded read + refusal).
 
 Each test's docstring names the defence and the local mutation that was made to see it fail.
@@ -29,10 +29,10 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from shared.cache import PREFIX, TokenCacheLayers
+from shared.token_cache import PREFIX, TokenCache
 from shared.downstream import MAX_BODY
-from shared.l2 import Guarded, RedisBackend
-from shared.sealing import NONCE, Sealer
+from shared.token_cache import Breaker, RedisBackend
+from shared.token_cache.sealing import NONCE, Sealer
 from shared.token_cache import PartitionStore
 
 from ..conftest import Admin
@@ -64,9 +64,9 @@ def entry_keys(redis_server: Any) -> set[bytes]:
     return {k for k in redis_server.client().scan_iter(PREFIX + "*") if b":lock:" not in k}
 
 
-def layers_on(redis_server: Any) -> TokenCacheLayers:
+def layers_on(redis_server: Any) -> TokenCache:
     """A fresh instance's cache (empty L1) on the shared real Redis, with the app's own classes."""
-    return TokenCacheLayers(PartitionStore(), Guarded(RedisBackend(redis_server.url, 2.0)), Sealer(KEY_BYTES))
+    return TokenCache(PartitionStore(), Breaker(RedisBackend(redis_server.url, 2.0)), Sealer(KEY_BYTES))
 
 
 def saved_entry(redis_server: Any, key: str, secret: str) -> bytes:
@@ -183,7 +183,7 @@ def test_alices_entry_copied_under_bobs_storage_key_is_a_miss_and_bob_gets_his_o
 # --- cross-instance single-flight, alone -----------------------------------------------------------
 def test_two_instances_with_a_slow_entra_make_one_obo_call_for_one_caller_token(
         devstack: dict[str, Any], host_factory: Any, admin: Admin, redis_server: Any) -> None:
-    """Defence: cross-instance single-flight (``TokenCacheLayers.flight``: an L2 lock, the loser
+    """Defence: cross-instance single-flight (``TokenCache.flight``: an L2 lock, the loser
     waits for the winner's entry). One request per host, so the in-process lock plays no part; the
     second request is sent only once the first is inside its (slowed) OBO at the Entra emulator, so
     it cannot find the entry already in L2. Mutation that fails it: ``flight`` always yielding True

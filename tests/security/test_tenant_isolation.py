@@ -81,11 +81,11 @@ class _Session:
 
 
 def _acquirer(tenant: str) -> Any:
-    from shared.acquisition import TokenAcquirer
+    from shared.tokens import Tokens
     from shared.config import load_settings
     from tests.unit.test_aadsts import ENV
-    return TokenAcquirer(load_settings({**ENV, "AzureAd__TenantId": tenant}).azure_ad, lambda: "unused",  # type: ignore
-                         _Session())  # type: ignore[arg-type]
+    return Tokens(load_settings({**ENV, "AzureAd__TenantId": tenant}).azure_ad, lambda: "unused",  # type: ignore
+                  _Session())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("codes,multi,status,error", [
@@ -110,7 +110,7 @@ def test_tenant_not_provisioned_is_logged_once_per_tenant_per_interval(caplog: p
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
 
-    from shared import acquisition
+    from shared import tokens as acquisition
     from shared.errors import ApiError
     monkeypatch.setattr(acquisition, "_tenant_notices", {})
     acquirer = _acquirer("organizations")

@@ -1,5 +1,5 @@
 """Every AADSTS code the app maps, against Entra's published meaning, through the one mapping
-(`TokenAcquirer._token_or_raise`) that turns Entra's answer into the app's HTTP answer.
+(`Tokens._token_or_raise`) that turns Entra's answer into the app's HTTP answer.
 
 The expectations are written out here, code by code, from Entra's error table — not derived
 from `shared.aadsts.KINDS` — so a code moved to the wrong kind fails a test.
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.aadsts import KINDS, TENANT_STATE, Kind, classify, is_tenant_state
-from shared.acquisition import TokenAcquirer
+from shared.tokens import Tokens
 from shared.config import load_settings
 from shared.errors import ApiError
 
@@ -90,11 +90,11 @@ class _Session:
 
 
 @pytest.fixture(scope="module")
-def acquirer() -> TokenAcquirer:
-    return TokenAcquirer(load_settings(ENV).azure_ad, lambda: "unused", _Session())  # type: ignore[arg-type]
+def acquirer() -> Tokens:
+    return Tokens(load_settings(ENV).azure_ad, lambda: "unused", _Session())  # type: ignore[arg-type]
 
 
-def _answer(acquirer: TokenAcquirer, result: dict[str, Any]) -> ApiError:
+def _answer(acquirer: Tokens, result: dict[str, Any]) -> ApiError:
     with pytest.raises(ApiError) as raised:
         acquirer._token_or_raise(result)
     return raised.value
@@ -105,7 +105,7 @@ def test_every_mapped_code_is_expected_here() -> None:
 
 
 @pytest.mark.parametrize("code", sorted(EXPECTED))
-def test_code_maps_to_its_published_meaning(acquirer: TokenAcquirer, code: int) -> None:
+def test_code_maps_to_its_published_meaning(acquirer: Tokens, code: int) -> None:
     error, status, problem = EXPECTED[code]
     err = _answer(acquirer, {"error": error, "error_codes": [code], "error_description": f"AADSTS{code}: ..."})
     assert (err.status, err.code) == (status, problem)
@@ -114,14 +114,14 @@ def test_code_maps_to_its_published_meaning(acquirer: TokenAcquirer, code: int) 
         assert "WWW-Authenticate" in err.headers
 
 
-def test_client_assertion_out_of_time_range_is_not_the_callers_fault(acquirer: TokenAcquirer) -> None:
+def test_client_assertion_out_of_time_range_is_not_the_callers_fault(acquirer: Tokens) -> None:
     """AADSTS700024 is about this app's own assertion (its clock, an expired managed-identity token
     used as a federated credential); AADSTS500133 is the caller's token. Only the latter is a 401."""
     assert _answer(acquirer, {"error": "invalid_client", "error_codes": [700024]}).status == 500
     assert _answer(acquirer, {"error": "invalid_grant", "error_codes": [500133]}).status == 401
 
 
-def test_conditional_access_block_with_claims_is_a_challenge(acquirer: TokenAcquirer) -> None:
+def test_conditional_access_block_with_claims_is_a_challenge(acquirer: Tokens) -> None:
     claims = '{"access_token":{"capolids":{"essential":true,"values":["p"]}}}'
     err = _answer(acquirer, {"error": "invalid_grant", "error_codes": [53003], "claims": claims})
     assert err.status == 401 and err.code == "insufficient_claims" and "claims=" in err.headers["WWW-Authenticate"]
@@ -130,7 +130,7 @@ def test_conditional_access_block_with_claims_is_a_challenge(acquirer: TokenAcqu
 @pytest.mark.parametrize("error,status", [("invalid_client", 500), ("unauthorized_client", 500),
                                           ("interaction_required", 401), ("invalid_scope", 500),
                                           ("temporarily_unavailable", 503), ("something_new", 502)])
-def test_unknown_codes_fall_back_to_the_oauth_error(acquirer: TokenAcquirer, error: str, status: int) -> None:
+def test_unknown_codes_fall_back_to_the_oauth_error(acquirer: Tokens, error: str, status: int) -> None:
     assert _answer(acquirer, {"error": error, "error_codes": [9999999]}).status == status
 
 
@@ -157,10 +157,10 @@ def test_tenant_state_is_every_configuration_code_being_one_of_the_tenants(codes
 
 
 @pytest.fixture(scope="module")
-def multi_tenant_acquirer() -> TokenAcquirer:
+def multi_tenant_acquirer() -> Tokens:
     settings = load_settings({**ENV, "AzureAd__TenantId": "organizations"}).azure_ad
     assert settings.multi_tenant
-    return TokenAcquirer(settings, lambda: "unused", _Session())  # type: ignore[arg-type]
+    return Tokens(settings, lambda: "unused", _Session())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("error,codes,status,problem", [
@@ -174,7 +174,7 @@ def multi_tenant_acquirer() -> TokenAcquirer:
     ("invalid_resource", [], 500, "configuration_error"),
 ])
 def test_multi_tenant_a_missing_resource_in_the_callers_tenant_is_403(
-        multi_tenant_acquirer: TokenAcquirer, error: str, codes: list[int], status: int, problem: str) -> None:
+        multi_tenant_acquirer: Tokens, error: str, codes: list[int], status: int, problem: str) -> None:
     with pytest.raises(ApiError) as raised:
         multi_tenant_acquirer._token_or_raise({"error": error, "error_codes": codes}, CALLERS_TENANT,
                                               ("https://graph.example.test/.default",))
@@ -183,7 +183,7 @@ def test_multi_tenant_a_missing_resource_in_the_callers_tenant_is_403(
         assert raised.value.extra == {"tenant": CALLERS_TENANT, "aadsts": sorted(codes)}
 
 
-def test_single_tenant_a_missing_resource_stays_a_configuration_error(acquirer: TokenAcquirer) -> None:
+def test_single_tenant_a_missing_resource_stays_a_configuration_error(acquirer: Tokens) -> None:
     """With our own tenant as the authority, the service principal missing is our configuration."""
     with pytest.raises(ApiError) as raised:
         acquirer._token_or_raise({"error": "invalid_resource", "error_codes": [500011]}, ENV["AzureAd__TenantId"],

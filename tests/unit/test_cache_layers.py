@@ -10,11 +10,10 @@ from typing import Any, Callable
 
 import pytest
 
-from shared import cache as cache_module
-from shared.cache import PREFIX, REFRESH_MARGIN, TokenCacheLayers
+from shared.token_cache import PREFIX, REFRESH_MARGIN, TokenCache
 from shared.memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
-from shared.l2 import Guarded
-from shared.sealing import Sealer
+from shared.token_cache import Breaker
+from shared.token_cache.sealing import Sealer
 from shared.token_cache import Partition, PartitionStore
 
 
@@ -94,9 +93,9 @@ def test_l1_evicts_least_recently_used() -> None:
     assert store.get("aaaaaaaa") is not None and store.get("bbbbbbbb") is None
 
 
-def layers(backend: MemoryBackend, **kw: Any) -> TokenCacheLayers:
-    return TokenCacheLayers(PartitionStore(), Guarded(backend, open_seconds=kw.pop("open_seconds", 5.0)),
-                            Sealer(b"k" * 32), **kw)
+def layers(backend: MemoryBackend, **kw: Any) -> TokenCache:
+    return TokenCache(PartitionStore(), Breaker(backend, open_seconds=kw.pop("open_seconds", 5.0)),
+                      Sealer(b"k" * 32), **kw)
 
 
 def test_l2_fills_a_new_instance() -> None:
@@ -121,7 +120,7 @@ def test_partition_expiry_follows_the_access_token() -> None:
 def test_breaker_opens_once_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
     backend = MemoryBackend()
     now = [0.0]
-    guarded = Guarded(backend, failures_to_open=2, open_seconds=5, clock=lambda: now[0])
+    guarded = Breaker(backend, failures_to_open=2, open_seconds=5, clock=lambda: now[0])
     backend.down = True
     with caplog.at_level(logging.WARNING, "middletier.cache"):
         for _ in range(10):
@@ -241,7 +240,7 @@ def test_an_instance_loads_a_partition_from_l2_once_keeps_it_in_l1_and_accounts_
 
 
 def test_without_l2_a_sealer_alone_changes_nothing() -> None:
-    cache = TokenCacheLayers(PartitionStore(), None, Sealer(KEY32), clock=Now())
+    cache = TokenCache(PartitionStore(), None, Sealer(KEY32), clock=Now())
     part = cache.partition("f" * 64, T + 600)
     part.data["AccessToken"] = {"a": {}}
     cache.save(part, T + 1000)
@@ -260,7 +259,7 @@ def test_reload_takes_another_instances_entry_only_when_it_holds_tokens(in_l2: d
         theirs = other.partition(key, time.time() + 600)
         theirs.data.update(in_l2)
         other.save(theirs)
-    cache = TokenCacheLayers(PartitionStore(), Guarded(backend), Sealer(KEY32))
+    cache = TokenCache(PartitionStore(), Breaker(backend), Sealer(KEY32))
     mine = Partition(key, time.time() + 600, {"Account": {"mine": {}}})
     assert cache.reload(mine) is reloaded
     expected = in_l2 if reloaded else {"Account": {"mine": {}}}
@@ -322,7 +321,7 @@ def test_two_requests_missing_the_same_key_load_it_from_l2_once_and_share_the_pa
     theirs.data["AccessToken"] = {"a": {"secret": "1"}}
     writer.save(theirs)
     l1 = LookupSignal("second")
-    cache = TokenCacheLayers(l1, Guarded(backend), Sealer(KEY32))
+    cache = TokenCache(l1, Breaker(backend), Sealer(KEY32))
     out: dict[str, Partition] = {}
     second = threading.Thread(target=lambda: out.setdefault("p", cache.partition(key, time.time() + 600)),
                               name="second")
@@ -334,7 +333,7 @@ def test_two_requests_missing_the_same_key_load_it_from_l2_once_and_share_the_pa
 
 
 class FakeTime:
-    """shared.cache's view of the time module for flight(): sleeping advances the monotonic clock."""
+    """The monotonic clock and sleep injected into TokenCache for flight(): sleeping advances the clock."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -348,7 +347,7 @@ class FakeTime:
         self.now += seconds
 
 
-def test_the_lock_is_taken_for_three_seconds_and_a_follower_waits_two(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lock_is_taken_for_three_seconds_and_a_follower_waits_two() -> None:
     backend = MemoryBackend()
     cache = layers(backend)
     key = "7" * 64
@@ -356,15 +355,14 @@ def test_the_lock_is_taken_for_three_seconds_and_a_follower_waits_two(monkeypatc
     with cache.flight(part) as leader:
         assert leader and backend.ttls[PREFIX + "lock:" + key] == 3000
         clock = FakeTime()
-        monkeypatch.setattr(cache_module, "time", clock)
-        follower = layers(backend)
+        follower = layers(backend, monotonic=clock.monotonic, sleep=clock.sleep)
         with follower.flight(follower.partition(key, time.time() + 600)) as follower_leads:
             assert follower_leads  # nobody filled the entry in time: it calls the provider itself
         assert 2.0 <= clock.now < 2.0 + 0.02 + 1e-9 and set(clock.slept) == {0.02}
 
 
 def _l2_without_a_key() -> None:
-    TokenCacheLayers(PartitionStore(), Guarded(MemoryBackend()))
+    TokenCache(PartitionStore(), Breaker(MemoryBackend()))
 
 
 def _an_entry_sealed_with_another_key() -> None:
@@ -388,3 +386,10 @@ def test_operator_facing_texts(case: Callable[[], None], error: str | None, logg
             case()
         assert str(raised.value) == error
     assert [r.getMessage() for r in caplog.records] == logged
+
+
+def test_the_l1_it_is_given_is_used_even_while_empty() -> None:
+    """An empty PartitionStore is falsy (it has a length): the cache must still keep the one built
+    from the settings (its bounds), not swap in a default one."""
+    l1 = PartitionStore(max_partitions=3, max_bytes=10_000)
+    assert TokenCache(l1).l1 is l1

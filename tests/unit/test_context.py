@@ -43,7 +43,7 @@ def test_a_shared_cache_without_a_usable_key_is_switched_off(value: str | None, 
     assert "TokenCache__EncryptionKey" in str(settings.token_cache.l2_disabled_reason)
     assert problem in str(settings.token_cache.l2_disabled_reason)
     with caplog.at_level(logging.ERROR, logger="middletier"):
-        layers = context.token_cache_layers(settings.token_cache)
+        layers = context.build_token_cache(settings.token_cache)
     assert layers.l2 is None and layers.sealer is None  # L1 only: nothing leaves the process
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "TokenCache__EncryptionKey" in logged and "OFF" in logged
@@ -53,7 +53,7 @@ def test_a_shared_cache_without_a_usable_key_is_switched_off(value: str | None, 
 def test_a_usable_key_keeps_the_shared_cache() -> None:
     settings = load_settings(env(TokenCache__EncryptionKey=KEY))
     assert settings.token_cache.l2_disabled_reason is None
-    layers = context.token_cache_layers(settings.token_cache)
+    layers = context.build_token_cache(settings.token_cache)
     assert layers.l2 is not None and layers.sealer is not None
 
 
@@ -70,21 +70,19 @@ def test_a_configuration_error_is_retried_after_a_while(monkeypatch: pytest.Monk
         return outcome[0]
 
     monkeypatch.setattr(context, "build_context", build)
-    context.reset_context()
-    try:
-        for _ in range(3):
-            with pytest.raises(ConfigurationError):
-                context.app_context(clock=lambda: now[0])
-        assert len(calls) == 1
-        outcome[0] = "the context"
-        now[0] += context.CONFIGURATION_RETRY_SECONDS - 1
+    monkeypatch.setattr(context, "_context", None)  # both restored after the test
+    monkeypatch.setattr(context, "_failure", None)
+    for _ in range(3):
         with pytest.raises(ConfigurationError):
             context.app_context(clock=lambda: now[0])
-        now[0] += 2
-        assert context.app_context(clock=lambda: now[0]) == "the context"
-        assert len(calls) == 2
-    finally:
-        context.reset_context()
+    assert len(calls) == 1
+    outcome[0] = "the context"
+    now[0] += context.CONFIGURATION_RETRY_SECONDS - 1
+    with pytest.raises(ConfigurationError):
+        context.app_context(clock=lambda: now[0])
+    now[0] += 2
+    assert context.app_context(clock=lambda: now[0]) == "the context"
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("key", ["AzureAd__ClientCredentials__0__ClientSecret",
@@ -101,7 +99,7 @@ def test_an_unresolved_redis_connection_string_costs_the_shared_cache_only() -> 
                                  TokenCache__L1MaxEntries="77"))
     tc = settings.token_cache
     assert "TokenCache__RedisConnectionString" in str(tc.l2_disabled_reason) and tc.l1_max_entries == 77
-    assert context.token_cache_layers(tc).l2 is None
+    assert context.build_token_cache(tc).l2 is None
 
 
 def test_client_capabilities_none_stands_alone() -> None:

@@ -36,7 +36,7 @@ from pycep.models import BicepElement
 
 import shared.functions
 from shared.config import Settings, load_settings
-from shared.context import token_cache_layers
+from shared.context import build_token_cache
 from shared.downstream import DownstreamResponse
 from shared.validation import Caller
 
@@ -127,7 +127,7 @@ def test_every_branch_provisions_what_the_functions_use(cloud: str) -> None:
         assert settings.token_cache.l2 == ("redis" if switches["deployRedis"] else "blob")
         # The shared cache is on: a 32-byte key (else the app runs L1-only with an operator error).
         assert settings.token_cache.encryption_key == CACHE_KEY and not settings.token_cache.l2_disabled_reason
-        assert token_cache_layers(settings.token_cache).l2 is not None    # the L2 connection setting parses
+        assert build_token_cache(settings.token_cache).l2 is not None    # the L2 connection setting parses
         assert settings.azure_ad.instance == ENVIRONMENTS[cloud]["authentication"]["loginEndpoint"]
         for name, module in function_modules().items():
             declared = set(module.DOWNSTREAM_APIS)

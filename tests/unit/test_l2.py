@@ -1,4 +1,4 @@
-"""The L2 backends against the real servers (redis-server, Azurite), and the Guarded breaker around
+"""The L2 backends against the real servers (redis-server, Azurite), and the Breaker breaker around
 them: what is stored under which key, with which expiry, what a read returns once expired, the lock's
 single holder and stale takeover, and the breaker's exact back-off before it asks a failed backend
 again. One redis-server and one Azurite per module (free ports), so each run stays a few seconds."""
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from shared.l2 import BlobBackend, Guarded, RedisBackend
+from shared.token_cache import BlobBackend, Breaker, RedisBackend
 
 from ..conftest import AZURITE_ACCOUNT, AZURITE_KEY, ROOT, RedisServer, drain, stop
 
@@ -340,9 +340,9 @@ def test_a_blob_service_that_never_answers_costs_one_connection_and_the_timeout(
         silent.close()
 
 
-# --- Guarded over the real Redis --------------------------------------------------------------------
+# --- Breaker over the real Redis --------------------------------------------------------------------
 def test_guarded_passes_calls_through_and_counts_them(redis_srv: RedisServer, rds: Any) -> None:
-    g = Guarded(RedisBackend(redis_srv.url, 5.0))
+    g = Breaker(RedisBackend(redis_srv.url, 5.0))
     assert g.name == "redis" and not g.is_open
     assert g.get("k") is None
     g.set("k", b"v", 60)
@@ -376,7 +376,7 @@ BACK = "token cache L2 (redis) is back; using it again"
 def test_the_breaker_opens_after_two_failures_and_asks_again_exactly_five_seconds_later(
         own_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock(T0)
-    g = Guarded(RedisBackend(own_redis.url, 5.0), clock=clock)  # the defaults: 2 failures, 5 s
+    g = Breaker(RedisBackend(own_redis.url, 5.0), clock=clock)  # the defaults: 2 failures, 5 s
     caplog.set_level(logging.WARNING, "middletier.cache")
     g.set("k", b"v", 60)
     assert g.get("k") == b"v"
@@ -401,7 +401,7 @@ def test_the_breaker_opens_after_two_failures_and_asks_again_exactly_five_second
 def test_a_failed_trial_keeps_the_breaker_open_for_another_full_interval_quietly(
         own_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock(T0)
-    g = Guarded(RedisBackend(own_redis.url, 5.0), failures_to_open=1, open_seconds=2.0, clock=clock)
+    g = Breaker(RedisBackend(own_redis.url, 5.0), failures_to_open=1, open_seconds=2.0, clock=clock)
     caplog.set_level(logging.WARNING, "middletier.cache")
     own_redis.kill()
     g.set("k", b"v", 60)
@@ -421,7 +421,7 @@ def test_a_failed_trial_keeps_the_breaker_open_for_another_full_interval_quietly
 
 
 class DuringNextCall:
-    """Delegates to a real backend; runs ``hook`` once inside its next call, i.e. while Guarded waits
+    """Delegates to a real backend; runs ``hook`` once inside its next call, i.e. while Breaker waits
     for that call: what a concurrent request sees, without threads."""
 
     def __init__(self, inner: RedisBackend) -> None:
@@ -451,7 +451,7 @@ class DuringNextCall:
 def test_while_the_trial_call_runs_other_calls_are_skipped(own_redis: RedisServer) -> None:
     clock = Clock(T0)
     backend = DuringNextCall(RedisBackend(own_redis.url, 5.0))
-    g = Guarded(backend, failures_to_open=1, open_seconds=2.0, clock=clock)
+    g = Breaker(backend, failures_to_open=1, open_seconds=2.0, clock=clock)
     own_redis.kill()
     assert g.get("k") is None and g.is_open
     own_redis.start()

@@ -7,7 +7,7 @@ import os
 import tracemalloc
 from typing import Any, Callable
 
-from shared.cache import _size
+from shared.token_cache.layers import _size
 from shared.memory import PARTITION_OVERHEAD, held_bytes
 
 

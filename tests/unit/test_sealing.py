@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from shared.sealing import NONCE, VERSION, Sealer
+from shared.token_cache.sealing import NONCE, VERSION, Sealer
 
 KEY = bytes(range(32))
 

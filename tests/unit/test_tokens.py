@@ -1,4 +1,4 @@
-"""TokenAcquirer's credential handling (a refused credential is reloaded, but not once per request) and its
+"""Tokens: credential handling (a refused credential is reloaded, but not once per request) and its
 mapping of Entra's error answers to the app's typed errors."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared import acquisition
-from shared.acquisition import TokenAcquirer, _is_invalid_client
+from shared import tokens as acquisition
+from shared.tokens import Reply, Tokens, _is_invalid_client
 from shared.config import load_settings
 from shared.errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError,
                            TenantNotProvisioned, UpstreamError)
@@ -20,21 +20,21 @@ from .test_aadsts import ENV
 
 def test_a_credential_entra_keeps_refusing_is_reloaded_once_per_backoff() -> None:
     now, loads = [0.0], []
-    acquirer = TokenAcquirer(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
-                             None, failure_backoff=5.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    acquirer = Tokens(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
+                      None, failure_backoff=5.0, clock=lambda: now[0])  # type: ignore[arg-type]
     acquirer._ensure_credential()
     for _ in range(5):  # five requests, each refused with the credential it saw
         acquirer._reload_credential(acquirer._generation)
-    assert len(loads) == 2 and acquirer.counters.credential_reloads == 1
+    assert len(loads) == 2 and acquirer._generation == 2  # one load, one reload
     now[0] += 5.0
     acquirer._reload_credential(acquirer._generation)
-    assert len(loads) == 3 and acquirer.counters.credential_reloads == 2
+    assert len(loads) == 3 and acquirer._generation == 3
 
 
 def test_a_reload_by_another_request_is_not_repeated() -> None:
     loads: list[int] = []
-    acquirer = TokenAcquirer(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
-                             None)  # type: ignore[arg-type]
+    acquirer = Tokens(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
+                      None)  # type: ignore[arg-type]
     acquirer._ensure_credential()
     seen = acquirer._generation
     acquirer._reload_credential(seen)
@@ -50,29 +50,22 @@ GRAPH = ("https://graph.example.test/.default",)
 CLAIMS = '{"access_token":{"capolids":{"essential":true,"values":["p"]}}}'
 
 
-class _Session:
-    """The outbound session's view of the last call to Entra: its status and its Retry-After."""
-
-    def __init__(self, status: int | None = 400, retry_after: int | None = None) -> None:
-        self.status, self.retry_after = status, retry_after
-
-    def last_status(self) -> int | None:
-        return self.status
-
-    def throttled_for(self) -> int | None:
-        return self.retry_after
+def _call(status: int | None = 400, retry_after: int | None = None) -> Reply:
+    """The status and Retry-After of the call to Entra that answered, passed along with its answer."""
+    return Reply({}, status, retry_after)
 
 
-def _acquirer(session: _Session | None = None, tenant: str = TENANT) -> TokenAcquirer:
+def _acquirer(tenant: str = TENANT) -> Tokens:
     settings = load_settings({**ENV, "AzureAd__TenantId": tenant}).azure_ad
-    return TokenAcquirer(settings, lambda: "unused", session or _Session())  # type: ignore[arg-type]
+    return Tokens(settings, lambda: "unused", None)  # type: ignore[arg-type]  # no session: the status is passed
 
 
-def _refusal(result: dict[str, Any], session: _Session | None = None, tenant: str | None = None,
+def _refusal(result: dict[str, Any], session: Reply | None = None, tenant: str | None = None,
              scopes: tuple[str, ...] = GRAPH, multi_tenant: bool = False) -> ApiError:
-    acquirer = _acquirer(session, "organizations" if multi_tenant else TENANT)
+    acquirer = _acquirer("organizations" if multi_tenant else TENANT)
+    call = session or _call()
     with pytest.raises(ApiError) as raised:
-        acquirer._token_or_raise(result, tenant, scopes)
+        acquirer._token_or_raise(result, tenant, scopes, status=call.status, retry_after=call.retry_after)
     return raised.value
 
 
@@ -137,41 +130,41 @@ ANSWERS = [
      AccessDenied, 403, "Forbidden", "access_denied", BLOCKED + "invalid_grant (AADSTS50105,53003)",
      {}, {"aadsts": [50105, 53003]}),
     # Entra unavailable: held for its Retry-After, else MSAL's default for a 429/5xx, else not held
-    ("transient, Retry-After", {"error": "temporarily_unavailable"}, _Session(503, 30),
+    ("transient, Retry-After", {"error": "temporarily_unavailable"}, _call(503, 30),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "temporarily_unavailable",
      {"Retry-After": "30"}, {"upstream": "entra"}),
-    ("transient 503, no Retry-After", {"error": "server_error", "error_codes": [50000]}, _Session(503),
+    ("transient 503, no Retry-After", {"error": "server_error", "error_codes": [50000]}, _call(503),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "server_error (AADSTS50000)",
      {"Retry-After": "5"}, {"upstream": "entra"}),
-    ("transient 500", {"error": "server_error", "error_codes": [50000]}, _Session(500),
+    ("transient 500", {"error": "server_error", "error_codes": [50000]}, _call(500),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "server_error (AADSTS50000)",
      {"Retry-After": "5"}, {"upstream": "entra"}),
-    ("transient 499", {"error": "server_error", "error_codes": [50000]}, _Session(499),
+    ("transient 499", {"error": "server_error", "error_codes": [50000]}, _call(499),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "server_error (AADSTS50000)",
      {}, {"upstream": "entra"}),
-    ("transient 400", {"error": "invalid_grant", "error_codes": [50196]}, _Session(400),
+    ("transient 400", {"error": "invalid_grant", "error_codes": [50196]}, _call(400),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "invalid_grant (AADSTS50196)",
      {}, {"upstream": "entra"}),
-    ("transient, no status", {"error": "temporarily_unavailable"}, _Session(None),
+    ("transient, no status", {"error": "temporarily_unavailable"}, _call(None),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "temporarily_unavailable",
      {}, {"upstream": "entra"}),
-    ("unknown error, 429", {"error": "something_new", "error_codes": [9999999]}, _Session(429),
+    ("unknown error, 429", {"error": "something_new", "error_codes": [9999999]}, _call(429),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "something_new (AADSTS9999999)",
      {"Retry-After": "5"}, {"upstream": "entra"}),
-    ("unknown error, 429 with Retry-After", {"error": "something_new"}, _Session(429, 120),
+    ("unknown error, 429 with Retry-After", {"error": "something_new"}, _call(429, 120),
      UpstreamError, 503, "Service Unavailable", "upstream_error", THROTTLED + "something_new",
      {"Retry-After": "120"}, {"upstream": "entra"}),
-    ("unknown error", {"error": "something_new", "error_codes": [9999999]}, _Session(400),
+    ("unknown error", {"error": "something_new", "error_codes": [9999999]}, _call(400),
      UpstreamError, 502, "Bad Gateway", "upstream_error", REFUSED + "something_new (AADSTS9999999)",
      {}, {"upstream": "entra"}),
-    ("no error at all, non-integer codes dropped", {"error_codes": ["50076", None]}, _Session(400),
+    ("no error at all, non-integer codes dropped", {"error_codes": ["50076", None]}, _call(400),
      UpstreamError, 502, "Bad Gateway", "upstream_error", REFUSED, {}, {"upstream": "entra"}),
 ]
 
 
 @pytest.mark.parametrize("result,session,kind,status,title,code,detail,headers,extra",
                          [a[1:] for a in ANSWERS], ids=[a[0] for a in ANSWERS])
-def test_each_entra_answer_becomes_one_typed_error(result: dict[str, Any], session: _Session | None,
+def test_each_entra_answer_becomes_one_typed_error(result: dict[str, Any], session: Reply | None,
                                                    kind: type[ApiError], status: int, title: str, code: str,
                                                    detail: str, headers: dict[str, str],
                                                    extra: dict[str, Any]) -> None:

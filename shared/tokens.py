@@ -1,18 +1,20 @@
-"""On-Behalf-Of token acquisition: silent from the user's partition first, OBO on a miss.
+"""Tokens for downstream APIs (MIW's ``ITokenAcquisition``): on behalf of the caller, or as the app.
 
-One ``msal.ConfidentialClientApplication`` per process (per tenant when multi-tenant), built
-on first use and reused. Entra's answers are mapped to the app's error types here, so the
-rest of the app never sees an MSAL dict.
+One ``msal.ConfidentialClientApplication`` per process (per tenant when multi-tenant), built on
+first use and reused, with the one ``TokenCache`` (``shared/token_cache``) behind it: this module
+opens a partition and asks it to serve, lock and commit; it never steps through the cache's
+layers. Entra's answers are mapped to the app's error types here, so the rest of the app never
+sees an MSAL dict. ``clock`` is monotonic (credential backoff); the cache keeps the wall clock.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import msal
 import requests
@@ -26,9 +28,8 @@ from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChalleng
                      TenantNotProvisioned, UpstreamError)
 from .outbound import OutboundSession
 from . import telemetry
-from .cache import TokenCacheLayers
 from .throttle import DEFAULT_SECONDS, AcquisitionGate, EntraThrottle, PerCallerHttpCache, default_acquisition_limit
-from .token_cache import Partition, PartitionStore, PartitionedTokenCache, partition_key, use_partition
+from .token_cache import PartitionHandle, TokenCache, partition_key
 from .validation import Caller
 
 log = logging.getLogger("middletier.tokens")
@@ -39,29 +40,27 @@ TENANT_NOTICE_SECONDS = 600.0
 TENANT_NOTICE_MAX = 1024
 _tenant_notices: dict[tuple[str, tuple[int, ...]], float] = {}
 _tenant_notices_lock = threading.Lock()
+IDENTITY_PROVIDER = "identity_provider"  # MSAL's token_source when it called Entra (the cache changed)
 
 
-
-@dataclass
-class Counters:
-    silent_hits: int = 0
-    obo_calls: int = 0
-    app_token_calls: int = 0
-    credential_reloads: int = 0
+class Reply(NamedTuple):
+    """Entra's answer as MSAL gave it, with the HTTP status and Retry-After of the call that made it."""
+    result: dict[str, Any]
+    status: int | None = None
+    retry_after: int | None = None
 
 
-class TokenAcquirer:
+class Tokens:
     def __init__(self, settings: AzureAdSettings, load_credential: Callable[[], MsalCredential],
-                 session: OutboundSession, layers: TokenCacheLayers | None = None, *,
+                 session: OutboundSession, cache: TokenCache | None = None, *,
                  failure_backoff: float = 5.0, session_lifetime: float = 24 * 3600,
                  clock: Callable[[], float] = time.monotonic, max_concurrent: int | None = None,
                  queue_seconds: float = 0.25, throttle: EntraThrottle | None = None):
         self.settings = settings
         self._load_credential = load_credential
         self._session = session
-        self.layers = layers or TokenCacheLayers(PartitionStore())
+        self.cache = TokenCache() if cache is None else cache
         self.session_lifetime = session_lifetime
-        self.cache = PartitionedTokenCache()
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._credential: MsalCredential | None = None
         self._generation = 0          # bumped on every (re)load; a reload happens once per generation
@@ -70,7 +69,6 @@ class TokenAcquirer:
         self._failure_backoff = failure_backoff
         self._clock = clock
         self._lock = threading.Lock()
-        self.counters = Counters()
         # Failure isolation between callers: Entra's 429/5xx remembered per caller (not per scope, as
         # MSAL does), an app-wide breaker for outages, and a bound on concurrent calls to Entra.
         self.throttle = throttle or EntraThrottle()
@@ -100,10 +98,11 @@ class TokenAcquirer:
         with self._lock:
             if tenant not in self._apps:
                 credential = self._ensure_credential()
+                authority = dataclasses.replace(self.settings, tenant_id=tenant).authority
                 self._apps[tenant] = self._call_entra(lambda: msal.ConfidentialClientApplication(
-                    self.settings.client_id, client_credential=credential,
-                    authority=f"{self.settings.instance}{tenant}", token_cache=self.cache,
-                    http_client=self._session, http_cache=PerCallerHttpCache(), client_capabilities=list(self.settings.client_capabilities) or None,
+                    self.settings.client_id, client_credential=credential, authority=authority,
+                    token_cache=self.cache.msal, http_client=self._session, http_cache=PerCallerHttpCache(),
+                    client_capabilities=list(self.settings.client_capabilities) or None,
                     instance_discovery=not self.settings.disable_instance_discovery))
             return self._apps[tenant], self._generation
 
@@ -119,11 +118,26 @@ class TokenAcquirer:
             self._last_reload = self._clock()
             self._credential = None
             self._apps.clear()
-            self.counters.credential_reloads += 1
             self._ensure_credential()
 
-    def _tenant_for(self, caller: Caller) -> str:
-        return caller.tid if self.settings.multi_tenant else self.settings.tenant_id
+    def _with_credential(self, tenant: str, ask: Callable[[msal.ConfidentialClientApplication], Reply], *,
+                         loud: bool = False) -> Reply:
+        """``ask`` Entra through the tenant's app; if Entra refuses the app's own credential (it may
+        have rotated), reload it once and ask again: the one place that does. ``loud``: log each
+        refusal at ERROR (a user's request; the app's own token shows only as the Key Vault read)."""
+        app, generation = self._app(tenant)
+        reply = ask(app)
+        if _is_invalid_client(reply.result):
+            if loud:
+                    log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
+                          reply.result.get("error_codes"))
+            self._reload_credential(generation)
+            reply = ask(self._app(tenant)[0])
+        return reply
+
+    def _tenant(self, tid: str | None) -> str:
+        """The authority's tenant: the caller's (or the one asked for) in multi-tenant mode, else ours."""
+        return tid if self.settings.multi_tenant and tid else self.settings.tenant_id
 
     # --- acquisition --------------------------------------------------------------------------
     def for_user(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
@@ -134,34 +148,29 @@ class TokenAcquirer:
         partition in this process and, with an L2, by one instance at a time.
         """
         exp = caller.claims.get("exp")
-        part = self.layers.partition(caller.token_hash or partition_key(assertion),
-                                     float(exp) if isinstance(exp, (int, float)) else time.time() + 300)
-        if claims_challenge is None and (hot := part.hot.get(scopes)) and time.time() < hot[1]:
-            self.counters.silent_hits += 1
+        entry = self.cache.open(caller.token_hash or partition_key(assertion),
+                                expires_at=float(exp) if isinstance(exp, (int, float)) else None)
+        if claims_challenge is None and (token := entry.remembered(scopes)):
             telemetry.count("cache.hits", level="memo")
-            return hot[0]
-        with use_partition(part):
+            return token
+        tenant = self._tenant(caller.tid)
+        with entry.bound():
             if claims_challenge is None:  # the warm path: no lock; network only if MSAL redeems the RT
                 with telemetry.span("cache_lookup"):
-                    token = self._silent(caller, scopes, part)
+                    token = self._silent(tenant, scopes, entry)
                 if token is not None:
                     telemetry.count("cache.hits", level="msal")
                     return token
             telemetry.count("cache.misses")
-            with self._locked(part), self.layers.flight(part):  # one instance calls Entra; others reload its entry
+            with self._exclusive(entry, across_instances=True):  # one instance calls Entra; others reload
                 if claims_challenge is None:  # another request may have filled it while we waited
-                    token = self._silent(caller, scopes, part)
+                    token = self._silent(tenant, scopes, entry)
                     if token is not None:
                         return token
-                result, generation = self._obo(assertion, caller, scopes, claims_challenge)
-                if _is_invalid_client(result):
-                    log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
-                              result.get("error_codes"))
-                    self._reload_credential(generation)
-                    result, _ = self._obo(assertion, caller, scopes, claims_challenge)
-                token = self._token_or_raise(result, self._tenant_for(caller), scopes)
-                self.layers.save(part, _expires_at(result))
-                _remember(part, scopes, token, result)
+                reply = self._obo(assertion, caller, tenant, scopes, claims_challenge, loud=True)
+                token = self._token_or_raise(reply.result, tenant, scopes, status=reply.status,
+                                             retry_after=reply.retry_after)
+                entry.commit(reply.result, scopes)
             return token
 
     def for_app(self, scopes: tuple[str, ...], tenant: str | None = None, claims_challenge: str | None = None) -> str:
@@ -169,27 +178,19 @@ class TokenAcquirer:
         of its own that no user request can reach (its key is not the hash of any caller token).
         ``claims_challenge``: a resource's CAE challenge to an app token (the app declares ``cp1`` for
         client credentials too); MSAL then skips its cache and asks Entra with those claims."""
-        tid = tenant if self.settings.multi_tenant and tenant else self.settings.tenant_id
-        part = self.layers.partition(partition_key(f"app-only:{self.settings.client_id}:{tid}"),
-                                     time.time() + 24 * 3600)
-        if claims_challenge is None and (hot := part.hot.get(scopes)) and time.time() < hot[1]:
+        tid = self._tenant(tenant)
+        entry = self.cache.open(partition_key(f"app-only:{self.settings.client_id}:{tid}"),
+                                lifetime=24 * 3600, follows_token=False)
+        if claims_challenge is None and (token := entry.remembered(scopes)):
             telemetry.count("cache.hits", level="memo")
-            return hot[0]
+            return token
         key = f"app:{tid}:{' '.join(sorted(scopes))}"
-        with use_partition(part), self._locked(part):
-            app, generation = self._app(tid)
-            result = self._throttled(key, lambda: app.acquire_token_for_client(list(scopes),
-                                                                              claims_challenge=claims_challenge))
-            if _is_invalid_client(result):
-                self._reload_credential(generation)
-                app, _ = self._app(tid)
-                result = self._throttled(key, lambda: app.acquire_token_for_client(list(scopes),
-                                                                                  claims_challenge=claims_challenge))
-            token = self._token_or_raise(result, tid, scopes)
-            if result.get("token_source") == "identity_provider":
-                self.counters.app_token_calls += 1
-                self.layers.save(part)
-            _remember(part, scopes, token, result)
+        with entry.bound(), self._exclusive(entry):
+            reply = self._with_credential(tid, lambda app: self._throttled(
+                key, lambda: app.acquire_token_for_client(list(scopes), claims_challenge=claims_challenge)))
+            token = self._token_or_raise(reply.result, tid, scopes, status=reply.status,
+                                         retry_after=reply.retry_after)
+            entry.commit(reply.result, scopes, changed=reply.result.get("token_source") == IDENTITY_PROVIDER)
         return token
 
     def start_session(self, assertion: str, caller: Caller, scopes: tuple[str, ...]) -> str:
@@ -197,94 +198,90 @@ class TokenAcquirer:
         session key under which a background job can keep getting tokens from the refresh token
         after the caller's assertion has expired. The key is a secret: keep it like one."""
         session_key = secrets.token_urlsafe(32)
-        part = self.layers.l1.put(Partition(partition_key("session:" + session_key),
-                                            time.time() + self.session_lifetime))
-        with use_partition(part), self._locked(part):
-            result, generation = self._obo(assertion, caller, scopes, None)
-            if _is_invalid_client(result):
-                self._reload_credential(generation)
-                result, _ = self._obo(assertion, caller, scopes, None)
-            self._token_or_raise(result, self._tenant_for(caller), scopes)
-            self.layers.save(part)
+        entry = self.cache.open(partition_key("session:" + session_key), lifetime=self.session_lifetime,
+                                follows_token=False, new=True)
+        tenant = self._tenant(caller.tid)
+        with entry.bound(), self._exclusive(entry):
+            reply = self._obo(assertion, caller, tenant, scopes, None)
+            self._token_or_raise(reply.result, tenant, scopes, status=reply.status, retry_after=reply.retry_after)
+            entry.commit(reply.result)
         return session_key
 
     def for_session(self, session_key: str, tid: str, scopes: tuple[str, ...]) -> str:
         """A token for a long-running session: cache or refresh token only, never a new OBO."""
-        part = self.layers.partition(partition_key("session:" + session_key), time.time() + self.session_lifetime)
-        with use_partition(part), self._locked(part):
-            app, _ = self._app(tid if self.settings.multi_tenant else self.settings.tenant_id)
-            accounts = self._call_entra(app.get_accounts)  # may fetch instance metadata
-            result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0])) \
-                if accounts else None
+        entry = self.cache.open(partition_key("session:" + session_key), lifetime=self.session_lifetime,
+                                follows_token=False)
+        with entry.bound(), self._exclusive(entry):
+            result = self._silent_result(self._tenant(tid), scopes)
             if not result or "access_token" not in result:
                 raise AuthenticationError("The long-running session has expired; the user must call again.")
-            self.layers.save(part)
+            entry.commit(result)
             return str(result["access_token"])
 
-    def _silent(self, caller: Caller, scopes: tuple[str, ...], part: Partition) -> str | None:
-        app, _ = self._app(self._tenant_for(caller))
+    def _silent_result(self, tenant: str, scopes: tuple[str, ...]) -> dict[str, Any] | None:
+        """MSAL's answer from the bound partition (network only to redeem a refresh token), or None."""
+        app, _ = self._app(tenant)
         accounts = self._call_entra(app.get_accounts)  # may fetch instance metadata
         if not accounts:
             return None
-        result = self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))
+        return self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))  # type: ignore[no-any-return]
+
+    def _silent(self, tenant: str, scopes: tuple[str, ...], entry: PartitionHandle) -> str | None:
+        result = self._silent_result(tenant, scopes)
         if result and "access_token" in result:
-            self.counters.silent_hits += 1
-            if result.get("token_source") == "identity_provider":  # MSAL used the refresh token
-                self.layers.save(part, _expires_at(result))
-            _remember(part, scopes, str(result["access_token"]), result)
+            entry.commit(result, scopes, changed=result.get("token_source") == IDENTITY_PROVIDER)  # RT redeemed
             return str(result["access_token"])
         return None  # nothing cached, or the refresh failed: a fresh OBO decides
 
-    def _obo(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
-             claims: str | None) -> tuple[dict[str, Any], int]:
-        app, generation = self._app(self._tenant_for(caller))
+    def _obo(self, assertion: str, caller: Caller, tenant: str, scopes: tuple[str, ...], claims: str | None, *,
+             loud: bool = False) -> Reply:
         # Entra's throttle for this user (and this scope set), not for everyone who asks for the scope.
         key = f"obo:{caller.tid}:{caller.oid or caller.token_hash or partition_key(assertion)}:{' '.join(sorted(scopes))}"
-        self.throttle.check(key)
-        self.counters.obo_calls += 1
-        telemetry.count("obo.calls", claims="yes" if claims else "no")
-        with telemetry.span("obo", tenant=caller.tid) as span:
-            result = self._throttled(key, lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
-                                                                                claims_challenge=claims))
-            if span is not None and "error" in result:
-                span.set_attribute("error", str(result.get("error")))
-        return result, generation
+
+        def ask(app: msal.ConfidentialClientApplication) -> Reply:
+            self.throttle.check(key)
+            telemetry.count("obo.calls", claims="yes" if claims else "no")
+            with telemetry.span("obo", tenant=caller.tid) as span:
+                reply = self._throttled(key, lambda: app.acquire_token_on_behalf_of(assertion, list(scopes),
+                                                                                   claims_challenge=claims))
+                if span is not None and "error" in reply.result:
+                    span.set_attribute("error", str(reply.result.get("error")))
+            return reply
+        return self._with_credential(tenant, ask, loud=loud)
 
     @contextlib.contextmanager
-    def _locked(self, part: Partition) -> Iterator[None]:
+    def _exclusive(self, entry: PartitionHandle, *, across_instances: bool = False) -> Iterator[None]:
         """The partition's lock, waited for no longer than one Entra call (and the request's budget):
         a request stuck behind another's slow acquisition answers 503, it does not hold its thread."""
         wait = self.settings.timeout_seconds
         remaining = self._session.remaining()
         if remaining is not None:
             wait = min(wait, remaining)
-        if not part.lock.acquire(timeout=max(0.0, wait)):
-            raise UpstreamError("entra", "Another request of this caller is still waiting for the identity provider.",
-                                503, 1)
-        try:
+        with entry.exclusive(wait, across_instances=across_instances) as held:
+            if not held:
+                raise UpstreamError("entra", "Another request of this caller is still waiting for the identity "
+                                    "provider.", 503, 1)
             yield
-        finally:
-            part.lock.release()
 
-    def _throttled(self, key: str, call: Callable[[], Any]) -> Any:
+    def _throttled(self, key: str, call: Callable[[], Any]) -> Reply:
         """One call to Entra for the caller ``key``: refused while that caller (or the app, when the
         breaker is open) was told to wait; run in a bounded slot; a 429/5xx answer remembered for
-        ``key`` with the failing call's own Retry-After."""
+        ``key`` with the failing call's own Retry-After. The call's status and Retry-After are read
+        here, once, and travel with its answer."""
         self.throttle.check(key)
         with self.gate.slot():
             try:
                 result = self._call_entra(call)
             except UpstreamError as err:
                 status = self._session.last_status()
-                if err.status == 503 and status is not None and (status == 429 or status >= 500):
+                if err.status == 503 and _failed(status):
                     held = self.throttle.failed(key, self._session.throttled_for())
                     err.headers.setdefault("Retry-After", str(held))  # how long this caller is now held
                 raise
-        status = self._session.last_status()
-        if isinstance(result, dict) and "access_token" not in result and status is not None \
-                and (status == 429 or status >= 500):
-            self.throttle.failed(key, self._session.throttled_for())
-        return result
+        reply = Reply(result, self._session.last_status(), self._session.throttled_for())
+        if isinstance(result, dict) and "access_token" not in result and _failed(reply.status):
+            self.throttle.failed(key, reply.retry_after)
+        return reply
 
     def _call_entra(self, call: Callable[[], Any]) -> Any:
         try:
@@ -302,9 +299,10 @@ class TokenAcquirer:
             raise UpstreamError("entra", f"The identity provider's metadata is unavailable ({type(err).__name__}).",
                                 503) from None
 
-    def _token_or_raise(self, result: dict[str, Any], tenant: str | None = None,
-                        scopes: tuple[str, ...] = ()) -> str:
-        """The token, or the ApiError for Entra's answer. ``tenant``: the tenant whose authority answered."""
+    def _token_or_raise(self, result: dict[str, Any], tenant: str | None = None, scopes: tuple[str, ...] = (), *,
+                        status: int | None = None, retry_after: int | None = None) -> str:
+        """The token, or the ApiError for Entra's answer. ``tenant``: the tenant whose authority answered;
+        ``status``, ``retry_after``: the HTTP status and Retry-After of the call that answered."""
         if "access_token" in result:
             return str(result["access_token"])
         error = str(result.get("error", ""))
@@ -329,13 +327,17 @@ class TokenAcquirer:
             raise AuthenticationError("The identity provider did not accept the token for delegation: " + summary)
         if kind is Kind.USER_BLOCKED:
             raise AccessDenied("The identity provider will not issue a token for this user: " + summary, codes)
-        status = self._session.last_status()
         if kind is Kind.TRANSIENT or status == 429:
             # A 429/5xx holds this caller (EntraThrottle: its Retry-After, else DEFAULT_SECONDS): say so.
-            held = DEFAULT_SECONDS if status is not None and (status == 429 or status >= 500) else None
+            held = DEFAULT_SECONDS if _failed(status) else None
             raise UpstreamError("entra", "The identity provider is throttling or unavailable: " + summary, 503,
-                                self._session.throttled_for() or held)
+                                retry_after or held)
         raise UpstreamError("entra", "The identity provider refused the exchange: " + summary, 502)
+
+
+def _failed(status: int | None) -> bool:
+    """Entra answered 429 or 5xx: throttling or an outage, which holds the caller."""
+    return status is not None and (status == 429 or status >= 500)
 
 
 def _tenant_not_provisioned(tenant: str, scopes: tuple[str, ...], codes: list[int]) -> TenantNotProvisioned:
@@ -362,22 +364,3 @@ def _is_invalid_client(result: dict[str, Any]) -> bool:
     """Entra refused our own credential (it may have rotated: worth one reload)."""
     codes = [c for c in result.get("error_codes") or [] if isinstance(c, int)]
     return "access_token" not in result and aadsts.classify(str(result.get("error", "")), codes) is Kind.CREDENTIAL
-
-
-def _remember(part: Partition, scopes: tuple[str, ...], token: str, result: dict[str, Any]) -> None:
-    """Note the token MSAL returned, and until when MSAL would keep returning it: 5 minutes before
-    expiry, or at half its life for long-lived (CAE) tokens, as MSAL's refresh_in does."""
-    expires_in = result.get("expires_in")
-    if not isinstance(expires_in, (int, float)):
-        return
-    now = time.time()
-    until = now + expires_in - 300
-    if expires_in >= 7200:
-        until = min(until, now + expires_in / 2)
-    if until > now:
-        part.hot[scopes] = (token, until)
-
-
-def _expires_at(result: dict[str, Any]) -> float | None:
-    expires_in = result.get("expires_in")
-    return time.time() + float(expires_in) if isinstance(expires_in, (int, float)) else None

@@ -1,7 +1,7 @@
 """Distributed (L2) token-cache backends, and the circuit breaker that keeps them optional.
 
 Backends store opaque bytes (already sealed by ``sealing.py``) with a TTL, and offer a short
-lock for cross-instance single-flight. ``Guarded`` wraps any backend: every call is bounded
+lock for cross-instance single-flight. ``Breaker`` wraps any backend: every call is bounded
 by the backend's own timeout, failures open a breaker so an outage costs nothing per request,
 and the breaker half-opens to pick up recovery without a restart. One warning per outage.
 """
@@ -133,7 +133,7 @@ def _if_match() -> Any:
     return MatchConditions.IfNotModified
 
 
-class Guarded:
+class Breaker:
     """Circuit breaker around a backend. Never raises: a failed call is a miss or a no-op."""
 
     def __init__(self, backend: Backend, *, failures_to_open: int = 2, open_seconds: float = 5.0,
