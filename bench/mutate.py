@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/mutate.py [module ...]     # default: all, in the order of MODULES
 
-For each module, copies the tracked tree (minus clients/) to bench/out/mutation/<module>/
-(git-ignored; one directory per module, so two modules can be run at once), writes mutmut's config
-there, and runs `mutmut run "shared.<module>.*"` (2 workers by default, MUTATE_MAX_CHILDREN). Each
+For each module, copies the tree (tracked and new files, minus clients/ and ignored ones) to
+bench/out/mutation/<module>/ (git-ignored; one directory per module, so two modules can be run at
+once), writes mutmut's config there, and runs `mutmut run "shared.<module>.*"` (2 workers by
+default, MUTATE_MAX_CHILDREN). Each
 mutant runs only the tests that mutmut's stats pass saw calling the mutated function, out of TESTS
 (in-process) plus MODULE_TESTS[module] (which may start a real redis-server or Azurite, as the L2
 backends need), with `-x -q -p no:cacheprovider` and hypothesis capped at
@@ -38,11 +39,13 @@ RESULT = Path(os.environ.get("MUTATE_RESULT") or ROOT / "bench" / "results" / "m
 EQUIVALENT = ROOT / "bench" / "equivalent_mutants"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 
-MODULES = ["bearer", "sealing", "authorization", "aadsts", "validation", "signing_keys", "cache", "l2", "acquisition"]
+# Paths under shared/ without ".py" (a module of a package: "token_cache/l2").
+MODULES = ["bearer", "token_cache/sealing", "authorization", "aadsts", "validation", "signing_keys",
+           "token_cache/layers", "token_cache/l2", "tokens"]
 # Modules mutated in part: only these functions (mutmut's keys, without the __mutmut_N suffix).
-# acquisition.py: its mapping of Entra's answers to the app's typed errors, not the token cache dance.
+# tokens.py: its mapping of Entra's answers to the app's typed errors, not the calls to MSAL.
 FUNCTIONS: dict[str, list[str]] = {
-    "acquisition": ["xǁTokenAcquirerǁ_token_or_raise", "x__is_invalid_client", "x__tenant_not_provisioned"],
+    "tokens": ["xǁTokensǁ_token_or_raise", "x__failed", "x__is_invalid_client", "x__tenant_not_provisioned"],
 }
 
 # In-process tests only (no devstack, host, redis-server or Azurite process): a few seconds in all.
@@ -57,7 +60,7 @@ TESTS = [
     "tests/unit/test_fuzz_properties.py",
     "tests/unit/test_aadsts.py",
     "tests/unit/test_sealing.py",
-    "tests/unit/test_acquisition.py",
+    "tests/unit/test_tokens.py",
     "tests/unit/test_cache_layers.py",
     "tests/unit/test_token_cache.py",
     "tests/unit/test_context.py",
@@ -78,7 +81,7 @@ TESTS = [
 # Tests for one module only: they may start real processes (redis-server, Azurite), which the
 # in-process TESTS above never do.
 MODULE_TESTS: dict[str, list[str]] = {
-    "l2": ["tests/unit/test_l2.py"],
+    "token_cache/l2": ["tests/unit/test_l2.py"],
 }
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "bench.mutation_pytest"]
 
@@ -95,8 +98,9 @@ def prepare(module: str) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True,
-                           text=True).stdout.split("\0")
+    # tracked files and new ones not yet committed (not ignored): the tree as it stands
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
     for name in files:
         if name and not name.startswith("clients/") and (ROOT / name).is_file():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,7 @@ def prepare(module: str) -> None:
         "[mutmut]\n"
         "source_paths = shared/\n"
         f"only_mutate = {lst([f'shared/{module}.py'])}\n"
-        f"also_copy = {lst(['bench/'])}\n"
+        f"also_copy = {lst(['bench/', 'devstack/'])}\n"  # tests/conftest.py imports devstack.launch
         f"pytest_add_cli_args = {lst(PYTEST_ARGS)}\n"
         f"pytest_add_cli_args_test_selection = {lst(tests)}\n")
 
@@ -244,7 +248,9 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "MUTATION_HYPOTHESIS_MAX_EXAMPLES": os.environ.get("MUTATION_HYPOTHESIS_MAX_EXAMPLES", "50")}
     children = os.environ.get("MUTATE_MAX_CHILDREN", "2")
     previous = json.loads(RESULT.read_text()) if RESULT.exists() else {}
-    per_module: dict[str, dict[str, object]] = dict(previous.get("modules", {}))
+    # entries of modules no longer in MODULES (moved or renamed) are dropped, not kept forever
+    per_module: dict[str, dict[str, object]] = {name: entry for name, entry in previous.get("modules", {}).items()
+                                                if name in {f"shared/{m}.py" for m in MODULES}}
     for module in modules:
         if collect_only:
             old = per_module.get(f"shared/{module}.py")
@@ -258,8 +264,8 @@ def main(argv: list[str]) -> int:
             continue
         prepare(module)
         began = time.monotonic()
-        names = [f"shared.{module}.{f}__mutmut_*" for f in FUNCTIONS[module]] if module in FUNCTIONS \
-            else [f"shared.{module}.*"]
+        dotted = "shared." + module.replace("/", ".")
+        names = [f"{dotted}.{f}__mutmut_*" for f in FUNCTIONS[module]] if module in FUNCTIONS else [f"{dotted}.*"]
         run = subprocess.run([str(MUTMUT), "run", "--max-children", children, *names], env=env,
                              cwd=work_dir(module), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seconds = round(time.monotonic() - began, 1)
