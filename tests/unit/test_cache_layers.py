@@ -10,11 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from shared.token_cache import PREFIX, REFRESH_MARGIN, TokenCache
 from shared.memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
-from shared.token_cache import Breaker
-from shared.token_cache.sealing import Sealer
-from shared.token_cache import Partition, PartitionStore
+from shared.token_cache import PREFIX, REFRESH_MARGIN, Breaker, Partition, PartitionStore, Sealer, TokenCache
 
 
 class MemoryBackend:
@@ -393,3 +390,85 @@ def test_the_l1_it_is_given_is_used_even_while_empty() -> None:
     from the settings (its bounds), not swap in a default one."""
     l1 = PartitionStore(max_partitions=3, max_bytes=10_000)
     assert TokenCache(l1).l1 is l1
+
+
+# --- the entry point: TokenCache.open() and the PartitionHandle acquisition works with -------------------
+def test_open_gives_the_assertions_life_else_the_lifetime_asked_for() -> None:
+    cache = layers(MemoryBackend(), clock=Now())
+    assert cache.open("1" * 64, expires_at=T + 1234).part.expires_at == T + 1234
+    assert cache.open("2" * 64).part.expires_at == T + 300  # an assertion without exp: five minutes
+    assert cache.open("3" * 64, lifetime=7).part.expires_at == T + 7
+
+
+def test_open_asks_l2_unless_the_key_is_new() -> None:
+    backend = MemoryBackend()
+    cache = layers(backend, clock=Now())
+    fresh = cache.open("4" * 64, expires_at=T + 60, new=True)
+    assert backend.gets == [] and cache.l1.get("4" * 64) is fresh.part
+    assert (fresh.part.key, fresh.part.expires_at) == ("4" * 64, T + 60)
+    known = cache.open("5" * 64, expires_at=T + 60)
+    assert backend.gets == [PREFIX + "5" * 64] and cache.l1.get("5" * 64) is known.part
+
+
+def test_a_commit_shortens_a_users_partition_to_its_token_and_writes_l2_only_when_msal_changed_it() -> None:
+    backend = MemoryBackend()
+    cache = layers(backend, clock=Now())
+    answer = {"access_token": "at", "expires_in": 1000}
+    user = cache.open("6" * 64, expires_at=T + 3600)
+    user.commit(answer, ("s",))
+    assert user.part.expires_at == T + 1000 - REFRESH_MARGIN and backend.ttls[PREFIX + "6" * 64] == 700
+    app = cache.open("7" * 64, lifetime=86400, follows_token=False)  # the app's, a session's: its own life
+    app.commit(answer, ("s",))
+    assert app.part.expires_at == T + 86400 and backend.ttls[PREFIX + "7" * 64] == 86400
+    undated = cache.open("8" * 64, expires_at=T + 3600)
+    undated.commit({"access_token": "at", "expires_in": "1000"})  # not a number: the partition keeps its life
+    assert undated.part.expires_at == T + 3600 and undated.part.hot == {}
+    unchanged = cache.open("9" * 64, expires_at=T + 3600)
+    unchanged.commit(answer, ("s",), changed=False)
+    assert PREFIX + "9" * 64 not in backend.data and unchanged.part.expires_at == T + 3600
+    assert unchanged.part.hot == {("s",): ("at", T + 1000 - REFRESH_MARGIN)}
+
+
+def test_a_commit_remembers_the_token_until_msal_would_refresh_it() -> None:
+    entry = TokenCache(PartitionStore(), clock=Now()).open("a" * 64, expires_at=T + 99_999)
+    for scope, token, expires_in in [("a", "short", 3599), ("b", "cae", 86399), ("c", "edge", 7200),
+                                     ("d", "gone", 300), ("e", "string", "3599")]:
+        entry.commit({"access_token": token, "expires_in": expires_in}, (scope,), changed=False)
+    entry.commit({"access_token": "no-scopes", "expires_in": 3599}, changed=False)
+    assert entry.part.hot == {("a",): ("short", T + 3599 - REFRESH_MARGIN),   # 5 minutes before expiry
+                              ("b",): ("cae", T + 86399 / 2),                 # long-lived: half its life
+                              ("c",): ("edge", T + 3600)}                     # 2 hours counts as long-lived
+
+
+def test_a_remembered_token_is_served_until_its_time_only() -> None:
+    now = Now()
+    entry = TokenCache(PartitionStore(), clock=now).open("b" * 64, expires_at=T + 99_999)
+    assert entry.remembered(("s",)) is None
+    entry.part.hot[("s",)] = ("tok", T + 10)
+    assert entry.remembered(("s",)) == "tok" and entry.remembered(("other",)) is None
+    now.t = T + 10
+    assert entry.remembered(("s",)) is None
+
+
+def test_a_bound_partition_is_what_msal_reads_and_writes() -> None:
+    cache = TokenCache()
+    assert isinstance(cache.l1, PartitionStore)
+    entry = cache.open("c" * 64, expires_at=time.time() + 600)
+    with entry.bound():
+        assert cache.msal._cache is entry.part.data
+    with pytest.raises(RuntimeError):
+        cache.msal._cache
+
+
+def test_exclusive_holds_the_partition_lock_and_across_instances_the_l2_lock() -> None:
+    backend = MemoryBackend()
+    entry = layers(backend).open("d" * 64, expires_at=time.time() + 600)
+    lock = PREFIX + "lock:" + "d" * 64
+    with entry.exclusive(1.0, across_instances=True) as held:
+        assert held and entry.part.lock.locked() and lock in backend.data
+        with entry.exclusive(0.01) as again:
+            assert again is False  # a second request of this caller gives up after its wait
+    assert not entry.part.lock.locked() and lock not in backend.data
+    with entry.exclusive(0.0) as held:
+        assert held and entry.part.lock.locked() and lock not in backend.data  # this process only
+    assert not entry.part.lock.locked()
