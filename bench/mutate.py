@@ -56,7 +56,6 @@ TESTS = [
     "tests/unit/test_validation.py",
     "tests/unit/test_signing_keys.py",
     "tests/unit/test_authorization.py",
-    "tests/unit/test_forged_tokens.py",
     "tests/unit/test_fuzz_properties.py",
     "tests/unit/test_aadsts.py",
     "tests/unit/test_sealing.py",

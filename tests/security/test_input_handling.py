@@ -17,7 +17,7 @@ from shared.config import load_settings
 from shared.errors import AuthenticationError, MalformedToken
 from shared.signing_keys import SigningKeys
 from shared.validation import TokenValidator, validate
-from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, b64, env, kid, token
+from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, env, kid, token
 from tests.fakes import idp, keys  # noqa: F401  (the shared fixtures)
 
 http_ = requests.Session()
