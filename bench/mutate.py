@@ -191,7 +191,7 @@ def equivalents(module: str) -> list[dict[str, object]]:
 
 
 def function_of(key: str) -> str:
-    return re.sub(r"__mutmut_\d+$", "", key.split(".", 2)[-1])
+    return re.sub(r"__mutmut_\d+$", "", key.rsplit(".", 1)[-1])  # shared.token_cache.l2.xǁBreakerǁget__mutmut_1
 
 
 def matches(entry: dict[str, object], described: dict[str, object]) -> bool:
