@@ -224,7 +224,7 @@ class Tokens:
         accounts = self._call_entra(app.get_accounts)  # may fetch instance metadata
         if not accounts:
             return None
-        return self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))  # type: ignore[no-any-return]
+        return self._call_entra(lambda: app.acquire_token_silent_with_error(list(scopes), accounts[0]))  # type: ignore
 
     def _silent(self, tenant: str, scopes: tuple[str, ...], entry: PartitionHandle) -> str | None:
         result = self._silent_result(tenant, scopes)
