@@ -262,7 +262,7 @@ def test_reload_takes_another_instances_entry_only_when_it_holds_tokens(in_l2: d
     mine = Partition(key, time.time() + 600, {"Account": {"mine": {}}})
     assert cache.reload(mine) is reloaded
     expected = in_l2 if reloaded else {"Account": {"mine": {}}}
-    assert mine.data == expected and mine.size == (PARTITION_OVERHEAD + held_bytes(expected) if reloaded
+    assert mine.data == expected and mine.size == (PARTITION_OVERHEAD + held_bytes(mine.data) if reloaded  # its copy
                                                    else PARTITION_OVERHEAD)
     assert (cache.l1.get(key) is mine) is reloaded
 
