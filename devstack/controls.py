@@ -52,16 +52,14 @@ class Fault:
     suberror: str | None = None  # with aadsts: Entra's ``suberror`` (default: the code's own, e.g. consent_required)
     claims: bool | None = None   # with aadsts: a claims challenge or none (default: the code's own)
     grant: str | None = None     # Entra token endpoint only: match one grant type
-    user: str | None = None      # match one user (name), where the service knows it
     fired: int = 0
 
     def retry_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
-    def matches(self, service: str, endpoint: str, grant: str | None, user: str | None) -> bool:
+    def matches(self, service: str, endpoint: str, grant: str | None) -> bool:
         return (self.service == service and self.endpoint in ("*", endpoint)
-                and (self.grant is None or self.grant == grant)
-                and (self.user is None or self.user == user))
+                and self.grant in (None, grant))
 
 
 @dataclass
@@ -74,10 +72,9 @@ class FaultPlan:
     def clear(self) -> None:
         self.faults.clear()
 
-    def take(self, service: str, endpoint: str, *, grant: str | None = None,
-             user: str | None = None) -> Fault | None:
+    def take(self, service: str, endpoint: str, *, grant: str | None = None) -> Fault | None:
         for fault in self.faults:
-            if fault.matches(service, endpoint, grant, user):
+            if fault.matches(service, endpoint, grant):
                 fault.fired += 1
                 if fault.count is not None:
                     fault.count -= 1
@@ -100,7 +97,7 @@ class FaultPlan:
 
 def fault_from_json(data: dict[str, Any]) -> Fault:
     allowed = {k: data[k] for k in ("service", "endpoint", "count", "latency_ms", "status",
-                                    "retry_after", "aadsts", "suberror", "claims", "grant", "user") if k in data}
+                                    "retry_after", "aadsts", "suberror", "claims", "grant") if k in data}
     if "service" not in allowed:
         raise ValueError("'service' is required")
     return Fault(**allowed)
