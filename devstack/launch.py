@@ -194,26 +194,33 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
+# the checkout's node_modules: above ROOT too when a copy of the tree runs (make mutate)
+AZURITE = next((b for b in (p / "node_modules" / ".bin" / "azurite-blob" for p in [ROOT, *ROOT.parents])
+                if b.exists()), ROOT / "node_modules" / ".bin" / "azurite-blob")
 
 
-def start_azurite(folder: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Real Azurite (npm) blob service on a free port, storing under ``folder``/azurite."""
+def start_azurite(folder: Path, account: str = AZURITE_ACCOUNT, key: str = AZURITE_KEY,
+                  tls: tuple[Path, Path] | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Real Azurite (npm) blob service on a free port, storing under ``folder``/azurite; with ``tls``
+    (certificate, key) it answers HTTPS."""
     location = folder / "azurite"
     proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", str(location),
+                             *(["--cert", str(tls[0]), "--key", str(tls[1])] if tls else []),
                              "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "AZURITE_ACCOUNTS": f"{account}:{key}"})
     assert proc.stdout is not None
     url = None
     for line in proc.stdout:
         if "successfully listens on" in line:
-            url = line.strip().rsplit(" ", 1)[-1]
+            url = line.strip().rsplit(" ", 1)[-1].rstrip("/")
             break
     if url is None:
         proc.kill()
         proc.wait()
         raise RuntimeError("Azurite did not start")
     drain(proc.stdout, folder / "azurite.log")
-    connection = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                  f"BlobEndpoint={url}/{AZURITE_ACCOUNT};")
-    return proc, {"url": url, "connection_string": connection, "location": location}
+    connection = (f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+                  f"BlobEndpoint={url}/{account};")
+    return proc, {"url": url, "port": int(url.rsplit(":", 1)[1]), "connection_string": connection,
+                  "location": location}

@@ -18,7 +18,6 @@ one the template chose, encrypted.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -29,11 +28,11 @@ import msal
 import pytest
 import requests
 
-from devstack import resolve
+from devstack import launch, resolve
 from devstack.client import session
+from devstack.launch import Admin, drain, free_port, start_devstack, start_host, stop
 from devstack.tls import issue_leaf
 
-from ..conftest import ROOT, Admin, drain, free_port, start_devstack, start_host, stop
 from .. import bicep_eval as bicep
 
 ORDERS_HOST = urlsplit(bicep.PARAMETERS["ordersBaseUrl"]).hostname
@@ -77,20 +76,8 @@ class TlsServer:
 
 def start_azurite(folder: Path, info: dict[str, Any], account: str, key: str) -> TlsServer:
     server = TlsServer(folder, info, f"{account}.blob.core.windows.net")
-    server.proc = subprocess.Popen(
-        [str(ROOT / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1", "--blobPort", "0",
-         "--location", str(folder / "data"), "--cert", str(server.cert), "--key", str(server.key),
-         "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "AZURITE_ACCOUNTS": f"{account}:{key}"})
-    assert server.proc.stdout is not None
-    for line in server.proc.stdout:
-        if "successfully listens on" in line:
-            server.port = int(line.strip().rsplit(":", 1)[1].strip("/"))
-            break
-    else:
-        raise RuntimeError("Azurite did not start")
-    drain(server.proc.stdout, folder / "azurite.log")
+    server.proc, blob = launch.start_azurite(folder, account, key, tls=(server.cert, server.key))
+    server.port = blob["port"]
     return server
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from shared.token_cache import BlobBackend, Breaker, RedisBackend
 
-from ..conftest import AZURITE_ACCOUNT, AZURITE_KEY, ROOT, RedisServer, drain, stop
+from devstack.launch import AZURITE, AZURITE_ACCOUNT, AZURITE_KEY, RedisServer, start_azurite, stop
 
 T0 = 1_000_000.25  # an injected wall clock starts here (a fraction: int() and float parsing both matter)
 
@@ -48,29 +48,14 @@ def rds(redis_srv: RedisServer) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def azurite_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import subprocess
-    # the checkout's node_modules: above this file also when mutmut runs it from a copy of the tree
-    found = [p / "node_modules" / ".bin" / "azurite-blob" for p in [ROOT, *Path(__file__).resolve().parents]]
-    binary = next((b for b in found if b.exists()), None)
-    if binary is None:
+    if not AZURITE.exists():
         pytest.fail("Azurite is not installed: `make test` installs it (npm install)")
-    folder: Path = tmp_path_factory.mktemp("azurite")
-    proc = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", "0", "--location",
-                             str(folder / "data"), "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    url = None
-    for line in proc.stdout:
-        if "successfully listens on" in line:
-            url = line.strip().rsplit(" ", 1)[-1]
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail("Azurite did not start")
-    drain(proc.stdout, folder / "azurite.log")
-    yield (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-           f"BlobEndpoint={url}/{AZURITE_ACCOUNT};")
-    stop(proc)  # type: ignore[arg-type]
+    try:
+        proc, blob = start_azurite(tmp_path_factory.mktemp("azurite"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield blob["connection_string"]
+    stop(proc)
 
 
 @pytest.fixture
