@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 from pycep import BicepParser
 from pycep.models import BicepElement
 
-from .conftest import ROOT
+from devstack.launch import ROOT
 
 BICEP = ROOT / "infra" / "main.bicep"
 SUBSCRIPTION = "0a0b0c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from devstack import launch
-from devstack.launch import (AZURITE, AZURITE_ACCOUNT, AZURITE_KEY, ROOT, Admin, HostFactory, RedisServer,  # noqa: F401
-                             drain, free_port, start_azurite, start_devstack, start_host, stop)
+from devstack.launch import AZURITE, AZURITE_KEY, Admin, HostFactory, RedisServer, start_azurite, start_devstack, stop
 
 from .secrets_registry import REGISTRY, SECRET_PATTERNS, capture_process_log, hook_msal, hook_sealer
 
@@ -18,8 +17,8 @@ from .secrets_registry import REGISTRY, SECRET_PATTERNS, capture_process_log, ho
 hypothesis_settings.register_profile("deterministic", derandomize=True, print_blob=True)
 hypothesis_settings.load_profile("deterministic")
 
-# The launchers (devstack/launch.py, shared with bench/) tell every secret they learn to the registry
-# that the session-end log scan looks for; the names above are theirs, for the tests that import them here.
+# The launchers (devstack/launch.py, shared with bench/; tests import them from there) tell every
+# secret they learn to the registry that the session-end log scan looks for.
 launch.witness = REGISTRY  # type: ignore[assignment]
 REGISTRY.add("Azurite account key", AZURITE_KEY)
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from devstack.client import session
+from devstack.launch import Admin
 
-from ..conftest import Admin
 from . import recordings
 
 Diff = tuple[str, Any, Any]

@@ -16,7 +16,8 @@ import jwt
 import pytest
 import requests
 
-from ..conftest import Admin
+from devstack.launch import Admin
+
 from . import recordings
 from .test_keyvault import assert_conforms
 

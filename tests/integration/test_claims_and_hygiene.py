@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from devstack.client import public_client, sign_in
+from devstack.launch import Admin
 
-from ..conftest import Admin
 from .test_entra_msal import API_SCOPE
 from .test_middletier_api import call, challenge_params
 
@@ -139,7 +139,7 @@ def test_function_keys_enforced_for_non_anonymous_functions(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    from ..conftest import ROOT, drain
+    from devstack.launch import ROOT, drain
     app = tmp_path / "app"
     (app / "Keyed").mkdir(parents=True)
     (app / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"http": {"routePrefix": "x"}}}))

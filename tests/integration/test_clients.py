@@ -15,7 +15,7 @@ import requests
 
 from devstack.client import session
 
-from ..conftest import ROOT, Admin
+from devstack.launch import ROOT, Admin
 
 API_SCOPE = "api://middletier/access_as_user"
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from devstack.client import session
+from devstack.launch import Admin
 
-from ..conftest import Admin
 from .test_middletier_api import call
 
 

@@ -15,8 +15,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.client import session, sign_in
+from devstack.launch import ROOT
 
-from ..conftest import ROOT
 from .test_entra_msal import API_SCOPE, GRAPH_SCOPE, middletier
 
 

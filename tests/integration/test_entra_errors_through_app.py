@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from ..conftest import Admin
+from devstack.launch import Admin
 
 FABRIKAM = "f00dfeed-2b3c-4d5e-8f6a-7b8c9d0e1f2a"
 GRAPH = "https://graph.microsoft.com"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ..conftest import Admin
+from devstack.launch import Admin
+
 from .test_middletier_api import call
 
 

@@ -19,7 +19,8 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from ..conftest import ROOT, drain, stop
+from devstack.launch import ROOT, drain, stop
+
 from ..secrets_registry import REGISTRY
 
 ECHO = '''import json

@@ -14,8 +14,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.client import sign_in
+from devstack.launch import start_devstack, stop
 
-from ..conftest import start_devstack, stop
 from .test_entra_msal import API_SCOPE
 
 http = requests.Session()
@@ -215,7 +215,7 @@ def test_entra_slower_than_the_deadline_is_504(devstack: dict[str, Any], host_fa
 
 def test_entra_unreachable_is_503_not_a_hang(tmp_path_factory: Any, host_factory: Any) -> None:
     proc, info = start_devstack(tmp_path_factory.mktemp("doomed"))
-    from tests.conftest import Admin
+    from devstack.launch import Admin
     admin = Admin(info)
     warm_token, cold_token = admin.mint(user="alice"), admin.mint(user="bob")
     warm = host_factory(info)

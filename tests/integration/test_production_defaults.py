@@ -21,8 +21,8 @@ import requests
 
 from devstack import resolve
 from devstack.client import session
+from devstack.launch import Admin, start_devstack, stop
 
-from ..conftest import Admin, start_devstack, stop
 from .test_middletier_api import call
 
 # A look-alike of the vault's name that is not under vault.azure.net: a host that answers with Key

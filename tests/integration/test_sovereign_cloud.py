@@ -16,7 +16,8 @@ from typing import Any, Iterator
 import jwt
 import pytest
 
-from ..conftest import Admin, HostFactory, start_devstack, stop
+from devstack.launch import Admin, HostFactory, start_devstack, stop
+
 from .test_middletier_api import call
 
 

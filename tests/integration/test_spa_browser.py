@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from ..conftest import ROOT, Admin
+from devstack.launch import ROOT, Admin
 
 DIST = ROOT / "clients" / "spa" / "dist"
 ARTIFACTS = ROOT / "test-artifacts"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ..conftest import ROOT, Admin
+from devstack.launch import ROOT, Admin
 
 
 def test_off_by_default_and_never_imports_opentelemetry() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ..conftest import Admin
+from devstack.launch import Admin
+
 from .test_middletier_api import call, obo_count
 
 KEY = base64.b64encode(os.urandom(32)).decode()

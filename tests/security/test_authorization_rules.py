@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from ..conftest import Admin
+from devstack.launch import Admin
 
 http_ = requests.Session()
 http_.trust_env = False

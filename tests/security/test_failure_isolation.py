@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from ..conftest import Admin
+from devstack.launch import Admin
 
 http = requests.Session()
 http.trust_env = False

@@ -353,7 +353,7 @@ def _hs256(kit: Kit, secret: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def kits(devstack: dict[str, Any], function_host: dict[str, Any]) -> dict[str, Kit]:
-    from tests.conftest import Admin
+    from devstack.launch import Admin
     admin = Admin(devstack)
     return {"user": Kit(devstack, admin, function_host, USER), "app": Kit(devstack, admin, function_host, APP)}
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from devstack.client import sign_in
+from devstack.launch import Admin
 
-from ..conftest import Admin, scan_for_secrets
+from ..conftest import scan_for_secrets
 from ..integration.test_entra_msal import API_SCOPE
 from ..integration.test_middletier_api import call
 

@@ -35,7 +35,7 @@ from shared.token_cache import Breaker, RedisBackend
 from shared.token_cache.sealing import NONCE, Sealer
 from shared.token_cache import PartitionStore
 
-from ..conftest import Admin
+from devstack.launch import Admin
 
 KEY_BYTES = os.urandom(32)
 KEY = base64.b64encode(KEY_BYTES).decode()

@@ -19,7 +19,7 @@ import pytest
 
 from . import fake_az
 from .fake_az import FakeAz
-from ..conftest import ROOT
+from devstack.launch import ROOT
 
 SCRIPT = ROOT / "infra" / "app-registrations.sh"
 PRINCIPAL = "6c1f0b2e-3d4a-4b5c-8d6e-7f8091a2b3c4"       # the user-assigned identity's principal id

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from ..conftest import ROOT
+from devstack.launch import ROOT
 
 TRACKED = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
 TEXT = [p for p in TRACKED if p.endswith((".py", ".md", ".sh", ".toml", ".json", ".bicep", ".js", ".html"))

@@ -19,7 +19,7 @@ import pytest
 from devstack.host.funchost import ANY_METHOD, FunctionsHost, HostSettings, load_functions
 from devstack.host.routes import Route, RouteCreationError
 
-from ..conftest import ROOT
+from devstack.launch import ROOT
 
 BUILT_IN = "The specified route conflicts with one or more built in routes."
 HANDLER = ("import json\nimport azure.functions as func\n"

@@ -44,7 +44,7 @@ from ..bicep_eval import (BICEP, CACHE_KEY, ENVIRONMENTS, GRAPH, PARAMETERS, STA
                           Evaluation, Resource, branches, resolve_key_vault_references, site, symbols,
                           template)
 from . import fake_az
-from ..conftest import ROOT
+from devstack.launch import ROOT
 
 # --- the functions ---------------------------------------------------------------------------------
 @functools.cache

@@ -5,7 +5,7 @@ import subprocess
 
 import pathspec
 
-from ..conftest import ROOT
+from devstack.launch import ROOT
 
 
 def package_files() -> set[str]:
