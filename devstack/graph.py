@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import clouds
-from .controls import Fault, FaultPlan, Stats
+from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant, User
 from .issuer import AuthContext, Issuer, declares_cp1, is_app_only, next_serial
 from .kit import BearerRefused, ServiceError, check_bearer
@@ -48,9 +48,13 @@ REFUSED = {"missing": "Access token is empty.",
            "issuer": "Access token validation failure. Invalid issuer."}
 
 
-def validate_bearer(request: Request, issuer: Issuer, directory: Directory,
-                    audiences: tuple[str, ...]) -> tuple[Tenant, dict[str, Any]]:
-    """The bearer check (kit.check_bearer) for a token of any known tenant, refused in Graph's words."""
+async def admit(request: Request, service: str, endpoint: str, faults: FaultPlan, issuer: Issuer,
+                directory: Directory, audiences: tuple[str, ...]) -> tuple[Tenant, dict[str, Any]]:
+    """A fault's status, else the bearer check (kit.check_bearer) for a token of any known tenant, in
+    Graph's words (Orders says the same)."""
+    fault = await faults.gate(service, endpoint)
+    if fault is not None and fault.status is not None:
+        raise ServiceError.injected(fault, "serviceNotAvailable" if fault.status >= 500 else "TooManyRequests")
     try:
         return check_bearer(request, issuer, audiences, require=("exp", "nbf", "iat", "iss", "aud", "tid"),
                             tenant_of=lambda claims: directory.tenant_by_id(str(claims.get("tid"))))
@@ -59,9 +63,10 @@ def validate_bearer(request: Request, issuer: Issuer, directory: Directory,
         raise ServiceError(401, "InvalidAuthenticationToken", REFUSED[refused.reason], challenge=challenge) from None
 
 
-def unavailable(fault: Fault) -> ServiceError:
-    """An injected failure, as Graph words it."""
-    return ServiceError.injected(fault, "serviceNotAvailable" if (fault.status or 0) >= 500 else "TooManyRequests")
+def not_found(name: str) -> ServiceError:
+    return ServiceError(404, "Request_ResourceNotFound",
+                        f"Resource '{name}' does not exist or one of its queried reference-property objects "
+                        "are not present.")
 
 
 class Graph:
@@ -112,18 +117,13 @@ class Graph:
 
     # --- endpoints -----------------------------------------------------------------------------
     async def me(self, request: Request) -> Response:
-        fault = await self.faults.gate("graph", "me")
         try:
-            if fault is not None and fault.status is not None:
-                raise unavailable(fault)
-            tenant, claims = validate_bearer(request, self.issuer, self.directory, audiences())
+            tenant, claims = await admit(request, "graph", "me", self.faults, self.issuer, self.directory, audiences())
             if is_app_only(claims) or "scp" not in claims:
                 raise ServiceError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
             user = tenant.user_by_oid(str(claims.get("oid")))
             if user is None:
-                raise ServiceError(404, "Request_ResourceNotFound",
-                                   f"Resource '{claims.get('oid')}' does not exist or one of its queried "
-                                   "reference-property objects are not present.")
+                raise not_found(str(claims.get("oid")))
             if not ME_SCOPES & set(str(claims.get("scp", "")).split()):
                 raise ServiceError(403, "Authorization_RequestDenied", DENIED)
             self._cae(user, claims)
@@ -134,20 +134,16 @@ class Graph:
         return self._json(request, profile(user))
 
     async def user(self, request: Request) -> Response:
-        fault = await self.faults.gate("graph", "users")
         try:
-            if fault is not None and fault.status is not None:
-                raise unavailable(fault)
-            tenant, claims = validate_bearer(request, self.issuer, self.directory, audiences())
+            tenant, claims = await admit(request, "graph", "users", self.faults, self.issuer, self.directory,
+                                         audiences())
             roles = set(claims.get("roles") or [])
             scopes = set(str(claims.get("scp", "")).split())
             if not (roles & USERS_ROLES or scopes & (ME_SCOPES - {"User.Read", "User.ReadWrite"})):
                 raise ServiceError(403, "Authorization_RequestDenied", DENIED)
             user = tenant.user_by_login(request.path_params["id"])
             if user is None:
-                raise ServiceError(404, "Request_ResourceNotFound",
-                                   f"Resource '{request.path_params['id']}' does not exist or one of its queried "
-                                   "reference-property objects are not present.")
+                raise not_found(request.path_params["id"])
         except ServiceError as err:
             self.stats.count("graph.users", status=str(err.status))
             return self._error(err, request)

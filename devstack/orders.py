@@ -2,7 +2,7 @@
 
 ``GET /orders``: a user token with ``Orders.Read`` gets that user's orders; an app token with the
 ``Orders.Read.All`` role gets everyone's. Token checks, faults and error codes as for Graph
-(``graph.validate_bearer``, ``graph.unavailable``); its error body is ``{"error": {"code", "message"}}``.
+(``graph.admit``); its error body is ``{"error": {"code", "message"}}``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant, User
-from .graph import unavailable, validate_bearer
+from .graph import admit
 from .kit import ServiceError
 from .issuer import Issuer, is_app_only
 
@@ -40,11 +40,9 @@ class Orders:
         return (app.client_id, *app.identifier_uris)
 
     async def list_orders(self, request: Request) -> Response:
-        fault = await self.faults.gate("orders", "orders")
         try:
-            if fault is not None and fault.status is not None:
-                raise unavailable(fault)
-            tenant, claims = validate_bearer(request, self.issuer, self.directory, self._audiences())
+            tenant, claims = await admit(request, "orders", "orders", self.faults, self.issuer, self.directory,
+                                         self._audiences())
             body = self._visible(tenant, claims)
         except ServiceError as err:
             self.stats.count("orders.list", status=str(err.status))
