@@ -148,10 +148,7 @@ class Tenant:
         return None
 
     def app_by_client_id(self, client_id: str) -> App | None:
-        for a in self.apps:
-            if a.client_id == client_id:
-                return a
-        return None
+        return next((a for a in self.apps if a.client_id == client_id), None)
 
     def app_by_name(self, name: str) -> App:
         for a in self.apps:
@@ -161,23 +158,15 @@ class Tenant:
 
     def app_by_resource(self, identifier: str) -> App | None:
         ident = identifier.rstrip("/").lower()
-        for a in self.apps:
-            if a.client_id.lower() == ident or ident in (u.rstrip("/").lower() for u in a.identifier_uris):
-                return a
-        return None
+        return next((a for a in self.apps
+                     if ident in (a.client_id.lower(), *(u.rstrip("/").lower() for u in a.identifier_uris))), None)
 
     def user_by_login(self, login: str) -> User | None:
         login = login.strip().lower()
-        for u in self.users:
-            if login in (u.name, u.upn.lower(), u.oid):
-                return u
-        return None
+        return next((u for u in self.users if login in (u.name, u.upn.lower(), u.oid)), None)
 
     def user_by_oid(self, oid: str) -> User | None:
-        for u in self.users:
-            if u.oid == oid:
-                return u
-        return None
+        return next((u for u in self.users if u.oid == oid), None)
 
     def default_resource(self) -> App:
         for a in self.apps:
@@ -290,15 +279,12 @@ def _user(raw: dict[str, Any], domain: str) -> User:
 def load_directory(path: Path = DEFAULT_TENANT_FILE) -> Directory:
     with open(path, "rb") as fh:
         data = tomllib.load(fh)
-    tenants = []
-    for t in data["tenants"]:
-        tenants.append(Tenant(
-            id=t["id"], name=t["name"], domain=t["domain"],
-            apps=[_app(a) for a in t.get("apps", [])],
-            users=[_user(u, t["domain"]) for u in t.get("users", [])],
-            policy_ids=[p["id"] for p in t.get("policies", [])],
-            managed_identities=[ManagedIdentity(**m) for m in t.get("managed_identities", [])],
-            vaults=[Vault(**v) for v in t.get("vaults", [])],
-            own_signing_key=bool(t.get("own_signing_key", False)),
-        ))
-    return Directory(tenants)
+    return Directory([Tenant(
+        id=t["id"], name=t["name"], domain=t["domain"],
+        apps=[_app(a) for a in t.get("apps", [])],
+        users=[_user(u, t["domain"]) for u in t.get("users", [])],
+        policy_ids=[p["id"] for p in t.get("policies", [])],
+        managed_identities=[ManagedIdentity(**m) for m in t.get("managed_identities", [])],
+        vaults=[Vault(**v) for v in t.get("vaults", [])],
+        own_signing_key=bool(t.get("own_signing_key", False)),
+    ) for t in data["tenants"]])
