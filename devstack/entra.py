@@ -90,10 +90,7 @@ FAULT_SUBERRORS = {65001: "consent_required", 50076: "basic_action", 50079: "bas
 
 class Entra:
     def __init__(self, directory: Directory, issuer: Issuer, stats: Stats, faults: FaultPlan):
-        self.directory = directory
-        self.issuer = issuer
-        self.stats = stats
-        self.faults = faults
+        self.directory, self.issuer, self.stats, self.faults = directory, issuer, stats, faults
         self.grants = Grants(directory, issuer, self.token_urls)
         self.signin = BrowserSignIn(directory, self.grants)
 
@@ -119,16 +116,12 @@ class Entra:
             # interaction_required + basic_action + claims, consent with suberror consent_required, a
             # CA block with claims; ``suberror``/``claims`` on the fault override (Entra sends 53003
             # without claims when no sign-in can satisfy the policy).
-            error, suberror = None, FAULT_SUBERRORS.get(fault.aadsts)
-            if fault.aadsts in (50076, 50079):
-                error = "interaction_required"
-            claims = None
-            if fault.claims if fault.claims is not None else fault.aadsts in (50076, 50079, 53003):
-                claims = mfa_challenge(self.directory.default.policy_ids[0] if self.directory.default.policy_ids
-                                       else "00000000-0000-0000-0000-000000000000")
-            return self._error(AadError(fault.aadsts, {}, claims=claims, error=error,
-                                        suberror=fault.suberror if fault.suberror is not None else suberror),
-                               request)
+            policy = (self.directory.default.policy_ids or ["00000000-0000-0000-0000-000000000000"])[0]
+            wants_claims = fault.claims if fault.claims is not None else fault.aadsts in (50076, 50079, 53003)
+            return self._error(AadError(
+                fault.aadsts, {}, claims=mfa_challenge(policy) if wants_claims else None,
+                error="interaction_required" if fault.aadsts in (50076, 50079) else None,
+                suberror=fault.suberror if fault.suberror is not None else FAULT_SUBERRORS.get(fault.aadsts)), request)
         if fault.status is not None:
             error = "temporarily_unavailable" if fault.status >= 429 else "invalid_request"
             return self._error(AadError(90033, {}, error=error, status=fault.status), request,

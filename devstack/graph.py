@@ -71,10 +71,7 @@ def not_found(name: str) -> ServiceError:
 
 class Graph:
     def __init__(self, directory: Directory, issuer: Issuer, stats: Stats, faults: FaultPlan):
-        self.directory = directory
-        self.issuer = issuer
-        self.stats = stats
-        self.faults = faults
+        self.directory, self.issuer, self.stats, self.faults = directory, issuer, stats, faults
         # CAE events per user oid: (serial at the event, unix time of the event)
         self.revoked_tokens: dict[str, tuple[int, int]] = {}
         self.revoked_sessions: dict[str, tuple[int, int]] = {}

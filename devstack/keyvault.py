@@ -108,11 +108,9 @@ class VaultStore:
                                "vault. If you recently deleted this secret you may be able to recover it using the "
                                "correct recovery command. For help resolving this issue, please see "
                                "https://go.microsoft.com/fwlink/?linkid=2125182")
-        if not version:
-            return versions[-1]
-        for v in versions:
-            if v.version == version:
-                return v
+        found = versions[-1] if not version else next((v for v in versions if v.version == version), None)
+        if found is not None:
+            return found
         raise ServiceError(404, "SecretNotFound",
                            f"A secret with (name/id) {name}/{version} was not found in this key vault.")
 
