@@ -96,7 +96,7 @@ CATALOGUE: dict[int, tuple[int, str, str]] = {
     90033: (503, "temporarily_unavailable", "A transient error has occurred. Please try again."),
 }
 
-INTERACTION_CODES = frozenset({50076, 50079, 53003})
+INTERACTION_CODES = frozenset({50076, 50079, 53003})  # MFA and Conditional Access: a claims challenge
 
 
 class _Blank(dict):

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .aadsts import AadError
+from .aadsts import INTERACTION_CODES, AadError
 from .controls import FaultPlan, Stats
 from .directory import Directory, Tenant
 from .grants import Grants, capabilities, grant_name, mfa_challenge
@@ -117,7 +117,7 @@ class Entra:
             # CA block with claims; ``suberror``/``claims`` on the fault override (Entra sends 53003
             # without claims when no sign-in can satisfy the policy).
             policy = (self.directory.default.policy_ids or ["00000000-0000-0000-0000-000000000000"])[0]
-            wants_claims = fault.claims if fault.claims is not None else fault.aadsts in (50076, 50079, 53003)
+            wants_claims = fault.claims if fault.claims is not None else fault.aadsts in INTERACTION_CODES
             return self._error(AadError(
                 fault.aadsts, {}, claims=mfa_challenge(policy) if wants_claims else None,
                 error="interaction_required" if fault.aadsts in (50076, 50079) else None,

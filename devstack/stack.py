@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -38,9 +37,6 @@ from .tls import TlsFiles, ensure_tls
 
 DEFAULT_PORTS = {"entra": 8443, "graph": 8444, "keyvault": 8445, "identity": 8446, "orders": 8447, "admin": 8440}
 PLAIN_HTTP = ("admin", "identity")  # loopback-only; the managed-identity endpoint is plain http on App Service too
-# The public cloud's host names, for a run with production settings (`up --production-names`).
-PRODUCTION_NAMES = clouds.PUBLIC.production_names()
-log = logging.getLogger("devstack")
 
 
 @dataclass
@@ -194,11 +190,8 @@ class _Server(uvicorn.Server):
 
 
 async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
-    apps = {"entra": (stack.entra.app(), stack.tls), "graph": (stack.graph.app(), stack.tls),
-            "keyvault": (stack.keyvault.app(), stack.tls), "identity": (stack.identity.app(), None),
-            "orders": (stack.orders.app(), stack.tls),
-            "admin": (stack.admin.app(), None)}
-    servers = {name: _Server(config(app, tls)) for name, (app, tls) in apps.items()}
+    servers = {name: _Server(config(getattr(stack, name).app(), None if name in PLAIN_HTTP else stack.tls))
+               for name in DEFAULT_PORTS}
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
