@@ -120,18 +120,21 @@ class Issuer:
         return claims.get("iss") in (v2_issuer(self.instance, tenant_id), v1_issuer(tenant_id))
 
     # --- access tokens --------------------------------------------------------------
+    def _head(self, tenant: Tenant, v1: bool, aud: str, lifetime: int, aio: str) -> dict[str, Any]:
+        """The claims every token starts with, in Entra's order."""
+        now = int(time.time())
+        return {"aud": aud, "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
+                "iat": now, "nbf": now, "exp": now + lifetime, "aio": aio}
+
     def user_access_claims(self, tenant: Tenant, client: App, user: User, resource: App,
                            scopes: list[str], auth: AuthContext, client_auth: str,
                            audience: str | None = None, lifetime: int | None = None) -> dict[str, Any]:
-        now = int(time.time())
         v1 = resource.access_token_version == 1
         cae = resource.continuous_access_evaluation and declares_cp1(auth.capabilities)
         claims: dict[str, Any] = {
-            "aud": audience or (resource.identifier_uris[0] if v1 and resource.identifier_uris
-                                else resource.client_id),
-            "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
-            "iat": now, "nbf": now, "exp": now + (self._lifetime(cae) if lifetime is None else lifetime),
-            "aio": auth.to_aio(next_serial()),
+            **self._head(tenant, v1, audience or (resource.identifier_uris[0] if v1 and resource.identifier_uris
+                                                  else resource.client_id),
+                         self._lifetime(cae) if lifetime is None else lifetime, auth.to_aio(next_serial())),
             "name": user.display_name,
             "oid": user.oid,
             "rh": "0." + b64url(os.urandom(24)),
@@ -163,23 +166,18 @@ class Issuer:
 
     def app_access_claims(self, tenant: Tenant, client: App, resource: App, roles: list[str],
                           client_auth: str) -> dict[str, Any]:
-        now = int(time.time())
         v1 = resource.access_token_version == 1
         claims: dict[str, Any] = {
-            "aud": resource.identifier_uris[0] if v1 and resource.identifier_uris else resource.client_id,
-            "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
-            "iat": now, "nbf": now, "exp": now + self.lifetime,
-            "aio": AuthContext().to_aio(),
+            **self._head(tenant, v1, resource.identifier_uris[0] if v1 and resource.identifier_uris
+                         else resource.client_id, self.lifetime, AuthContext().to_aio()),
             "oid": client.sp_oid, "sub": client.sp_oid,
             "rh": "0." + b64url(os.urandom(24)),
             "tid": tenant.id,
             "uti": b64url(os.urandom(16)),
             "ver": "1.0" if v1 else "2.0",
         }
-        if v1:
-            claims.update(appid=client.client_id, appidacr=client_auth)
-        else:
-            claims.update(azp=client.client_id, azpacr=client_auth)
+        claims.update({"appid": client.client_id, "appidacr": client_auth} if v1
+                      else {"azp": client.client_id, "azpacr": client_auth})
         if roles:
             claims["roles"] = roles
         if resource.access_token_claim("idtyp"):  # an optional claim: only when the resource asks for it
@@ -188,11 +186,9 @@ class Issuer:
 
     def identity_claims(self, tenant: Tenant, mi: ManagedIdentity, resource: App, audience: str) -> dict[str, Any]:
         """A managed identity's token: app-only, ``aud`` = the resource string it asked for."""
-        now = int(time.time())
         v1 = resource.access_token_version == 1
         claims: dict[str, Any] = {
-            "aud": audience, "iss": v1_issuer(tenant.id) if v1 else v2_issuer(self.instance, tenant.id),
-            "iat": now, "nbf": now, "exp": now + 24 * 3600, "aio": AuthContext().to_aio(),
+            **self._head(tenant, v1, audience, 24 * 3600, AuthContext().to_aio()),
             "oid": mi.principal_id, "sub": mi.principal_id, "rh": "0." + b64url(os.urandom(24)), "tid": tenant.id,
             "uti": b64url(os.urandom(16)), "ver": "1.0" if v1 else "2.0",
             "xms_mirid": f"/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/"
@@ -204,10 +200,8 @@ class Issuer:
         return claims
 
     def id_token(self, tenant: Tenant, client: App, user: User, nonce: str | None) -> str:
-        now = int(time.time())
         claims = {
-            "aud": client.client_id, "iss": v2_issuer(self.instance, tenant.id),
-            "iat": now, "nbf": now, "exp": now + 3600, "aio": AuthContext().to_aio(),
+            **self._head(tenant, False, client.client_id, 3600, AuthContext().to_aio()),
             "name": user.display_name, "oid": user.oid, "preferred_username": user.upn,
             "rh": "0." + b64url(os.urandom(24)), "sub": pairwise_sub(user.oid, client.client_id),
             "tid": tenant.id, "uti": b64url(os.urandom(16)), "ver": "2.0",
