@@ -1,22 +1,15 @@
 """GET /api/directory/users/{id}: for app-only callers with the MiddleTier.Admin role.
 
-No user is involved, so the downstream call is made as the app itself (client credentials,
-DownstreamApis__GraphApp__RequestAppToken=true), from the app's own token-cache partition.
+No user is involved, so Graph is called as the app itself (client credentials, Graph's .default),
+from the app's own token-cache partition.
 """
 import re
 import urllib.parse
 
 import azure.functions as func
 
-from shared.authorization import Requirement
-from shared.context import AppContext
-from shared.errors import ApiError
-from shared.functions import Call, endpoint, json_answer
-from shared.pipeline import call_downstream
+from shared import ApiError, Call, DownstreamResponse, Requirement, endpoint
 
-# The downstream APIs (DownstreamApis__<name>__*) this function calls: infra/main.bicep must provision
-# them (tests/unit/test_infra.py checks it, and that the function calls no other).
-DOWNSTREAM_APIS = ("GraphApp",)
 # Graph's users/{id | userPrincipalName}: an object id (a GUID) or a UPN, nothing else — any other
 # segment may be one of Graph's functions or actions on the collection (users/delta lists every
 # user, users/getByIds, users/validateProperties, microsoft.graph.*). A UPN is local@domain
@@ -32,12 +25,10 @@ def is_user_id(value: str) -> bool:
     return bool(OBJECT_ID.fullmatch(value) or UPN.fullmatch(value))
 
 
-@endpoint(Requirement(app_permissions=("MiddleTier.Admin",), callers="app"))
-def main(ctx: AppContext, call: Call) -> func.HttpResponse:
-    user = call.req.route_params.get("id", "")
+@endpoint(Requirement(app_permissions=("MiddleTier.Admin",), callers="app"), downstream=("Graph",))
+def main(req: func.HttpRequest, call: Call) -> DownstreamResponse:
+    user = req.route_params.get("id", "")
     if not is_user_id(user):
         raise ApiError("The user id is not a valid object id or user principal name.", 400, "Bad Request",
                        "invalid_request")
-    path = "users/" + urllib.parse.quote(user, safe="@")  # ' # ! ^ percent-encoded
-    return json_answer(call_downstream(ctx, call.token, call.caller, "GraphApp", path=path,
-                                       correlation_id=call.trace_id))
+    return call.downstream("Graph", path="users/" + urllib.parse.quote(user, safe="@"), as_app=True)  # ' # ! ^ encoded

@@ -1,7 +1,7 @@
 // Azure infrastructure for the middle-tier API (Linux Consumption, Python 3.11), with every setting
-// the three functions read: MiddleTierApi calls `Graph` on the user's behalf, AdminApi `GraphApp` as
-// the app, OrdersApi `Orders` (user) or `OrdersApp` (app). tests/unit/test_infra.py parses this file,
-// takes that list from the functions themselves and loads every branch through the app's own parser.
+// the three functions read: MiddleTierApi calls `Graph` on the user's behalf, AdminApi `Graph` as the
+// app, OrdersApi `Orders` either way. tests/unit/test_infra.py parses this file, takes that list from
+// the functions themselves and loads every branch through the app's own parser.
 //
 //   az deployment group create -g <rg> -f infra/main.bicep -p apiClientId=<api id> \
 //     ordersBaseUrl=https://<orders api>/orders ordersAppIdUri=api://<orders api> \
@@ -245,20 +245,14 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'AzureAd__Scopes', value: 'access_as_user' }
         { name: 'AzureAd__AppPermissions', value: 'MiddleTier.Admin' }
         { name: 'AzureAd__AccessTokenVersions', value: '2.0' }
-        // MiddleTierApi: the user's profile, on their behalf.
+        // Graph: the user's profile on their behalf (MiddleTierApi); any user as the app (AdminApi, the
+        // application permission User.Read.All: a call as the app asks the scopes' resource's /.default).
         { name: 'DownstreamApis__Graph__BaseUrl', value: '${graphUrl}/v1.0' }
         { name: 'DownstreamApis__Graph__RelativePath', value: 'me' }
         { name: 'DownstreamApis__Graph__Scopes', value: '${graphUrl}/User.Read' }
-        // AdminApi: any user, as the app (application permission User.Read.All).
-        { name: 'DownstreamApis__GraphApp__BaseUrl', value: '${graphUrl}/v1.0' }
-        { name: 'DownstreamApis__GraphApp__Scopes', value: '${graphUrl}/.default' }
-        { name: 'DownstreamApis__GraphApp__RequestAppToken', value: 'true' }
         // OrdersApi: the user's orders on their behalf; everyone's as the app (app role Orders.Read.All).
         { name: 'DownstreamApis__Orders__BaseUrl', value: ordersBaseUrl }
         { name: 'DownstreamApis__Orders__Scopes', value: '${ordersAppIdUri}/${ordersScope}' }
-        { name: 'DownstreamApis__OrdersApp__BaseUrl', value: ordersBaseUrl }
-        { name: 'DownstreamApis__OrdersApp__Scopes', value: '${ordersAppIdUri}/.default' }
-        { name: 'DownstreamApis__OrdersApp__RequestAppToken', value: 'true' }
         // An App Service Key Vault reference: the cache key never appears in settings.
         { name: 'TokenCache__EncryptionKey', value: '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${tokenCacheSecret.name})' }
       ], credentialSettings, cacheSettings)

@@ -94,10 +94,18 @@ class DownstreamApi:
     name: str
     base_url: str
     relative_path: str
-    scopes: tuple[str, ...]
+    scopes: tuple[str, ...]  # delegated: what a call on the caller's behalf (OBO) asks
     connect_timeout: float = 3.05
     read_timeout: float = 10.0
-    request_app_token: bool = False  # client credentials (the app itself) instead of OBO
+
+    def app_scopes(self) -> tuple[str, ...]:
+        """What a call as the app asks (client credentials): ``<resource>/.default`` of the one
+        resource the scopes name, as MIW's ``CallApiForAppAsync`` wants it."""
+        resources = {scope.rpartition("/")[0] for scope in self.scopes}
+        if len(resources) != 1 or "" in resources:
+            raise ConfigurationError(f"DownstreamApis__{self.name}__Scopes",
+                                     "must name one resource (<resource>/<permission>) to call the API as the app")
+        return (f"{resources.pop()}/.default",)
 
     def url(self, path: str | None = None) -> str:
         rel = self.relative_path if path is None else path
@@ -387,13 +395,9 @@ def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:
         scopes = _list(env, f"{prefix}__Scopes")
         if not scopes:
             raise ConfigurationError(f"{prefix}__Scopes", "is required")
-        app_token = _bool(env, f"{prefix}__RequestAppToken")
-        if app_token and not all(s.endswith("/.default") for s in scopes):
-            raise ConfigurationError(f"{prefix}__Scopes", "must be '<resource>/.default' when RequestAppToken is true")
         apis[name] = DownstreamApi(
             name=name, base_url=base, relative_path=_get(env, f"{prefix}__RelativePath", "") or "",
             scopes=scopes,
             connect_timeout=_number(env, f"{prefix}__ConnectTimeoutSeconds", 3.05, maximum=60),
-            read_timeout=_number(env, f"{prefix}__TimeoutSeconds", 10.0, maximum=120),
-            request_app_token=app_token)
+            read_timeout=_number(env, f"{prefix}__TimeoutSeconds", 10.0, maximum=120))
     return apis

@@ -15,7 +15,7 @@ import urllib3
 
 from .config import DownstreamApi
 
-__all__ = ["DownstreamApi", "DownstreamChallenge", "DownstreamResponse", "challenge_claims", "get"]
+__all__ = ["DownstreamApi", "DownstreamChallenge", "DownstreamResponse", "challenge_claims", "request"]
 from .errors import DownstreamRejected, UpstreamError
 from .outbound import OutboundSession, parse_retry_after
 
@@ -53,14 +53,18 @@ def challenge_claims(www_authenticate: str) -> str | None:
         return None
 
 
-def get(session: OutboundSession, api: DownstreamApi, token: str, *, path: str | None = None,
-        correlation_id: str | None = None) -> DownstreamResponse:
+def request(session: OutboundSession, api: DownstreamApi, token: str, *, method: str = "GET", path: str | None = None,
+            body: bytes | None = None, correlation_id: str | None = None) -> DownstreamResponse:
+    """One call with the acquired token; a 2xx answer comes back with its own content type (JSON
+    unless the API says otherwise), a JSON ``body`` goes out as such."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     if correlation_id:
         headers["client-request-id"] = correlation_id
     try:
-        response = session.get(api.url(path), headers=headers, timeout=(api.connect_timeout, api.read_timeout),
-                               allow_redirects=False, stream=True)
+        response = session.request(method, api.url(path), data=body, headers=headers, allow_redirects=False,
+                                   timeout=(api.connect_timeout, api.read_timeout), stream=True)
     except requests.Timeout:
         raise UpstreamError(api.name, f"The downstream API {api.name} did not answer in time.", 504) from None
     except requests.RequestException:

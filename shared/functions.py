@@ -1,4 +1,7 @@
-"""Azure Functions adapter: run a handler, turn every failure into problem+json, log safely."""
+"""Azure Functions adapter: the endpoint decorator, every failure as problem+json, safe logs.
+
+The request path itself (authenticate -> authorize -> acquire -> call) is ``pipeline.py``'s.
+"""
 from __future__ import annotations
 
 import json
@@ -6,19 +9,16 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import azure.functions as func
 
-from dataclasses import dataclass
-
 from . import logctx
-from .authorization import Requirement, check
+from .authorization import Requirement
 from .context import AppContext, app_context
 from .downstream import DownstreamResponse
 from .errors import ApiError, problem
-from .pipeline import authenticate
-from .validation import Caller
+from .pipeline import Call, admit
 
 log = logging.getLogger("middletier")
 logctx.install()
@@ -26,46 +26,36 @@ logctx.install()
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[AppContext, func.HttpRequest, str], func.HttpResponse]
+Body = Callable[[func.HttpRequest, Call], Union[func.HttpResponse, DownstreamResponse]]
 
 
-@dataclass(frozen=True)
-class Call:
-    """One authenticated, authorized request, as a function body sees it."""
+def endpoint(requirement: Requirement, *, downstream: tuple[str, ...] = ()) -> Callable[[Body], Callable[
+        [func.HttpRequest], func.HttpResponse]]:
+    """Declare what a function requires of its caller and which downstream APIs it calls, next to it::
 
-    req: func.HttpRequest
-    token: str
-    caller: Caller
-    trace_id: str
-
-
-def endpoint(requirement: Requirement) -> Callable[[Callable[[AppContext, Call], func.HttpResponse]],
-                                                   Callable[[func.HttpRequest], func.HttpResponse]]:
-    """Declare what a function requires of its caller, next to the function::
-
-        @endpoint(Requirement(scopes=("access_as_user",)))
-        def main(ctx: AppContext, call: Call) -> func.HttpResponse: ...
+        @endpoint(Requirement(scopes=("access_as_user",)), downstream=("Graph",))
+        def main(req: func.HttpRequest, call: Call) -> DownstreamResponse:
+            return call.downstream("Graph")
 
     The decorated ``main(req)`` is what the Functions worker binds (its parameter is the trigger's
-    ``name``); the body runs only for a caller who passed validation and the requirement.
+    ``name``); the body runs only when every API in ``downstream`` is configured and for a caller
+    who passed validation and the requirement. A downstream answer is passed on with its content type.
     """
-    def decorate(body: Callable[[AppContext, Call], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    def decorate(body: Body) -> Callable[[func.HttpRequest], func.HttpResponse]:
         def handler(ctx: AppContext, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
-            token, caller = authenticate(ctx, req.headers.get("Authorization"))
-            check(caller, requirement, ctx.settings.azure_ad)
-            return body(ctx, Call(req, token, caller, trace_id))
+            answer = body(req, admit(ctx, req.headers.get("Authorization"), requirement, downstream, trace_id))
+            if isinstance(answer, DownstreamResponse):
+                return func.HttpResponse(answer.body, status_code=answer.status, mimetype=answer.content_type)
+            return answer
 
         where = _function_of(body)
 
         def main(req: func.HttpRequest) -> func.HttpResponse:
             return run(req, handler, where)
         main.__doc__ = body.__doc__
-        main.requirement = requirement  # type: ignore[attr-defined]
+        main.requirement, main.downstream = requirement, downstream  # type: ignore[attr-defined]
         return main
     return decorate
-
-
-def json_answer(answer: "DownstreamResponse") -> func.HttpResponse:
-    return func.HttpResponse(answer.body, status_code=answer.status, mimetype="application/json")
 
 
 def problem_response(err: ApiError, trace_id: str) -> func.HttpResponse:

@@ -1,21 +1,22 @@
-"""The request path, one direction: bearer token -> validate -> authorize -> token -> downstream.
+"""The request path, one direction: authenticate -> authorize -> acquire -> call.
 
-Framework-free: takes the Authorization header and returns the downstream answer or raises an
-``ApiError``; ``functions.py`` adapts it to Azure Functions.
+Framework-free: ``admit`` takes the Authorization header and the function's declaration and hands
+the body a ``Call``, whose ``downstream()`` acquires a token and calls a named API (MIW's
+``CallApiForUserAsync`` / ``CallApiForAppAsync``). ``functions.py`` adapts it to Azure Functions.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from . import downstream, telemetry
 from .authorization import Requirement, check
 from .bearer import bearer_token
 from .context import AppContext
-from .errors import ClaimsChallenge
+from .errors import ClaimsChallenge, UpstreamError
 from .validation import Caller
 
 log = logging.getLogger("middletier.pipeline")
-USER = Requirement(callers="user")
 
 
 def authenticate(ctx: AppContext, authorization: str | None) -> tuple[str, Caller]:
@@ -24,54 +25,61 @@ def authenticate(ctx: AppContext, authorization: str | None) -> tuple[str, Calle
         return token, ctx.validator.validate(token)
 
 
-def call_on_behalf_of(ctx: AppContext, authorization: str | None, api_name: str, *,
-                      path: str | None = None, correlation_id: str | None = None) -> downstream.DownstreamResponse:
-    """Validate a user caller (default scopes), then call ``api_name`` on their behalf."""
+def admit(ctx: AppContext, authorization: str | None, requirement: Requirement, apis: tuple[str, ...],
+          trace_id: str) -> Call:
+    """The function's downstream APIs are configured (else ``ConfigurationError`` naming the setting,
+    before anything else), its caller is valid and meets its requirement: the body may run."""
+    for name in apis:
+        ctx.settings.downstream_api(name)
     token, caller = authenticate(ctx, authorization)
-    check(caller, USER, ctx.settings.azure_ad)
-    return call_downstream(ctx, token, caller, api_name, path=path, correlation_id=correlation_id)
+    check(caller, requirement, ctx.settings.azure_ad)
+    return Call(caller, trace_id, ctx, token)
 
 
-def call_downstream(ctx: AppContext, token: str, caller: Caller, api_name: str, *, path: str | None = None,
-                    correlation_id: str | None = None) -> downstream.DownstreamResponse:
-    """Get a token for ``api_name`` — on the caller's behalf (OBO), or as the app when the API is
-    configured with ``RequestAppToken`` — and call it. Every outbound call on the way shares one
-    deadline (``MiddleTier__RequestBudgetSeconds``)."""
-    with ctx.session.budget(ctx.settings.request_budget_seconds):
-        api = ctx.settings.downstream_api(api_name)
-        if api.request_app_token:
-            with telemetry.span("acquire_token", tenant=caller.tid, api=api.name, kind="app"):
-                access = ctx.tokens.for_app(api.scopes, caller.tid)
-            with telemetry.span("downstream", api=api.name):
-                try:
-                    return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
-                except downstream.DownstreamChallenge as challenge:  # CAE for the app: a new token, once
-                    log.info("downstream %s sent a claims challenge to the app's token; re-acquiring once", api.name)
-                    access = ctx.tokens.for_app(api.scopes, caller.tid, claims_challenge=challenge.claims)
-                try:
-                    return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
-                except downstream.DownstreamChallenge:
-                    from .errors import UpstreamError
-                    raise UpstreamError(api.name, f"The downstream API {api.name} challenged the app's token.",
+@dataclass(frozen=True)
+class Call:
+    """One authenticated, authorized request, as a function body sees it."""
+
+    caller: Caller
+    trace_id: str
+    ctx: AppContext = field(repr=False)
+    token: str = field(repr=False)  # the caller's own, for OBO: never logged
+
+    def downstream(self, api: str, *, path: str | None = None, method: str = "GET", body: bytes | None = None,
+                   as_app: bool = False) -> downstream.DownstreamResponse:
+        """Call the named API (``DownstreamApis__<api>__*``) on the caller's behalf (OBO), or with
+        ``as_app`` as the app itself (client credentials, the API's ``<resource>/.default``). A CAE
+        claims challenge gets one new token with those claims. Every outbound call on the way
+        shares one deadline (``MiddleTier__RequestBudgetSeconds``)."""
+        ctx, caller = self.ctx, self.caller
+        target = ctx.settings.downstream_api(api)
+        scopes = target.app_scopes() if as_app else target.scopes
+
+        def acquire(claims: str | None = None) -> str:
+            with telemetry.span("acquire_token", tenant=caller.tid, api=target.name, kind="app" if as_app else "obo"):
+                if as_app:
+                    return ctx.tokens.for_app(scopes, caller.tid, claims_challenge=claims)
+                return ctx.tokens.for_user(self.token, caller, scopes, claims_challenge=claims)
+
+        def send(access: str) -> downstream.DownstreamResponse:
+            with telemetry.span("downstream", api=target.name):
+                return downstream.request(ctx.session, target, access, method=method, path=path, body=body,
+                                          correlation_id=self.trace_id)
+
+        with ctx.session.budget(ctx.settings.request_budget_seconds):
+            try:
+                return send(acquire())
+            except downstream.DownstreamChallenge as challenge:
+                log.info("downstream %s sent a claims challenge (%s); re-acquiring with the claims once", target.name,
+                         "the app's token" if as_app else f"oid={caller.oid}")
+                access = acquire(challenge.claims)
+            try:
+                return send(access)
+            except downstream.DownstreamChallenge as again:
+                if as_app:
+                    raise UpstreamError(target.name, f"The downstream API {target.name} challenged the app's token.",
                                         502) from None
-        return _on_behalf_of(ctx, token, caller, api, path, correlation_id)
-
-
-def _on_behalf_of(ctx: AppContext, token: str, caller: Caller, api: "downstream.DownstreamApi", path: str | None,
-                  correlation_id: str | None) -> downstream.DownstreamResponse:
-    ad = ctx.settings.azure_ad
-    with telemetry.span("acquire_token", tenant=caller.tid, api=api.name, kind="obo"):
-        access = ctx.tokens.for_user(token, caller, api.scopes)
-    try:
-        with telemetry.span("downstream", api=api.name):
-            return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
-    except downstream.DownstreamChallenge as challenge:
-        log.info("downstream %s sent a claims challenge for oid=%s; re-acquiring with the claims once",
-                 api.name, caller.oid)
-        access = ctx.tokens.for_user(token, caller, api.scopes, claims_challenge=challenge.claims)
-        try:
-            return downstream.get(ctx.session, api, access, path=path, correlation_id=correlation_id)
-        except downstream.DownstreamChallenge as again:
-            raise ClaimsChallenge(f"The downstream API {api.name} requires the user to sign in again.",
-                                  claims=again.claims, client_id=ad.client_id,
-                                  authorization_uri=f"{ad.instance}{ad.tenant_id}/oauth2/v2.0/authorize") from None
+                ad = ctx.settings.azure_ad
+                raise ClaimsChallenge(f"The downstream API {target.name} requires the user to sign in again.",
+                                      claims=again.claims, client_id=ad.client_id,
+                                      authorization_uri=f"{ad.authority}/oauth2/v2.0/authorize") from None

@@ -28,8 +28,9 @@ def test_spans_and_counters_without_tokens(devstack: dict[str, Any], admin: Admi
 
     from devstack.settings_file import local_settings
     from shared import telemetry
+    from shared.authorization import Requirement
     from shared.context import build_context
-    from shared.pipeline import call_on_behalf_of
+    from shared.pipeline import admit
 
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
     provider = TracerProvider()
@@ -43,7 +44,8 @@ def test_spans_and_counters_without_tokens(devstack: dict[str, Any], admin: Admi
         ctx = build_context()
         token = admin.mint(user="alice")
         for _ in range(3):
-            assert call_on_behalf_of(ctx, f"Bearer {token}", "Graph").status == 200
+            call = admit(ctx, f"Bearer {token}", Requirement(callers="user"), ("Graph",), "trace")
+            assert call.downstream("Graph").status == 200
     finally:
         telemetry.reset()
     spans = exporter.get_finished_spans()

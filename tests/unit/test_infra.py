@@ -9,9 +9,10 @@ of every condition on them); other conditions are computed from the parameters, 
 parameters set are tests of their own.
 
 What the code requires comes from the code: the functions found like the Functions host finds them
-(``*/function.json``), each declaring ``DOWNSTREAM_APIS``; running each function (real authorization
-check, ``call_downstream`` recorded) as a user and as an app shows which APIs it calls and which it calls
-as the app (those need ``RequestAppToken``). Each branch's settings must load with
+(``*/function.json``), each declaring its downstream APIs (``@endpoint(..., downstream=...)``); running
+each function (real authorization check, ``Call.downstream`` recorded) as a user and as an app shows
+which APIs it calls and which it calls as the app (those ask the scopes' resource's ``/.default``, which
+needs an application permission). Each branch's settings must load with
 ``shared.config.load_settings`` (every required setting, the token-cache key when L2 is on) and build the
 token-cache layers. The scopes and app roles that the functions demand must be the ones that
 infra/app-registrations.sh registers, run against the stand-in ``az`` of tests/unit/fake_az.py.
@@ -35,9 +36,10 @@ import pytest
 from pycep.models import BicepElement
 
 import shared.functions
+import shared.pipeline
+from shared import DownstreamResponse
 from shared.config import Settings, load_settings
 from shared.context import build_token_cache
-from shared.downstream import DownstreamResponse
 from shared.validation import Caller
 
 from ..bicep_eval import (BICEP, CACHE_KEY, ENVIRONMENTS, GRAPH, PARAMETERS, STAND_INS, TOKEN_EXCHANGE,
@@ -58,9 +60,10 @@ def function_modules() -> dict[str, ModuleType]:
     return found
 
 
-def downstream_calls(name: str, settings: Settings) -> dict[str, set[str]]:
+def downstream_calls(name: str, settings: Settings) -> dict[str, set[tuple[str, bool]]]:
     """Run a function as each kind of caller it accepts (a user with the first scope it accepts, an
-    app with the first role): the real authorization check, ``call_downstream`` recorded."""
+    app with the first role): the real authorization check, each ``Call.downstream`` recorded as
+    (API, as the app?)."""
     module = function_modules()[name]
     requirement = module.main.requirement
     scopes, roles = requirement.resolve(settings.azure_ad)
@@ -74,18 +77,18 @@ def downstream_calls(name: str, settings: Settings) -> dict[str, set[str]]:
     [binding] = [b for b in json.loads((ROOT / name / "function.json").read_text())["bindings"]
                  if b["type"] == "httpTrigger"]
     route_params = {p: "alice@contoso.dev" for p in re.findall(r"{(\w+)", binding.get("route", ""))}
-    calls: dict[str, set[str]] = {}
+    calls: dict[str, set[tuple[str, bool]]] = {}
     for kind, caller in callers.items():
-        recorded: set[str] = set()
+        recorded: set[tuple[str, bool]] = set()
 
-        def record(ctx: Any, token: str, who: Caller, api: str, **_: Any) -> DownstreamResponse:
-            recorded.add(api)
+        def record(call: Any, api: str, *, as_app: bool = False, **_: Any) -> DownstreamResponse:
+            recorded.add((api, as_app))
             return DownstreamResponse(200, "application/json", b"{}")
 
         request = func.HttpRequest("GET", "http://localhost/api/x", headers={"Authorization": "Bearer t"},
                                    route_params=route_params, body=b"")
-        with mock.patch.object(module, "call_downstream", record), \
-                mock.patch.object(shared.functions, "authenticate", lambda ctx, header: ("t", caller)), \
+        with mock.patch.object(shared.pipeline.Call, "downstream", record), \
+                mock.patch.object(shared.pipeline, "authenticate", lambda ctx, header: ("t", caller)), \
                 mock.patch.object(shared.functions, "app_context", lambda: SimpleNamespace(settings=settings)):
             answer = module.main(request)
         assert answer.status_code == 200, (name, kind, answer.get_body())
@@ -130,17 +133,17 @@ def test_every_branch_provisions_what_the_functions_use(cloud: str) -> None:
         assert build_token_cache(settings.token_cache).l2 is not None    # the L2 connection setting parses
         assert settings.azure_ad.instance == ENVIRONMENTS[cloud]["authentication"]["loginEndpoint"]
         for name, module in function_modules().items():
-            declared = set(module.DOWNSTREAM_APIS)
+            declared = set(module.main.downstream)
             for api in declared:
                 settings.downstream_api(name=api)                          # BaseUrl and Scopes provisioned
-            calls = downstream_calls(name, settings)
-            assert set().union(*calls.values()) <= declared, f"{name} calls an API it does not declare"
-            for api in calls.get("app", ()):
-                assert settings.downstream_api(api).request_app_token, f"{name} calls {api} as the app"
-        for api in ("Graph", "GraphApp"):
-            graph = settings.downstream_api(api)
-            assert graph.base_url == GRAPH[cloud] + "/v1.0"
-            assert all(s.startswith(GRAPH[cloud] + "/") for s in graph.scopes)
+            calls = set().union(*downstream_calls(name, settings).values())
+            assert {api for api, _ in calls} <= declared, f"{name} calls an API it does not declare"
+            for api, as_app in calls:                                     # a call as the app: one resource
+                assert not as_app or settings.downstream_api(api).app_scopes(), f"{name} calls {api} as the app"
+        graph = settings.downstream_api("Graph")
+        assert graph.base_url == GRAPH[cloud] + "/v1.0"
+        assert graph.app_scopes() == (GRAPH[cloud] + "/.default",)
+        assert all(s.startswith(GRAPH[cloud] + "/") for s in graph.scopes)
         [credential] = settings.azure_ad.credentials
         if switches["useFederatedCredential"]:
             assert credential.source_type == "SignedAssertionFromManagedIdentity"
@@ -160,7 +163,7 @@ def test_graph_and_token_exchange_overrides() -> None:
     for switches, ev, raw in branches("AzureUSGovernment", graphEndpoint="https://dod-graph.microsoft.us",
                                       tokenExchangeAudience="api://AzureADTokenExchangeUSGov"):
         settings = load_settings(resolve_key_vault_references(ev, raw))
-        assert settings.downstream_api("GraphApp").scopes == ("https://dod-graph.microsoft.us/.default",)
+        assert settings.downstream_api("Graph").app_scopes() == ("https://dod-graph.microsoft.us/.default",)
         if switches["useFederatedCredential"]:
             assert settings.azure_ad.credentials[0].get("TokenExchangeUrl") == "api://AzureADTokenExchangeUSGov"
 
@@ -177,14 +180,15 @@ def test_a_setting_the_code_requires_without_infra_fails() -> None:
     assert without_key.token_cache.l2_disabled_reason and without_key.token_cache.encryption_key is None
     unresolved = load_settings(raw)  # a Key Vault reference that App Service could not resolve
     assert unresolved.token_cache.l2_disabled_reason and unresolved.token_cache.encryption_key is None
-    settings = load_settings({k: v for k, v in env.items() if not k.startswith("DownstreamApis__OrdersApp__")})
+    settings = load_settings({k: v for k, v in env.items() if not k.startswith("DownstreamApis__Orders__")})
     with pytest.raises(ConfigurationError):
-        settings.downstream_api("OrdersApp")
+        settings.downstream_api("Orders")
 
 
 def test_registrations_define_what_the_functions_demand(tmp_path: Path) -> None:
     """The scopes and app roles each function accepts exist on the API registration that
-    app-registrations.sh creates; every downstream scope it asks for is consented."""
+    app-registrations.sh creates; every downstream scope a function's calls ask for is consented: on
+    the caller's behalf a delegated grant, as the app an application permission of that resource."""
     az = fake_az.FakeAz(tmp_path, fake_az.seed("AzureCloud"), ROOT / "infra" / "app-registrations.sh")
     orders = next(a for a in az.state()["apps"] if a["displayName"] == "Orders API")
     done = az.run("middletier", ORDERS_API_APP_ID=orders["appId"])
@@ -199,20 +203,24 @@ def test_registrations_define_what_the_functions_demand(tmp_path: Path) -> None:
     for _, ev, raw in branches(apiClientId=api["appId"], ordersAppIdUri=orders["identifierUris"][0]):
         settings = load_settings(resolve_key_vault_references(ev, raw))
         assert f"api://{api['appId']}" in settings.azure_ad.audiences
+        asked = set()
         for name, module in function_modules().items():
             wanted_scopes, wanted_roles = module.main.requirement.resolve(settings.azure_ad)
             assert set(wanted_scopes) <= scopes and set(wanted_roles) <= app_roles, name
-        for downstream in settings.downstream.values():
-            for scope in downstream.scopes:
-                resource, _, permission = scope.rpartition("/")
-                sp = directory.sp(resource)
-                if permission == ".default":   # as the app: an application permission was granted
-                    assert any(a["principalId"] == api_sp and a["resourceId"] == sp["id"]
-                               for a in state["assignments"]), downstream.name
-                else:                          # on behalf of users: consented for all of them
-                    assert any(g["clientId"] == api_sp and g["resourceId"] == sp["id"] and g["consentType"] ==
-                               "AllPrincipals" and permission in g["scope"].split()
-                               for g in state["grants"]), downstream.name
+            for called, as_app in set().union(*downstream_calls(name, settings).values()):
+                downstream = settings.downstream_api(called)
+                asked |= {(called, s) for s in (downstream.app_scopes() if as_app else downstream.scopes)}
+        assert {(called, s.rpartition("/")[2]) for called, s in asked} >= {("Graph", ".default"),
+                                                                           ("Orders", ".default")}
+        for called, scope in asked:
+            resource, _, permission = scope.rpartition("/")
+            sp = directory.sp(resource)
+            if permission == ".default":   # as the app: an application permission was granted
+                assert any(a["principalId"] == api_sp and a["resourceId"] == sp["id"]
+                           for a in state["assignments"]), called
+            else:                          # on behalf of users: consented for all of them
+                assert any(g["clientId"] == api_sp and g["resourceId"] == sp["id"] and g["consentType"] ==
+                           "AllPrincipals" and permission in g["scope"].split() for g in state["grants"]), called
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:5173", "https://app.contoso.example"])
