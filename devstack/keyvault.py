@@ -183,14 +183,9 @@ class KeyVault:
 
     # --- representations ----------------------------------------------------------------------------
     def _attributes(self, v: SecretVersion) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"enabled": v.enabled}
-        if v.nbf is not None:
-            attrs["nbf"] = v.nbf
-        if v.exp is not None:
-            attrs["exp"] = v.exp
-        attrs.update({"created": v.created, "updated": v.updated,
-                      "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90})
-        return attrs
+        return {"enabled": v.enabled, **{k: t for k, t in (("nbf", v.nbf), ("exp", v.exp)) if t is not None},
+                "created": v.created, "updated": v.updated, "recoveryLevel": "Recoverable+Purgeable",
+                "recoverableDays": 90}
 
     def _secret_item(self, name: str, v: SecretVersion, *, with_version: bool = True) -> dict[str, Any]:
         """A secret as lists show it: a certificate's secret carries contentType, managed and tags

@@ -148,11 +148,7 @@ def ensure_tls(folder: Path, names: tuple[str, ...] | list[str] = ()) -> TlsFile
         files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
         files.server_cert.unlink(missing_ok=True)
     if not _leaf_is_current(files.server_cert, now, dns_names) or not files.server_key.is_file():
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-        ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-        key, cert = _issue_server(ca_key, ca_cert, now, dns_names)  # type: ignore[arg-type]
-        _write_private(files.server_key, _pem_key(key))
-        files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        issue_leaf(folder, list(dns_names), folder)  # server.pem, server-key.pem
     ca_pem = files.ca_cert.read_bytes()
     roots = system_roots()
     if ca_pem in roots:  # REQUESTS_CA_BUNDLE already points at our bundle
