@@ -1,12 +1,8 @@
 """What a function author needs, in one import (in the spirit of pyjwt's ``jwt``)::
 
-    from shared import Call, Requirement, endpoint
-
     @endpoint(Requirement(callers="user"), downstream=("Graph",))
     def main(req: func.HttpRequest, call: Call) -> DownstreamResponse:
-        return call.downstream("Graph")                 # on the caller's behalf (OBO)
-
-``call.downstream(name, path=..., method=..., body=..., as_app=True)`` calls as the app instead.
+        return call.downstream("Graph")      # OBO; as_app=True: the app's own token
 """
 from .authorization import Requirement
 from .downstream import DownstreamResponse

@@ -55,8 +55,7 @@ def challenge_claims(www_authenticate: str) -> str | None:
 
 def request(session: OutboundSession, api: DownstreamApi, token: str, *, method: str = "GET", path: str | None = None,
             body: bytes | None = None, correlation_id: str | None = None) -> DownstreamResponse:
-    """One call with the acquired token; a 2xx answer comes back with its own content type (JSON
-    unless the API says otherwise), a JSON ``body`` goes out as such."""
+    """One call with the acquired token (a ``body`` is JSON); a 2xx answer keeps its content type."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"

@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
 import azure.functions as func
 
@@ -26,21 +26,15 @@ logctx.install()
 SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[AppContext, func.HttpRequest, str], func.HttpResponse]
-Body = Callable[[func.HttpRequest, Call], Union[func.HttpResponse, DownstreamResponse]]
+Body = Callable[[func.HttpRequest, Call], func.HttpResponse | DownstreamResponse]
 
 
 def endpoint(requirement: Requirement, *, downstream: tuple[str, ...] = ()) -> Callable[[Body], Callable[
         [func.HttpRequest], func.HttpResponse]]:
-    """Declare what a function requires of its caller and which downstream APIs it calls, next to it::
-
-        @endpoint(Requirement(scopes=("access_as_user",)), downstream=("Graph",))
-        def main(req: func.HttpRequest, call: Call) -> DownstreamResponse:
-            return call.downstream("Graph")
-
-    The decorated ``main(req)`` is what the Functions worker binds (its parameter is the trigger's
-    ``name``); the body runs only when every API in ``downstream`` is configured and for a caller
-    who passed validation and the requirement. A downstream answer is passed on with its content type.
-    """
+    """Declare what a function requires of its caller and which downstream APIs it calls, next to it
+    (an example: ``shared/__init__.py``). The decorated ``main(req)`` is what the Functions worker binds
+    (its parameter is the trigger's ``name``); the body runs once ``pipeline.admit`` let the request in.
+    A downstream answer is passed on with its content type."""
     def decorate(body: Body) -> Callable[[func.HttpRequest], func.HttpResponse]:
         def handler(ctx: AppContext, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
             answer = body(req, admit(ctx, req.headers.get("Authorization"), requirement, downstream, trace_id))

@@ -1,7 +1,7 @@
 """The request path, one direction: authenticate -> authorize -> acquire -> call.
 
-Framework-free: ``admit`` takes the Authorization header and the function's declaration and hands
-the body a ``Call``, whose ``downstream()`` acquires a token and calls a named API (MIW's
+Framework-free: ``admit`` takes the Authorization header and what the function declares, and hands
+its body a ``Call``, whose ``downstream()`` acquires a token and calls a named API (MIW's
 ``CallApiForUserAsync`` / ``CallApiForAppAsync``). ``functions.py`` adapts it to Azure Functions.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ def authenticate(ctx: AppContext, authorization: str | None) -> tuple[str, Calle
 
 def admit(ctx: AppContext, authorization: str | None, requirement: Requirement, apis: tuple[str, ...],
           trace_id: str) -> Call:
-    """The function's downstream APIs are configured (else ``ConfigurationError`` naming the setting,
-    before anything else), its caller is valid and meets its requirement: the body may run."""
+    """First the function's downstream APIs are configured (else ``ConfigurationError`` naming the
+    setting, whoever asks), then the caller is valid and meets the requirement."""
     for name in apis:
         ctx.settings.downstream_api(name)
     token, caller = authenticate(ctx, authorization)
@@ -47,22 +47,20 @@ class Call:
 
     def downstream(self, api: str, *, path: str | None = None, method: str = "GET", body: bytes | None = None,
                    as_app: bool = False) -> downstream.DownstreamResponse:
-        """Call the named API (``DownstreamApis__<api>__*``) on the caller's behalf (OBO), or with
-        ``as_app`` as the app itself (client credentials, the API's ``<resource>/.default``). A CAE
-        claims challenge gets one new token with those claims. Every outbound call on the way
-        shares one deadline (``MiddleTier__RequestBudgetSeconds``)."""
-        ctx, caller = self.ctx, self.caller
-        target = ctx.settings.downstream_api(api)
+        """Call ``DownstreamApis__<api>__*`` on the caller's behalf (OBO), or ``as_app`` (client
+        credentials, the scopes' resource's ``.default``); a CAE claims challenge gets one new token
+        with its claims. The calls share one deadline (``MiddleTier__RequestBudgetSeconds``)."""
+        ctx, caller, target = self.ctx, self.caller, self.ctx.settings.downstream_api(api)
         scopes = target.app_scopes() if as_app else target.scopes
 
         def acquire(claims: str | None = None) -> str:
-            with telemetry.span("acquire_token", tenant=caller.tid, api=target.name, kind="app" if as_app else "obo"):
+            with telemetry.span("acquire_token", tenant=caller.tid, api=api, kind="app" if as_app else "obo"):
                 if as_app:
                     return ctx.tokens.for_app(scopes, caller.tid, claims_challenge=claims)
                 return ctx.tokens.for_user(self.token, caller, scopes, claims_challenge=claims)
 
         def send(access: str) -> downstream.DownstreamResponse:
-            with telemetry.span("downstream", api=target.name):
+            with telemetry.span("downstream", api=api):
                 return downstream.request(ctx.session, target, access, method=method, path=path, body=body,
                                           correlation_id=self.trace_id)
 
@@ -70,16 +68,15 @@ class Call:
             try:
                 return send(acquire())
             except downstream.DownstreamChallenge as challenge:
-                log.info("downstream %s sent a claims challenge (%s); re-acquiring with the claims once", target.name,
+                log.info("downstream %s sent a claims challenge (%s); re-acquiring with the claims once", api,
                          "the app's token" if as_app else f"oid={caller.oid}")
                 access = acquire(challenge.claims)
             try:
                 return send(access)
             except downstream.DownstreamChallenge as again:
                 if as_app:
-                    raise UpstreamError(target.name, f"The downstream API {target.name} challenged the app's token.",
-                                        502) from None
+                    raise UpstreamError(api, f"The downstream API {api} challenged the app's token.", 502) from None
                 ad = ctx.settings.azure_ad
-                raise ClaimsChallenge(f"The downstream API {target.name} requires the user to sign in again.",
+                raise ClaimsChallenge(f"The downstream API {api} requires the user to sign in again.",
                                       claims=again.claims, client_id=ad.client_id,
                                       authorization_uri=f"{ad.authority}/oauth2/v2.0/authorize") from None
