@@ -11,7 +11,7 @@ import hashlib
 import time
 import urllib.parse
 from collections import OrderedDict
-from typing import Mapping
+from typing import Any, Mapping
 
 import jwt
 
@@ -19,7 +19,7 @@ from . import clouds
 from .aadsts import AadError
 from .directory import App, Tenant
 from .issuer import is_app_only
-from .signing import KeySet
+from .signing import KeySet, SigningKey
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 PUBLIC, SECRET, CERTIFICATE = "0", "1", "2"
@@ -104,14 +104,28 @@ def _check_secret(app: App, value: str) -> str:
     return SECRET
 
 
-def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[str], jtis: JtiCache,
-                     keys: KeySet, issuer: str) -> str:
+def unverified_header(assertion: str) -> dict[str, Any]:
     try:
-        header = jwt.get_unverified_header(assertion)
+        return jwt.get_unverified_header(assertion)
     except jwt.PyJWTError:
         raise AadError(50027) from None
-    if keys.by_kid(str(header.get("kid"))) is not None:  # signed by Entra itself: a federated credential
-        return _check_federated(tenant, app, assertion, keys, issuer)
+
+
+def signed_claims(assertion: str, key: Any, algorithms: list[str], code: int) -> dict[str, Any]:
+    """An assertion's claims once its signature holds (AADSTS ``code`` if not); the rest is the caller's."""
+    try:
+        return jwt.decode(assertion, key, algorithms=algorithms, options={
+            "verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    except jwt.PyJWTError:
+        raise AadError(code, {"reason": "The provided signature value did not match the "
+                                        "expected signature value."}) from None
+
+
+def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[str], jtis: JtiCache,
+                     keys: KeySet, issuer: str) -> str:
+    header = unverified_header(assertion)
+    if (key := keys.by_kid(str(header.get("kid")))) is not None:  # signed by Entra itself: a federated credential
+        return _check_federated(tenant, app, assertion, key, issuer)
     thumb = header.get("x5t#S256") or header.get("x5t")
     # MSAL Python pads its base64url thumbprints ('='); Entra accepts both forms.
     cert = app.cert_thumbprints.get(thumb.rstrip("=")) if isinstance(thumb, str) else None
@@ -120,13 +134,7 @@ def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[s
                                           f"client: '{thumb}'"})
     if header.get("alg") not in ("RS256", "PS256"):
         raise AadError(700027, {"reason": "The signature algorithm is not supported."})
-    try:
-        claims = jwt.decode(assertion, cert.public_key(), algorithms=["RS256", "PS256"],
-                            options={"verify_aud": False, "verify_exp": False, "verify_nbf": False,
-                                     "verify_iat": False})
-    except jwt.PyJWTError:
-        raise AadError(700027, {"reason": "The provided signature value did not match the "
-                                          "expected signature value."}) from None
+    claims = signed_claims(assertion, cert.public_key(), ["RS256", "PS256"], 700027)
     now = time.time()
     exp, nbf = claims.get("exp"), claims.get("nbf", 0)
     if not isinstance(exp, (int, float)) or exp < now or (isinstance(nbf, (int, float)) and nbf > now + 300):
@@ -141,10 +149,8 @@ def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[s
     return CERTIFICATE
 
 
-def _check_federated(tenant: Tenant, app: App, assertion: str, keys: KeySet, issuer: str) -> str:
+def _check_federated(tenant: Tenant, app: App, assertion: str, key: SigningKey, issuer: str) -> str:
     """A federated identity credential: a managed identity's token for api://AzureADTokenExchange."""
-    key = keys.by_kid(str(jwt.get_unverified_header(assertion).get("kid")))
-    assert key is not None
     try:
         claims = jwt.decode(assertion, key.private_key.public_key(), algorithms=["RS256"],
                             audience=token_exchange_audience(), issuer=issuer)
