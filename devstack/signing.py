@@ -195,10 +195,7 @@ class KeyRing:
         return self.common.rotate()
 
     def by_kid(self, kid: str) -> SigningKey | None:
-        for keyset in (self.common, *self.tenants.values()):
-            if (key := keyset.by_kid(kid)) is not None:
-                return key
-        return None
+        return next((k for ks in (self.common, *self.tenants.values()) if (k := ks.by_kid(kid)) is not None), None)
 
     def sign(self, claims: dict[str, Any], *, x5t: bool = True, headers: dict[str, Any] | None = None,
              tenant: str | None = None) -> str:
