@@ -62,3 +62,58 @@ def load(source: str, name: str) -> dict[str, Any]:
 def every() -> list[tuple[str, str]]:
     """(source, name) of every recording on disk."""
     return sorted((p.parent.name, p.stem) for p in ROOT.glob("*/*.json"))
+
+
+def differences(recorded: Any, emulated: Any, path: str = "") -> dict[str, tuple[Any, Any]]:
+    """Where two shapes part: {path: (recorded, emulated)}; a member only one side has is "(absent)"
+    on the other. Arrays compare their first elements; an empty array matches any array."""
+    out: dict[str, tuple[Any, Any]] = {}
+    if isinstance(recorded, dict) and isinstance(emulated, dict):
+        for key in sorted(recorded.keys() | emulated.keys()):
+            where = f"{path}.{key}" if path else key
+            if key not in emulated:
+                out[where] = (recorded[key], "(absent)")
+            elif key not in recorded:
+                out[where] = ("(absent)", emulated[key])
+            else:
+                out.update(differences(recorded[key], emulated[key], where))
+    elif isinstance(recorded, list) and isinstance(emulated, list):
+        if recorded and emulated:
+            out.update(differences(recorded[0], emulated[0], path + "[]"))
+    elif recorded != emulated:
+        out[path] = (recorded, emulated)
+    return out
+
+
+def media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type as clients compare it: the media type and its parameters, lower-cased."""
+    kind, *params = [p.strip() for p in value.split(";")]
+    pairs = dict(p.split("=", 1) for p in params if "=" in p)
+    return kind.lower(), {k.strip().lower(): v.strip().lower() for k, v in pairs.items()}
+
+
+def same_media_type(recorded: str, emulated: str) -> bool:
+    """The same media type, and the recorded charset if there is one."""
+    (kind, params), (got_kind, got_params) = media_type(recorded), media_type(emulated)
+    return kind == got_kind and all(got_params.get(p) == v for p, v in params.items() if p == "charset")
+
+
+def challenge_params(value: str) -> dict[str, str]:
+    """The auth-params of one ``Bearer`` challenge (quoted values, commas inside quotes kept)."""
+    scheme, _, rest = value.partition(" ")
+    assert scheme.lower() == "bearer", value
+    params, i = {}, 0
+    while i < len(rest):
+        eq = rest.index("=", i)
+        name = rest[i:eq].strip(" ,")
+        if rest[eq + 1] == '"':
+            end = rest.index('"', eq + 2)
+            params[name] = rest[eq + 2:end]
+            i = end + 1
+        else:
+            end = rest.find(",", eq)
+            end = len(rest) if end < 0 else end
+            params[name] = rest[eq + 1:end].strip()
+            i = end + 1
+    return params
+

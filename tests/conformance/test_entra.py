@@ -32,55 +32,8 @@ CLIENT_HEADERS = ("content-type", "cache-control", "pragma", "expires", "access-
                   "retry-after", "www-authenticate", "client-request-id")
 
 
-def differences(recorded: Any, emulated: Any, path: str = "") -> dict[str, tuple[Any, Any]]:
-    """Where two shapes part: {path: (recorded, emulated)}; a member only one side has is "(absent)"
-    on the other. Arrays compare their first elements; an empty array matches any array."""
-    out: dict[str, tuple[Any, Any]] = {}
-    if isinstance(recorded, dict) and isinstance(emulated, dict):
-        for key in sorted(recorded.keys() | emulated.keys()):
-            where = f"{path}.{key}" if path else key
-            if key not in emulated:
-                out[where] = (recorded[key], "(absent)")
-            elif key not in recorded:
-                out[where] = ("(absent)", emulated[key])
-            else:
-                out.update(differences(recorded[key], emulated[key], where))
-    elif isinstance(recorded, list) and isinstance(emulated, list):
-        if recorded and emulated:
-            out.update(differences(recorded[0], emulated[0], path + "[]"))
-    elif recorded != emulated:
-        out[path] = (recorded, emulated)
-    return out
-
-
-def _media(value: str) -> tuple[str, dict[str, str]]:
-    kind, *params = [p.strip() for p in value.split(";")]
-    pairs = dict(p.split("=", 1) for p in params if "=" in p)
-    return kind.lower(), {k.strip().lower(): v.strip().lower() for k, v in pairs.items()}
-
-
 def _tokens(value: str) -> list[str]:
     return sorted(t.strip().lower() for t in value.split(","))
-
-
-def challenge_params(value: str) -> dict[str, str]:
-    """The auth-params of one ``Bearer`` challenge (quoted values, commas inside quotes kept)."""
-    scheme, _, rest = value.partition(" ")
-    assert scheme.lower() == "bearer", value
-    params, i = {}, 0
-    while i < len(rest):
-        eq = rest.index("=", i)
-        name = rest[i:eq].strip(" ,")
-        if rest[eq + 1] == '"':
-            end = rest.index('"', eq + 2)
-            params[name] = rest[eq + 2:end]
-            i = end + 1
-        else:
-            end = rest.find(",", eq)
-            end = len(rest) if end < 0 else end
-            params[name] = rest[eq + 1:end].strip()
-            i = end + 1
-    return params
 
 
 def header_differences(recorded: dict[str, str], emulated: requests.structures.CaseInsensitiveDict,
@@ -97,12 +50,11 @@ def header_differences(recorded: dict[str, str], emulated: requests.structures.C
             out[f"header {key}"] = (value, "(absent)")
             continue
         if key == "content-type":
-            (kind, params), (got_kind, got_params) = _media(value), _media(got)
-            same = kind == got_kind and all(got_params.get(p) == v for p, v in params.items() if p == "charset")
+            same = recordings.same_media_type(value, got)
         elif key in ("cache-control", "pragma"):
             same = _tokens(value) == _tokens(got)
         elif key == "www-authenticate":
-            same = sorted(challenge_params(value)) == sorted(challenge_params(got))
+            same = sorted(recordings.challenge_params(value)) == sorted(recordings.challenge_params(got))
         elif key == "retry-after":
             same = got.isdigit()
         else:
@@ -152,7 +104,7 @@ def check(case: Case, info: dict[str, Any], admin: Any) -> None:
             case.id, emulated)
     elif body is not None:
         emulated = response.json()
-        found.update(differences(recordings.shape(body), recordings.shape(emulated)))
+        found.update(recordings.differences(recordings.shape(body), recordings.shape(emulated)))
         for member in case.same:
             assert on_any_host(pick(emulated, member), info) == on_any_host(pick(body, member)), (
                 case.id, member, pick(emulated, member))
@@ -404,9 +356,9 @@ def test_every_entra_recording_has_a_case() -> None:
 
 def test_the_comparison_catches_a_changed_member_type_and_a_missing_member() -> None:
     recorded = recordings.shape({"expires_in": 3599, "error_codes": [1], "trace_id": "0c4b0a8e-1f7e-4b8e-9d1c-2f3a4b5c6d7e"})
-    assert differences(recorded, recordings.shape({"expires_in": "3599", "error_codes": [1]})) == {
+    assert recordings.differences(recorded, recordings.shape({"expires_in": "3599", "error_codes": [1]})) == {
         "expires_in": ("number", "integer-string"), "trace_id": ("guid", "(absent)")}
-    assert challenge_params('Bearer realm="", error="insufficient_claims", claims="e30="') == {
+    assert recordings.challenge_params('Bearer realm="", error="insufficient_claims", claims="e30="') == {
         "realm": "", "error": "insufficient_claims", "claims": "e30="}
     assert header_differences({"Content-Type": "application/json; charset=utf-8"},
                               requests.structures.CaseInsensitiveDict({"content-type": "application/json"})) == {

@@ -14,7 +14,8 @@ import requests
 
 from tests.conformance import recordings
 
-from .test_entra import GRAPH_SCOPE, Case, challenge_params, check, http
+from .recordings import challenge_params
+from .test_entra import GRAPH_SCOPE, Case, check, http
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 

@@ -32,24 +32,6 @@ CLIENT_READ = ("content-type", "www-authenticate", "retry-after", "x-ms-request-
                "x-ms-keyvault-service-version", "x-ms-keyvault-region")
 
 
-def shape_diff(recorded: Any, emulated: Any, path: str = "") -> list[Diff]:
-    """Where the two shapes differ: (path, recorded shape, emulated shape); "<absent>" for a missing member."""
-    if isinstance(recorded, dict) and isinstance(emulated, dict):
-        out: list[Diff] = []
-        for key in sorted(set(recorded) | set(emulated)):
-            sub = f"{path}.{key}" if path else key
-            if key not in emulated:
-                out.append((sub, recorded[key], "<absent>"))
-            elif key not in recorded:
-                out.append((sub, "<absent>", emulated[key]))
-            else:
-                out.extend(shape_diff(recorded[key], emulated[key], sub))
-        return out
-    if isinstance(recorded, list) and isinstance(emulated, list) and recorded and emulated:
-        return shape_diff(recorded[0], emulated[0], path + "[]")
-    return [] if recorded == emulated else [(path, recorded, emulated)]
-
-
 def assert_conforms(record: dict[str, Any], response: requests.Response, allow: dict[str, str], *,
                     items: bool = True) -> None:
     """Status, client-read headers and body shape as recorded, except the allowed paths (each with
@@ -65,7 +47,7 @@ def assert_conforms(record: dict[str, Any], response: requests.Response, allow: 
             continue
         if name not in got:
             found[f"header:{name}"] = (f"header:{name}", value, "<absent>")
-        elif name == "content-type" and _media(value) != _media(got[name]):
+        elif name == "content-type" and not recordings.same_media_type(value, got[name]):
             found[f"header:{name}"] = (f"header:{name}", value, got[name])
         elif name == "www-authenticate" and challenge_shape(value) != challenge_shape(got[name]):
             found[f"header:{name}"] = (f"header:{name}", challenge_shape(value), challenge_shape(got[name]))
@@ -73,24 +55,19 @@ def assert_conforms(record: dict[str, Any], response: requests.Response, allow: 
     recorded_body = recorded["body"]
     if not items:
         recorded_body, body = {**recorded_body, "value": []}, {**body, "value": []}
-    for diff in shape_diff(recordings.shape(recorded_body), recordings.shape(body)):
-        found[f"body.{diff[0]}"] = diff
+    for path, (was, now) in recordings.differences(recordings.shape(recorded_body), recordings.shape(body)).items():
+        found[f"body.{path}"] = (path, was, now)
     unexplained = {k: v for k, v in found.items() if k not in allow}
     assert not unexplained, f"{record['source']['path']}: differs from Azure where no reason is given: {unexplained}"
     stale = set(allow) - set(found)
     assert not stale, f"allowed differences that no longer differ (remove them): {stale}"
 
 
-def _media(content_type: str) -> tuple[str, ...]:
-    return tuple(sorted(p.strip().lower().replace(" ", "") for p in content_type.split(";")))
-
-
 def challenge_shape(header: str) -> dict[str, str]:
     """Key Vault's challenge as the SDKs parse it: the scheme, the parameter names, the resource
     itself, and the authorization's form (an https authority ending in a tenant)."""
-    scheme, _, rest = header.partition(" ")
-    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-    out = {"scheme": scheme, "params": ",".join(sorted(params))}
+    params = recordings.challenge_params(header)
+    out = {"scheme": header.partition(" ")[0], "params": ",".join(sorted(params))}
     if "resource" in params:
         out["resource"] = params["resource"]
     if "authorization" in params:
