@@ -1,26 +1,184 @@
 """Typed settings from the environment, named as Microsoft.Identity.Web names them.
 
-Functions app settings use ``__`` for nesting (``AzureAd__ClientId``), and arrays are
-``__0``, ``__1``... (``AzureAd__ClientCredentials__0__SourceType``). Settings are read and
-validated once per process; a bad one raises ``ConfigurationError`` naming the key and never
-the value, because values are often secrets.
+Functions app settings use ``__`` for nesting (``AzureAd__ClientId``), and arrays are ``__0``, ``__1``...
+(``AzureAd__ClientCredentials__0__SourceType``). Each setting is declared once, as a field of its
+section's options class (like MIW's options bound to a configuration section): ``option(key, default,
+reader, bounds)``; its type is the field's. Settings are read and validated once per process; a bad one
+raises ``ConfigurationError`` naming the key and never the value, because values are often secrets.
+The README's settings table is tested against the declaration (``tests/unit/test_config.py``).
 """
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote, urlsplit
 
 from .errors import ConfigurationError
 
 GENERIC_TENANTS = ("common", "organizations")
+# The in-process cache's bounds. The bytes are memory really held per caller token (shared/memory.py:
+# ~11 KB partition + ~8 KB validator memo for an Entra-sized token), so 256 MiB lets the entry count
+# bind: 10,000 callers hold about 190 MB.
+L1_MAX_ENTRIES = 10_000
+L1_MAX_BYTES = 256 * 1024 * 1024
+S = TypeVar("S")
 
 
+def option(key: str, default: Any = MISSING, read: Callable[..., Any] | None = None, **limits: Any) -> Any:
+    """A field that is one setting: its key, default, bounds, and reader (by default, its type's)."""
+    return field(default=default, metadata={"key": key, "read": read, "limits": limits})
+
+
+def section(cls: type, required: bool = False) -> Any:
+    metadata = {"section": cls, "load": lambda env: load(cls, env)}
+    return field(metadata=metadata) if required else field(default_factory=cls, metadata=metadata)
+
+
+def load(cls: type[S], env: Mapping[str, str] | None = None) -> S:
+    """One section from ``env`` (default: the process environment): each option read, or its default."""
+    env = os.environ if env is None else env
+    values = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        m = f.metadata
+        if "load" in m:  # a section, or the downstream APIs
+            values[f.name] = m["load"](env)
+        elif "key" in m and (value := (m["read"] or READERS.get(f.type, _get))(env, m["key"], **m["limits"])) \
+                is not None:
+            values[f.name] = int(value) if f.type == "int" else value
+        elif "key" in m and f.default is MISSING:
+            raise ConfigurationError(m["key"], "is required")
+    settings = cls(**values)
+    return settings.checked() if hasattr(settings, "checked") else settings
+
+
+def _key(section: Any, name: str) -> str:
+    return next(f.metadata["key"] for f in fields(section) if f.name == name)
+
+
+# --- readers: (env, key, **limits) -> value, None when the setting is unset --------------------------
+def _get(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
+    value = env.get(key)
+    if value is None or not value.strip():
+        return default
+    _refuse_reference(key, value)
+    return value.strip()
+
+
+def _refuse_reference(key: str, value: str) -> None:
+    if value.strip().lower().startswith("@microsoft.keyvault("):
+        # App Service replaces a Key Vault reference by the secret's value at start-up; when it
+        # can't (no secret, no access for the app's identity, vault firewall), it leaves the
+        # reference text in place. Using that text as the value would fail far from the cause.
+        raise ConfigurationError(key, "is an unresolved Key Vault reference: check that the secret exists and "
+                                      "that the app's managed identity may read it (Key Vault Secrets User)")
+
+
+def _raw(env: Mapping[str, str], key: str) -> str | None:
+    """Unchecked: for settings that never fail start-up (telemetry; the L2's, see ``TokenCacheSettings``)."""
+    return (env.get(key) or "").strip() or None
+
+
+def _require(env: Mapping[str, str], key: str) -> str:
+    value = _get(env, key)
+    if value is None:
+        raise ConfigurationError(key, "is required")
+    return value
+
+
+def _list(env: Mapping[str, str], key: str, choices: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """A list setting: space/comma separated in one value, or indexed ``key__0``, ``key__1``..."""
+    items: list[str] = []
+    if (value := _get(env, key)) is not None:
+        items += [s for s in re.split(r"[\s,]+", value) if s]
+    i = 0
+    while (value := _get(env, f"{key}__{i}")) is not None:
+        items.append(value)
+        i += 1
+    if choices and not set(items) <= set(choices):
+        raise ConfigurationError(key, f"may only list {' and '.join(choices)}")
+    return tuple(items) or None
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool | None = None) -> bool | None:
+    value = (_get(env, key) or "").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise ConfigurationError(key, "must be true or false")
+    return value in ("1", "true", "yes") if value else default
+
+
+def _number(env: Mapping[str, str], key: str, default: float | None = None, *, minimum: float = 0.001,
+            maximum: float = 86400 * 7) -> float | None:
+    value = _get(env, key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(key, "must be a number") from None
+    if not minimum <= number <= maximum:
+        raise ConfigurationError(key, f"must be between {minimum:g} and {maximum:g}")
+    return number
+
+
+def _pool_size(env: Mapping[str, str], key: str) -> int | None:
+    """The worker's thread pool: like the worker, a value that is not a number means its default."""
+    value = _raw(env, key) or ""
+    return int(value) if value.isdigit() else None
+
+
+def _choice(env: Mapping[str, str], key: str, *, choices: tuple[str, ...]) -> str | None:
+    value = _get(env, key)
+    if value is not None and value.lower() not in choices:
+        raise ConfigurationError(key, f"must be {', '.join(choices[:-1])} or {choices[-1]}")
+    return value and value.lower()
+
+
+def _https_url(key: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ConfigurationError(key, "must be an absolute https:// URL")
+    return value
+
+
+def _guid(env: Mapping[str, str], key: str, generic: tuple[str, ...] = ()) -> str | None:
+    value = _get(env, key)
+    try:
+        return value if value is None or value.lower() in generic else str(uuid.UUID(value)) and value
+    except ValueError:
+        raise ConfigurationError(key, "must be a GUID") from None
+
+
+def _instance(env: Mapping[str, str], key: str) -> str | None:
+    value = _get(env, key)
+    return value and _https_url(key, value if value.endswith("/") else value + "/")
+
+
+def _capabilities(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    values = _list(env, key) or ()
+    if "none" in (v.lower() for v in values) and len(values) > 1:
+        raise ConfigurationError(key, "is either none or a list of capabilities")
+    return () if "none" in (v.lower() for v in values) else values or None
+
+
+def _credentials(env: Mapping[str, str], key: str) -> tuple[CredentialDescription, ...]:
+    found: list[CredentialDescription] = []
+    while (source := _get(env, f"{key}__{len(found)}__SourceType")) is not None:
+        prefix = f"{key}__{len(found)}"
+        values = {k[len(prefix) + 2:]: v for k, v in env.items() if k.startswith(prefix + "__") and v}
+        for name, value in values.items():
+            _refuse_reference(f"{prefix}__{name}", value)
+        found.append(CredentialDescription(source, values, prefix))
+    return tuple(found)
+
+
+READERS = {"bool": _bool, "int": _number, "float": _number, "tuple[str, ...]": _list}  # by the field's type
+
+
+# --- the sections --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CredentialDescription:
     """One entry of ``AzureAd__ClientCredentials``; tried in order, like MIW."""
@@ -39,37 +197,42 @@ class CredentialDescription:
         return value
 
 
-@dataclass(frozen=True)
-class KeyVaultSettings:
-    # The SDK checks that the vault's host ends with the challenge resource's domain; only vaults
-    # outside *.vault.azure.net (sovereign, local) need this off.
-    verify_challenge_resource: bool = True
-    connect_timeout: float = 3.05
-    read_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AzureAdSettings:
-    instance: str                 # https://login.microsoftonline.com/ (no tenant)
-    tenant_id: str                # GUID, or 'organizations' / 'common' for multi-tenant
-    client_id: str
-    audiences: tuple[str, ...]    # client id + App ID URI(s)
-    scopes: tuple[str, ...]       # accepted delegated scopes (scp)
-    app_permissions: tuple[str, ...]  # accepted app roles (roles)
-    credentials: tuple[CredentialDescription, ...]
-    keyvault: KeyVaultSettings = field(default_factory=KeyVaultSettings)
-    send_x5c: bool = False
-    user_assigned_managed_identity_client_id: str | None = None
-    disable_instance_discovery: bool = False
+    instance: str = option("AzureAd__Instance", "https://login.microsoftonline.com/", _instance)  # no tenant
+    tenant_id: str = option("AzureAd__TenantId", read=_guid, generic=GENERIC_TENANTS)  # multi-tenant: generic
+    client_id: str = option("AzureAd__ClientId", read=_guid)
+    audience: tuple[str, ...] = option("AzureAd__Audience", ())
+    audiences: tuple[str, ...] = option("AzureAd__Audiences", ())  # once checked: the client id + both
+    scopes: tuple[str, ...] = option("AzureAd__Scopes", ())  # accepted delegated scopes (scp)
+    app_permissions: tuple[str, ...] = option("AzureAd__AppPermissions", ())  # accepted app roles (roles)
+    allow_acl: bool = option("AzureAd__AllowWebApiToBeAuthorizedByACL", False)  # no scp/roles: listed clients
+    allowed_client_applications: tuple[str, ...] = option("AzureAd__AllowedClientApplications", ())
+    # set "2.0" when the registration says accessTokenAcceptedVersion 2
+    token_versions: tuple[str, ...] = option("AzureAd__AccessTokenVersions", ("1.0", "2.0"), choices=("1.0", "2.0"))
+    allowed_tenants: tuple[str, ...] = option("AzureAd__AllowedTenants", ())
+    credentials: tuple[CredentialDescription, ...] = option("AzureAd__ClientCredentials", (), _credentials)
+    client_secret: str | None = option("AzureAd__ClientSecret", None)  # MIW's shorthand: one more credential
+    send_x5c: bool = option("AzureAd__SendX5C", False)
+    user_assigned_managed_identity_client_id: str | None = option("AzureAd__UserAssignedManagedIdentityClientId", None)
+    disable_instance_discovery: bool = option("AzureAd__DisableInstanceDiscovery", False)
     # MIW's ClientCapabilities: "cp1" tells Entra this app handles claims challenges (CAE tokens)
-    client_capabilities: tuple[str, ...] = ("cp1",)
-    allowed_tenants: tuple[str, ...] = ()
-    allow_acl: bool = False                  # accept tokens without scp/roles from listed clients
-    allowed_client_applications: tuple[str, ...] = ()
-    token_versions: tuple[str, ...] = ("1.0", "2.0")  # set "2.0" when the registration says accessTokenAcceptedVersion 2
-    clock_skew_seconds: int = 300
-    metadata_refresh_seconds: int = 24 * 3600
-    timeout_seconds: float = 10.0
+    client_capabilities: tuple[str, ...] = option("AzureAd__ClientCapabilities", ("cp1",), _capabilities)
+    clock_skew_seconds: int = option("AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)
+    metadata_refresh_seconds: int = option("AzureAd__MetadataRefreshSeconds", 24 * 3600, minimum=60, maximum=7 * 86400)
+    timeout_seconds: float = option("AzureAd__TimeoutSeconds", 10.0, maximum=120)
+
+    def checked(self) -> AzureAdSettings:
+        if not self.scopes and not self.app_permissions:
+            raise ConfigurationError(_key(self, "scopes"), f"or {_key(self, 'app_permissions')} is required: "
+                                     "a token without a required scope or role must be refused")
+        if self.allow_acl and not self.allowed_client_applications:
+            raise ConfigurationError(_key(self, "allowed_client_applications"),
+                                     "must list the client ids trusted in ACL mode")
+        secret = self.client_secret and CredentialDescription("ClientSecret", {"ClientSecret": self.client_secret},
+                                                              _key(self, "client_secret"))
+        return replace(self, audiences=tuple(dict.fromkeys((self.client_id, *self.audience, *self.audiences))),
+                       credentials=self.credentials + ((secret,) if secret else ()))
 
     @property
     def authority(self) -> str:
@@ -87,6 +250,15 @@ class AzureAdSettings:
     @property
     def multi_tenant(self) -> bool:
         return self.tenant_id.lower() in GENERIC_TENANTS
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyVaultSettings:
+    # The SDK checks that the vault's host ends with the challenge resource's domain; only vaults
+    # outside *.vault.azure.net (sovereign, local) need this off.
+    verify_challenge_resource: bool = option("KeyVault__VerifyChallengeResource", True)
+    connect_timeout: float = option("KeyVault__ConnectTimeoutSeconds", 3.05, maximum=60)
+    read_timeout: float = option("KeyVault__TimeoutSeconds", 10.0, maximum=120)
 
 
 @dataclass(frozen=True)
@@ -112,42 +284,98 @@ class DownstreamApi:
         return self.base_url.rstrip("/") + ("/" + rel.lstrip("/") if rel else "")
 
 
-# The in-process cache's bounds. The bytes are memory really held per caller token (shared/memory.py:
-# ~11 KB partition + ~8 KB validator memo for an Entra-sized token), so 256 MiB lets the entry count
-# bind: 10,000 callers hold about 190 MB.
-L1_MAX_ENTRIES = 10_000
-L1_MAX_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenCacheSettings:
-    l1_max_entries: int = L1_MAX_ENTRIES
-    l1_max_bytes: int = L1_MAX_BYTES
-    l2: str = "none"                       # none | redis | blob
-    redis_url: str | None = None
-    blob_connection_string: str | None = None
-    blob_container: str = "msal-token-cache"
-    encryption_key: str | None = None      # base64, 32 bytes (AES-256-GCM)
+    l1_max_entries: int = option("TokenCache__L1MaxEntries", L1_MAX_ENTRIES, minimum=1, maximum=10_000_000)
+    l1_max_bytes: int = option("TokenCache__L1MaxBytes", L1_MAX_BYTES, minimum=64 * 1024, maximum=16 * 1024 ** 3)
+    l2: str = option("TokenCache__L2", "none", _choice, choices=("none", "redis", "blob"))
+    # The L2's connection and key, read unchecked: see ``checked``.
+    redis_url: str | None = option("TokenCache__RedisConnectionString", None, _raw)
+    blob_connection_string: str | None = option("TokenCache__BlobConnectionString", None, _raw)
+    functions_storage: str | None = option("AzureWebJobsStorage", None, _raw)  # the blob L2's default
+    blob_container: str = option("TokenCache__BlobContainer", "msal-token-cache")
+    encryption_key: str | None = option("TokenCache__EncryptionKey", None, _raw)  # base64, 32 bytes (AES-256-GCM)
     # Why the L2 is off although configured (the key is missing, unresolved or malformed): the
     # app then serves from L1 alone and never writes a token outside the process unencrypted.
     l2_disabled_reason: str | None = None
-    l2_timeout_seconds: float = 0.5
-    l2_retry_seconds: float = 5.0          # how long the breaker stays open before probing L2 again
-    lock_milliseconds: int = 3000
-    session_lifetime_seconds: int = 24 * 3600
+    l2_timeout_seconds: float = option("TokenCache__L2TimeoutSeconds", 0.5, maximum=30)
+    # how long the breaker stays open before probing L2 again
+    l2_retry_seconds: float = option("TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600)
+    lock_milliseconds: int = option("TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)
+    session_lifetime_seconds: int = option("TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
+                                           maximum=90 * 86400)
+
+    def checked(self) -> TokenCacheSettings:
+        """The L2's connection and key count only with an L2. An unresolved Key Vault reference in them,
+        or a missing or malformed key, costs the shared cache, not the app: it serves from L1."""
+        name = {"redis": "redis_url", "blob": "blob_connection_string"}.get(self.l2)
+        l2: dict[str, Any] = dict(redis_url=None, blob_connection_string=None, encryption_key=None)
+        try:
+            url = name and (self._refused(name) or self.l2 == "blob" and self._refused("functions_storage"))
+        except ConfigurationError as err:
+            return replace(self, **l2, l2_disabled_reason=err.detail)
+        if name and not url:
+            raise ConfigurationError(_key(self, name), f"is required when {_key(self, 'l2')} is {self.l2}")
+        if name:
+            problem = self._key_problem()
+            l2.update({name: redis_url_from(url) if self.l2 == "redis" else url, "l2_disabled_reason": problem,
+                       "encryption_key": None if problem else self.encryption_key})
+        return replace(self, **l2)
+
+    def _refused(self, name: str) -> str | None:
+        if value := getattr(self, name):
+            _refuse_reference(_key(self, name), value)
+        return value
+
+    def _key_problem(self) -> str | None:
+        name = _key(self, "encryption_key")
+        try:
+            key = base64.b64decode(self._refused("encryption_key") or "", validate=True)
+        except ConfigurationError as err:
+            return err.detail
+        except ValueError:  # binascii.Error
+            key = b""
+        if not self.encryption_key:
+            return f"Setting {name} is required for a shared cache: tokens are never stored outside the process " \
+                   "unencrypted."
+        return None if len(key) == 32 else f"Setting {name} must be 32 bytes, base64-encoded."
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class TelemetrySettings:
+    """Telemetry on: the Python worker's OpenTelemetry (platform settings) or our own opt-in. Read by
+    ``telemetry`` itself on first use."""
+
+    worker: str | None = option("PYTHON_ENABLE_OPENTELEMETRY", None, _raw)  # the worker for Python 3.11
+    library_worker: str | None = option("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", None, _raw)  # the newer one
+    mode: str | None = option("MiddleTier__Telemetry", None, _raw)  # otel: the process's own OpenTelemetry setup
+    connection_string: str | None = option("APPLICATIONINSIGHTS_CONNECTION_STRING", None, _raw)
+
+    @property
+    def enabled_by(self) -> str | None:
+        on = {"worker": "true", "library_worker": "true", "mode": "otel"}  # anything else: off, never an error
+        return next((_key(self, n) for n, word in on.items() if (getattr(self, n) or "").lower() == word), None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    azure_ad: AzureAdSettings
-    downstream: Mapping[str, DownstreamApi] = field(default_factory=dict)
-    request_budget_seconds: float = 25.0
-    credential_failure_backoff_seconds: float = 5.0
-    token_cache: TokenCacheSettings = field(default_factory=TokenCacheSettings)
+    """Every section, and the ``MiddleTier`` section's own options."""
+    azure_ad: AzureAdSettings = section(AzureAdSettings, required=True)
+    key_vault: KeyVaultSettings = section(KeyVaultSettings)
+    downstream: Mapping[str, DownstreamApi] = field(default_factory=dict,
+                                                    metadata={"load": lambda env: _downstream_apis(env)})
+    request_budget_seconds: float = option("MiddleTier__RequestBudgetSeconds", 25.0, maximum=230)
+    credential_failure_backoff_seconds: float = option("MiddleTier__CredentialFailureBackoffSeconds", 5.0,
+                                                       minimum=0, maximum=600)
     # Token acquisitions calling Entra at once (0: half the worker's thread pool, at least 2), and how
     # long a request waits for a free one before a fast 503 + Retry-After.
-    max_concurrent_token_acquisitions: int = 0
-    token_acquisition_queue_seconds: float = 0.25
+    max_concurrent_token_acquisitions: int = option("MiddleTier__MaxConcurrentTokenAcquisitions", 0,
+                                                    minimum=1, maximum=1000)
+    token_acquisition_queue_seconds: float = option("MiddleTier__TokenAcquisitionQueueSeconds", 0.25,
+                                                    minimum=0, maximum=30)
+    thread_pool_size: int = option("PYTHON_THREADPOOL_THREAD_COUNT", 0, _pool_size)  # the worker's; 0: its default
+    token_cache: TokenCacheSettings = section(TokenCacheSettings)
+    telemetry: TelemetrySettings = section(TelemetrySettings)
 
     def downstream_api(self, name: str) -> DownstreamApi:
         try:
@@ -156,203 +384,8 @@ class Settings:
             raise ConfigurationError(f"DownstreamApis__{name}__BaseUrl", "is not set") from None
 
 
-# --- parsing helpers --------------------------------------------------------------------------
-KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
-
-
-def _get(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
-    value = env.get(key)
-    if value is None or not value.strip():
-        return default
-    _refuse_reference(key, value)
-    return value.strip()
-
-
-def _refuse_reference(key: str, value: str) -> None:
-    if value.strip().lower().startswith(KEY_VAULT_REFERENCE.lower()):
-        # App Service replaces a Key Vault reference by the secret's value at start-up; when it
-        # can't (no secret, no access for the app's identity, vault firewall), it leaves the
-        # reference text in place. Using that text as the value would fail far from the cause.
-        raise ConfigurationError(key, "is an unresolved Key Vault reference: check that the secret exists and "
-                                      "that the app's managed identity may read it (Key Vault Secrets User)")
-
-
-def _require(env: Mapping[str, str], key: str) -> str:
-    value = _get(env, key)
-    if value is None:
-        raise ConfigurationError(key, "is required")
-    return value
-
-
-def _list(env: Mapping[str, str], key: str) -> tuple[str, ...]:
-    """A list setting: space/comma separated in one value, or indexed ``key__0``, ``key__1``..."""
-    items: list[str] = []
-    if (value := _get(env, key)) is not None:
-        items += [s for s in re.split(r"[\s,]+", value) if s]
-    i = 0
-    while (value := _get(env, f"{key}__{i}")) is not None:
-        items.append(value)
-        i += 1
-    return tuple(items)
-
-
-def _bool(env: Mapping[str, str], key: str, default: bool = False) -> bool:
-    value = _get(env, key)
-    if value is None:
-        return default
-    if value.lower() in ("1", "true", "yes"):
-        return True
-    if value.lower() in ("0", "false", "no"):
-        return False
-    raise ConfigurationError(key, "must be true or false")
-
-
-def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float = 0.001,
-            maximum: float = 86400 * 7) -> float:
-    value = _get(env, key)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigurationError(key, "must be a number") from None
-    if not minimum <= number <= maximum:
-        raise ConfigurationError(key, f"must be between {minimum:g} and {maximum:g}")
-    return number
-
-
-def _https_url(key: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.netloc:
-        raise ConfigurationError(key, "must be an absolute https:// URL")
-    return value
-
-
-def _guid(key: str, value: str) -> str:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise ConfigurationError(key, "must be a GUID") from None
-    return value
-
-
-def _credentials(env: Mapping[str, str]) -> tuple[CredentialDescription, ...]:
-    found: list[CredentialDescription] = []
-    i = 0
-    while True:
-        prefix = f"AzureAd__ClientCredentials__{i}"
-        source = _get(env, f"{prefix}__SourceType")
-        if source is None:
-            break
-        values = {k[len(prefix) + 2:]: v for k, v in env.items() if k.startswith(prefix + "__") and v}
-        for name, value in values.items():
-            _refuse_reference(f"{prefix}__{name}", value)
-        found.append(CredentialDescription(source, values, prefix))
-        i += 1
-    if (secret := _get(env, "AzureAd__ClientSecret")) is not None:  # MIW's shorthand
-        found.append(CredentialDescription("ClientSecret", {"ClientSecret": secret}, "AzureAd__ClientSecret"))
-    return tuple(found)
-
-
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read every setting the app uses; raise ConfigurationError on the first bad one."""
-    env = os.environ if env is None else env
-    instance = _https_url("AzureAd__Instance", _get(env, "AzureAd__Instance", "https://login.microsoftonline.com/"))
-    if not instance.endswith("/"):
-        instance += "/"
-    tenant_id = _require(env, "AzureAd__TenantId")
-    if tenant_id.lower() not in GENERIC_TENANTS:
-        _guid("AzureAd__TenantId", tenant_id)
-    client_id = _guid("AzureAd__ClientId", _require(env, "AzureAd__ClientId"))
-    audiences = (client_id, *_list(env, "AzureAd__Audience"), *_list(env, "AzureAd__Audiences"))
-    scopes = _list(env, "AzureAd__Scopes")
-    roles = _list(env, "AzureAd__AppPermissions")
-    if not scopes and not roles:
-        raise ConfigurationError("AzureAd__Scopes", "or AzureAd__AppPermissions is required: "
-                                 "a token without a required scope or role must be refused")
-    if _bool(env, "AzureAd__AllowWebApiToBeAuthorizedByACL") and not _list(env, "AzureAd__AllowedClientApplications"):
-        raise ConfigurationError("AzureAd__AllowedClientApplications", "must list the client ids trusted in ACL mode")
-    azure_ad = AzureAdSettings(
-        instance=instance, tenant_id=tenant_id, client_id=client_id, audiences=tuple(dict.fromkeys(audiences)),
-        scopes=scopes, app_permissions=roles, credentials=_credentials(env),
-        keyvault=KeyVaultSettings(
-            verify_challenge_resource=_bool(env, "KeyVault__VerifyChallengeResource", True),
-            connect_timeout=_number(env, "KeyVault__ConnectTimeoutSeconds", 3.05, maximum=60),
-            read_timeout=_number(env, "KeyVault__TimeoutSeconds", 10.0, maximum=120)),
-        send_x5c=_bool(env, "AzureAd__SendX5C"),
-        user_assigned_managed_identity_client_id=_get(env, "AzureAd__UserAssignedManagedIdentityClientId"),
-        disable_instance_discovery=_bool(env, "AzureAd__DisableInstanceDiscovery"),
-        client_capabilities=_capabilities(env),
-        allowed_tenants=_list(env, "AzureAd__AllowedTenants"),
-        token_versions=_versions(env),
-        allow_acl=_bool(env, "AzureAd__AllowWebApiToBeAuthorizedByACL"),
-        allowed_client_applications=_list(env, "AzureAd__AllowedClientApplications"),
-        clock_skew_seconds=int(_number(env, "AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)),
-        metadata_refresh_seconds=int(_number(env, "AzureAd__MetadataRefreshSeconds", 24 * 3600,
-                                             minimum=60, maximum=7 * 86400)),
-        timeout_seconds=_number(env, "AzureAd__TimeoutSeconds", 10.0, maximum=120),
-    )
-    return Settings(azure_ad=azure_ad, downstream=_downstream_apis(env),
-                    request_budget_seconds=_number(env, "MiddleTier__RequestBudgetSeconds", 25.0, maximum=230),
-                    credential_failure_backoff_seconds=_number(env, "MiddleTier__CredentialFailureBackoffSeconds",
-                                                               5.0, minimum=0, maximum=600),
-                    token_cache=_token_cache(env),
-                    max_concurrent_token_acquisitions=int(_number(env, "MiddleTier__MaxConcurrentTokenAcquisitions",
-                                                                  0, minimum=1, maximum=1000)),
-                    token_acquisition_queue_seconds=_number(env, "MiddleTier__TokenAcquisitionQueueSeconds", 0.25,
-                                                            minimum=0, maximum=30))
-
-
-def _token_cache(env: Mapping[str, str]) -> TokenCacheSettings:
-    kind = (_get(env, "TokenCache__L2", "none") or "none").lower()
-    if kind not in ("none", "redis", "blob"):
-        raise ConfigurationError("TokenCache__L2", "must be none, redis or blob")
-    redis_url = blob = key = disabled = None
-    if kind != "none":
-        try:  # an unresolved Key Vault reference costs the shared cache, not the app (like a bad key)
-            redis_url = _get(env, "TokenCache__RedisConnectionString") if kind == "redis" else None
-            blob = _get(env, "TokenCache__BlobConnectionString") or _get(env, "AzureWebJobsStorage") \
-                if kind == "blob" else None
-        except ConfigurationError as err:
-            disabled = err.detail
-        if disabled is None and kind == "redis" and not redis_url:
-            raise ConfigurationError("TokenCache__RedisConnectionString", "is required when TokenCache__L2 is redis")
-        if disabled is None and kind == "blob" and not blob:
-            raise ConfigurationError("TokenCache__BlobConnectionString", "is required when TokenCache__L2 is blob")
-        if disabled is None:
-            key, disabled = _encryption_key(env)
-    return TokenCacheSettings(
-        l1_max_entries=int(_number(env, "TokenCache__L1MaxEntries", L1_MAX_ENTRIES, minimum=1, maximum=10_000_000)),
-        l1_max_bytes=int(_number(env, "TokenCache__L1MaxBytes", L1_MAX_BYTES, minimum=64 * 1024,
-                                 maximum=16 * 1024 ** 3)),
-        l2=kind, redis_url=redis_url and redis_url_from(redis_url), blob_connection_string=blob,
-        blob_container=_get(env, "TokenCache__BlobContainer", "msal-token-cache") or "msal-token-cache",
-        encryption_key=key, l2_disabled_reason=disabled,
-        l2_timeout_seconds=_number(env, "TokenCache__L2TimeoutSeconds", 0.5, maximum=30),
-        l2_retry_seconds=_number(env, "TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600),
-        lock_milliseconds=int(_number(env, "TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)),
-        session_lifetime_seconds=int(_number(env, "TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
-                                             maximum=90 * 86400)))
-
-
-def _encryption_key(env: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """The L2 key, or why there is none usable. Not a start-up failure: a missing key costs the
-    shared cache, not the app (it serves from L1), and the operator error names the setting."""
-    name = "TokenCache__EncryptionKey"
-    try:
-        key = _get(env, name)
-    except ConfigurationError as err:
-        return None, err.detail
-    if not key:
-        return None, f"Setting {name} is required for a shared cache: tokens are never stored outside the process " \
-                     "unencrypted."
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        return None, f"Setting {name} must be 32 bytes, base64-encoded."
-    return key, None
+    return load(Settings, env)  # every setting the app uses; ConfigurationError on the first bad one
 
 
 def redis_url_from(value: str) -> str:
@@ -360,30 +393,12 @@ def redis_url_from(value: str) -> str:
     ``host:6380,password=...,ssl=True,abortConnect=False``."""
     if "://" in value:
         return value
-    host, *options = [p.strip() for p in value.split(",") if p.strip()]
-    opts = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in options)}
+    host, *parts = [p.strip() for p in value.split(",") if p.strip()]
+    opts = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in parts)}
     scheme = "rediss" if opts.get("ssl", "false").lower() == "true" else "redis"
     password = opts.get("password")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"{scheme}://{auth}{host}/0"
-
-
-def _capabilities(env: Mapping[str, str]) -> tuple[str, ...]:
-    """``AzureAd__ClientCapabilities`` (default ``cp1``: the app redoes OBO on a downstream claims
-    challenge, so it may get CAE tokens); ``none`` declares none."""
-    values = _list(env, "AzureAd__ClientCapabilities") or ("cp1",)
-    if "none" in (v.lower() for v in values):
-        if len(values) > 1:
-            raise ConfigurationError("AzureAd__ClientCapabilities", "is either none or a list of capabilities")
-        return ()
-    return values
-
-
-def _versions(env: Mapping[str, str]) -> tuple[str, ...]:
-    versions = _list(env, "AzureAd__AccessTokenVersions") or ("1.0", "2.0")
-    if not set(versions) <= {"1.0", "2.0"}:
-        raise ConfigurationError("AzureAd__AccessTokenVersions", "may only list 1.0 and 2.0")
-    return versions
 
 
 def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:

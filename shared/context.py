@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 from .memory import validator_memo_bytes
 from .outbound import OutboundSession
 from .signing_keys import SigningKeys
+from .throttle import default_acquisition_limit
 from .token_cache import Backend, BlobBackend, Breaker, PartitionStore, RedisBackend, Sealer, TokenCache
 from .tokens import Tokens
 from .validation import TokenValidator
@@ -46,12 +47,13 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
     keys = SigningKeys(f"{ad.authority}/v2.0/.well-known/openid-configuration", session,
                        v1_metadata_url=ad.v1_metadata_url, refresh_seconds=ad.metadata_refresh_seconds,
                        timeout=ad.timeout_seconds)
-    loader = CredentialLoader(ad.credentials, ad.keyvault, send_x5c=ad.send_x5c,
+    loader = CredentialLoader(ad.credentials, settings.key_vault, send_x5c=ad.send_x5c,
                               user_assigned_client_id=ad.user_assigned_managed_identity_client_id)
     tokens = Tokens(ad, loader.load, session, build_token_cache(settings.token_cache),
                    failure_backoff=settings.credential_failure_backoff_seconds,
                    session_lifetime=settings.token_cache.session_lifetime_seconds,
-                   max_concurrent=settings.max_concurrent_token_acquisitions or None,
+                   max_concurrent=settings.max_concurrent_token_acquisitions
+                   or default_acquisition_limit(settings.thread_pool_size),
                    queue_seconds=settings.token_acquisition_queue_seconds)
     validator = TokenValidator(keys, ad, max_entries=settings.token_cache.l1_max_entries,
                                max_bytes=validator_memo_bytes(settings.token_cache.l1_max_bytes))

@@ -8,10 +8,9 @@ call ``configure_azure_monitor()`` once and run each invocation inside the host'
 This module never configures an exporter itself: it takes the worker's tracer and meter, so the
 app's spans are children of the host's request and logs are sent once.
 
-On when the worker's OpenTelemetry is on (``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY`` or
-``PYTHON_ENABLE_OPENTELEMETRY`` true) or ``MiddleTier__Telemetry=otel`` (an SDK set up by the
-process). Off otherwise: ``span()`` returns a shared null context and OpenTelemetry is never
-imported. With a connection string but the worker's telemetry off, spans would have nowhere to go
+On when the worker's OpenTelemetry is on or ``MiddleTier__Telemetry=otel`` (an SDK set up by the
+process): ``shared.config.TelemetrySettings``. Off otherwise: ``span()`` returns a shared null
+context and OpenTelemetry is never imported. With a connection string but the worker's telemetry off, spans would have nowhere to go
 correlated, so it warns once instead of starting a second exporter. Attributes carry ids and
 outcomes, never a token.
 """
@@ -19,25 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from typing import Any, ContextManager
+
+from .config import TelemetrySettings, load
 
 log = logging.getLogger("middletier.telemetry")
 _NULL = contextlib.nullcontext()
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
-WORKER_SETTINGS = ("PYTHON_ENABLE_OPENTELEMETRY", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY")
-
-
-def enabled_by(env: Any = os.environ) -> str | None:
-    """Which setting turns telemetry on, or None: the worker's OpenTelemetry, or our own opt-in."""
-    for name in WORKER_SETTINGS:
-        if str(env.get(name, "")).strip().lower() == "true":
-            return name
-    if str(env.get("MiddleTier__Telemetry", "")).strip().lower() == "otel":
-        return "MiddleTier__Telemetry"
-    return None
 
 
 def _setup() -> bool:
@@ -46,7 +35,8 @@ def _setup() -> bool:
     with _lock:
         if "enabled" in _state:
             return bool(_state["enabled"])
-        source = enabled_by()
+        settings = load(TelemetrySettings)
+        source = settings.enabled_by
         if source is not None:
             from opentelemetry import metrics, trace
             _state["tracer"] = trace.get_tracer("middletier")
@@ -58,7 +48,7 @@ def _setup() -> bool:
                     ("middletier.obo.calls", "On-Behalf-Of requests sent to Entra"),
                 )}
             log.info("telemetry on (%s)", source)
-        elif os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        elif settings.connection_string:
             log.warning("APPLICATIONINSIGHTS_CONNECTION_STRING is set but the worker's OpenTelemetry is off: set "
                         "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true (and telemetryMode OpenTelemetry in "
                         "host.json) to get the app's spans correlated with the host's requests")

@@ -29,16 +29,11 @@ from .errors import UpstreamError
 DEFAULT_SECONDS = 5  # a 429/5xx without Retry-After: MSAL's own default
 
 
-def default_acquisition_limit() -> int:
-    """Half the worker's thread pool (``PYTHON_THREADPOOL_THREAD_COUNT``, else Python's default
-    ``min(32, cpus + 4)``, as the Python worker sizes it), at least 2: the other half stays free for
+def default_acquisition_limit(pool: int = 0) -> int:
+    """Half the worker's thread pool (``pool``: the setting ``PYTHON_THREADPOOL_THREAD_COUNT``, else Python's
+    default ``min(32, cpus + 4)``, as the Python worker sizes it), at least 2: the other half stays free for
     requests that need no call to Entra."""
-    try:
-        pool = int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0)
-    except ValueError:
-        pool = 0
-    pool = pool or min(32, (os.cpu_count() or 1) + 4)
-    return max(2, pool // 2)
+    return max(2, (pool or min(32, (os.cpu_count() or 1) + 4)) // 2)
 
 
 class EntraThrottle:
