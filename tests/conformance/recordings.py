@@ -66,7 +66,8 @@ def every() -> list[tuple[str, str]]:
 
 def differences(recorded: Any, emulated: Any, path: str = "") -> dict[str, tuple[Any, Any]]:
     """Where two shapes part: {path: (recorded, emulated)}; a member only one side has is "(absent)"
-    on the other. Arrays compare their first elements; an empty array matches any array."""
+    on the other. Arrays compare their first elements; an empty array matches only an empty one
+    (an emulator that always answers [] never shows the shape of an item)."""
     out: dict[str, tuple[Any, Any]] = {}
     if isinstance(recorded, dict) and isinstance(emulated, dict):
         for key in sorted(recorded.keys() | emulated.keys()):
@@ -77,9 +78,8 @@ def differences(recorded: Any, emulated: Any, path: str = "") -> dict[str, tuple
                 out[where] = ("(absent)", emulated[key])
             else:
                 out.update(differences(recorded[key], emulated[key], where))
-    elif isinstance(recorded, list) and isinstance(emulated, list):
-        if recorded and emulated:
-            out.update(differences(recorded[0], emulated[0], path + "[]"))
+    elif isinstance(recorded, list) and isinstance(emulated, list) and recorded and emulated:
+        out.update(differences(recorded[0], emulated[0], path + "[]"))
     elif recorded != emulated:
         out[path] = (recorded, emulated)
     return out
