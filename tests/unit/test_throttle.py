@@ -8,7 +8,9 @@ import pytest
 from msal.throttled_http_client import ThrottledHttpClient
 
 from shared.errors import UpstreamError
-from shared.throttle import AcquisitionGate, EntraThrottle, PerCallerHttpCache
+from shared.context import build_context
+from shared.throttle import AcquisitionGate, EntraThrottle, PerCallerHttpCache, default_acquisition_limit
+from tests.fakes import env
 
 
 class Clock:
@@ -94,3 +96,13 @@ def test_gate_refuses_fast_when_full_of_slow_acquisitions() -> None:
     worker.join(10)
     with gate.slot():
         assert gate.running == 1
+
+
+def test_the_acquisition_bound_is_half_the_worker_thread_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [default_acquisition_limit(n) for n in (8, 3, 1)] == [4, 2, 2]
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert default_acquisition_limit() == 4  # Python's default pool: min(32, cpus + 4)
+    monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", "64")  # the settings given are read, not os.environ
+    assert build_context(env(PYTHON_THREADPOOL_THREAD_COUNT="10")).tokens.gate.limit == 5
+    assert build_context(env(PYTHON_THREADPOOL_THREAD_COUNT="10", MiddleTier__MaxConcurrentTokenAcquisitions="3")
+                         ).tokens.gate.limit == 3
