@@ -38,25 +38,26 @@ def section(cls: type, required: bool = False) -> Any:
     return field(metadata=metadata) if required else field(default_factory=cls, metadata=metadata)
 
 
-def load(cls: type[S], env: Mapping[str, str] | None = None) -> S:
-    """One section from ``env`` (default: the process environment): each option read, or its default."""
+def load(cls: type[S], env: Mapping[str, str] | None = None, **given: Any) -> S:
+    """One section from ``env`` (default: the process environment): each option read, or its default.
+    ``given`` fields are set, not read; a downstream API's ``name`` is its keys' ``<Name>``."""
     env = os.environ if env is None else env
-    values = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        m = f.metadata
+    values = dict(given)
+    for f in (f for f in fields(cls) if f.name not in given):  # type: ignore[arg-type]
+        m, key = f.metadata, f.metadata.get("key", "").replace("<Name>", str(given.get("name")))
         if "load" in m:  # a section, or the downstream APIs
             values[f.name] = m["load"](env)
-        elif "key" in m and (value := (m["read"] or READERS.get(f.type, _get))(env, m["key"], **m["limits"])) \
-                is not None:
+        elif key and (value := (m["read"] or READERS.get(f.type, _get))(env, key, **m["limits"])) is not None:
             values[f.name] = int(value) if f.type == "int" else value
-        elif "key" in m and f.default is MISSING:
-            raise ConfigurationError(m["key"], "is required")
+        elif key and f.default is MISSING:
+            raise ConfigurationError(key, "is required")
     settings = cls(**values)
     return settings.checked() if hasattr(settings, "checked") else settings
 
 
 def _key(section: Any, name: str) -> str:
-    return next(f.metadata["key"] for f in fields(section) if f.name == name)
+    key = next(f.metadata["key"] for f in fields(section) if f.name == name)
+    return key.replace("<Name>", getattr(section, "name", "<Name>"))  # a downstream API's, with its name
 
 
 # --- readers: (env, key, **limits) -> value, None when the setting is unset --------------------------
@@ -80,13 +81,6 @@ def _refuse_reference(key: str, value: str) -> None:
 def _raw(env: Mapping[str, str], key: str) -> str | None:
     """Unchecked: for settings that never fail start-up (telemetry; the L2's, see ``TokenCacheSettings``)."""
     return (env.get(key) or "").strip() or None
-
-
-def _require(env: Mapping[str, str], key: str) -> str:
-    value = _get(env, key)
-    if value is None:
-        raise ConfigurationError(key, "is required")
-    return value
 
 
 def _list(env: Mapping[str, str], key: str, choices: tuple[str, ...] = ()) -> tuple[str, ...] | None:
@@ -137,11 +131,11 @@ def _choice(env: Mapping[str, str], key: str, *, choices: tuple[str, ...]) -> st
     return value and value.lower()
 
 
-def _https_url(key: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.netloc:
+def _https(env: Mapping[str, str], key: str, slash: bool = False) -> str | None:
+    value = _get(env, key)
+    if value is not None and (urlsplit(value).scheme != "https" or not urlsplit(value).netloc):
         raise ConfigurationError(key, "must be an absolute https:// URL")
-    return value
+    return value + "/" if value and slash and not value.endswith("/") else value
 
 
 def _guid(env: Mapping[str, str], key: str, generic: tuple[str, ...] = ()) -> str | None:
@@ -150,11 +144,6 @@ def _guid(env: Mapping[str, str], key: str, generic: tuple[str, ...] = ()) -> st
         return value if value is None or value.lower() in generic else str(uuid.UUID(value)) and value
     except ValueError:
         raise ConfigurationError(key, "must be a GUID") from None
-
-
-def _instance(env: Mapping[str, str], key: str) -> str | None:
-    value = _get(env, key)
-    return value and _https_url(key, value if value.endswith("/") else value + "/")
 
 
 def _capabilities(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
@@ -199,7 +188,7 @@ class CredentialDescription:
 
 @dataclass(frozen=True, kw_only=True)
 class AzureAdSettings:
-    instance: str = option("AzureAd__Instance", "https://login.microsoftonline.com/", _instance)  # no tenant
+    instance: str = option("AzureAd__Instance", "https://login.microsoftonline.com/", _https, slash=True)  # no tenant
     tenant_id: str = option("AzureAd__TenantId", read=_guid, generic=GENERIC_TENANTS)  # multi-tenant: generic
     client_id: str = option("AzureAd__ClientId", read=_guid)
     audience: tuple[str, ...] = option("AzureAd__Audience", ())
@@ -264,18 +253,23 @@ class KeyVaultSettings:
 @dataclass(frozen=True)
 class DownstreamApi:
     name: str
-    base_url: str
-    relative_path: str
-    scopes: tuple[str, ...]  # delegated: what a call on the caller's behalf (OBO) asks
-    connect_timeout: float = 3.05
-    read_timeout: float = 10.0
+    base_url: str = option("DownstreamApis__<Name>__BaseUrl", read=_https)
+    relative_path: str = option("DownstreamApis__<Name>__RelativePath", "")
+    scopes: tuple[str, ...] = option("DownstreamApis__<Name>__Scopes", ())  # required; delegated: what OBO asks
+    connect_timeout: float = option("DownstreamApis__<Name>__ConnectTimeoutSeconds", 3.05, maximum=60)
+    read_timeout: float = option("DownstreamApis__<Name>__TimeoutSeconds", 10.0, maximum=120)
+
+    def checked(self) -> DownstreamApi:
+        if not self.scopes:
+            raise ConfigurationError(_key(self, "scopes"), "is required")
+        return self
 
     def app_scopes(self) -> tuple[str, ...]:
         """What a call as the app asks (client credentials): ``<resource>/.default`` of the one
         resource the scopes name, as MIW's ``CallApiForAppAsync`` wants it."""
         resources = {scope.rpartition("/")[0] for scope in self.scopes}
         if len(resources) != 1 or "" in resources:
-            raise ConfigurationError(f"DownstreamApis__{self.name}__Scopes",
+            raise ConfigurationError(_key(self, "scopes"),
                                      "must name one resource (<resource>/<permission>) to call the API as the app")
         return (f"{resources.pop()}/.default",)
 
@@ -362,8 +356,8 @@ class Settings:
     """Every section, and the ``MiddleTier`` section's own options."""
     azure_ad: AzureAdSettings = section(AzureAdSettings, required=True)
     key_vault: KeyVaultSettings = section(KeyVaultSettings)
-    downstream: Mapping[str, DownstreamApi] = field(default_factory=dict,
-                                                    metadata={"load": lambda env: _downstream_apis(env)})
+    downstream: Mapping[str, DownstreamApi] = field(default_factory=dict, metadata={
+        "load": lambda env: _downstream_apis(env), "section": DownstreamApi})  # by name
     request_budget_seconds: float = option("MiddleTier__RequestBudgetSeconds", 25.0, maximum=230)
     credential_failure_backoff_seconds: float = option("MiddleTier__CredentialFailureBackoffSeconds", 5.0,
                                                        minimum=0, maximum=600)
@@ -381,7 +375,7 @@ class Settings:
         try:
             return self.downstream[name]
         except KeyError:
-            raise ConfigurationError(f"DownstreamApis__{name}__BaseUrl", "is not set") from None
+            raise ConfigurationError(_key(DownstreamApi, "base_url").replace("<Name>", name), "is not set") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -403,16 +397,4 @@ def redis_url_from(value: str) -> str:
 
 def _downstream_apis(env: Mapping[str, str]) -> dict[str, DownstreamApi]:
     names = sorted({k.split("__")[1] for k in env if k.startswith("DownstreamApis__") and k.count("__") >= 2})
-    apis = {}
-    for name in names:
-        prefix = f"DownstreamApis__{name}"
-        base = _https_url(f"{prefix}__BaseUrl", _require(env, f"{prefix}__BaseUrl"))
-        scopes = _list(env, f"{prefix}__Scopes")
-        if not scopes:
-            raise ConfigurationError(f"{prefix}__Scopes", "is required")
-        apis[name] = DownstreamApi(
-            name=name, base_url=base, relative_path=_get(env, f"{prefix}__RelativePath", "") or "",
-            scopes=scopes,
-            connect_timeout=_number(env, f"{prefix}__ConnectTimeoutSeconds", 3.05, maximum=60),
-            read_timeout=_number(env, f"{prefix}__TimeoutSeconds", 10.0, maximum=120))
-    return apis
+    return {name: load(DownstreamApi, env, name=name) for name in names}

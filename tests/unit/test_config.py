@@ -86,10 +86,10 @@ def test_the_worker_thread_pool_is_read_as_the_worker_reads_it(value: str, size:
 
 def test_the_readme_settings_table_is_the_declaration() -> None:
     """Every declared setting has its README row, in the declaration's order, with its default and bounds;
-    every row is a declared setting (the downstream APIs' rows apart: their keys hold the API's name)."""
+    every row is a declared setting."""
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| setting | meaning | default (bounds) |"):].split("\n\n")[0].splitlines()[2:]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table if "<Name>" not in line]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
     assert [(cells[0].strip("`"), cells[2]) for cells in rows] == list(documented(Settings))
 
 
@@ -103,7 +103,7 @@ def documented(cls: type) -> Iterator[tuple[str, str]]:
             yield from documented(m["section"])
         elif "key" in m:
             d, limits = f.default, m["limits"]
-            shown = "required" if d is MISSING else "" if d in (None, ()) else f"`{str(d).lower()}`" \
+            shown = "required" if d is MISSING else "" if d in (None, (), "") else f"`{str(d).lower()}`" \
                 if isinstance(d, bool) else f"`{number(d)}`" if isinstance(d, (int, float)) else \
                 f"`{' '.join(d)}`" if isinstance(d, tuple) else f"`{d}`"
             if "choices" in limits:
