@@ -61,10 +61,10 @@ def _key(section: Any, name: str) -> str:
 
 
 # --- readers: (env, key, **limits) -> value, None when the setting is unset --------------------------
-def _get(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
+def _get(env: Mapping[str, str], key: str) -> str | None:
     value = env.get(key)
     if value is None or not value.strip():
-        return default
+        return None
     _refuse_reference(key, value)
     return value.strip()
 
@@ -97,18 +97,17 @@ def _list(env: Mapping[str, str], key: str, choices: tuple[str, ...] = ()) -> tu
     return tuple(items) or None
 
 
-def _bool(env: Mapping[str, str], key: str, default: bool | None = None) -> bool | None:
+def _bool(env: Mapping[str, str], key: str) -> bool | None:
     value = (_get(env, key) or "").lower()
     if value not in ("1", "true", "yes", "0", "false", "no", ""):
         raise ConfigurationError(key, "must be true or false")
-    return value in ("1", "true", "yes") if value else default
+    return value in ("1", "true", "yes") if value else None
 
 
-def _number(env: Mapping[str, str], key: str, default: float | None = None, *, minimum: float = 0.001,
-            maximum: float = 86400 * 7) -> float | None:
+def _number(env: Mapping[str, str], key: str, *, minimum: float = 0.001, maximum: float = 86400 * 7) -> float | None:
     value = _get(env, key)
     if value is None:
-        return default
+        return None
     try:
         number = float(value)
     except ValueError:
@@ -141,9 +140,11 @@ def _https(env: Mapping[str, str], key: str, slash: bool = False) -> str | None:
 def _guid(env: Mapping[str, str], key: str, generic: tuple[str, ...] = ()) -> str | None:
     value = _get(env, key)
     try:
-        return value if value is None or value.lower() in generic else str(uuid.UUID(value)) and value
+        if value is not None and value.lower() not in generic:
+            uuid.UUID(value)
     except ValueError:
         raise ConfigurationError(key, "must be a GUID") from None
+    return value
 
 
 def _capabilities(env: Mapping[str, str], key: str) -> tuple[str, ...] | None:
