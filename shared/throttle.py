@@ -88,7 +88,7 @@ class EntraThrottle:
 
 
 class AcquisitionGate:
-    def __init__(self, limit: int, queue_seconds: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: int, queue_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.queue_seconds = limit, queue_seconds
         self._clock = clock
         self._cond = threading.Condition()
