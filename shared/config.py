@@ -25,12 +25,20 @@ GENERIC_TENANTS = ("common", "organizations")
 # bind: 10,000 callers hold about 190 MB.
 L1_MAX_ENTRIES = 10_000
 L1_MAX_BYTES = 256 * 1024 * 1024
+# requests' advice for a connect timeout: a little over a multiple of 3 s, TCP's SYN retransmission interval.
+# Entra's calls have no setting for it (min(this, AzureAd__TimeoutSeconds)); the other upstreams' default.
+CONNECT_TIMEOUT = 3.05
 S = TypeVar("S")
 
 
 def option(key: str, default: Any = MISSING, read: Callable[..., Any] | None = None, **limits: Any) -> Any:
     """A field that is one setting: its key, default, bounds, and reader (by default, its type's)."""
     return field(default=default, metadata={"key": key, "read": read, "limits": limits})
+
+
+def default(cls: type, name: str) -> Any:
+    """A setting's declared default: a constructor's default for it is this, never a second literal."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def section(cls: type, required: bool = False) -> Any:
@@ -247,7 +255,7 @@ class KeyVaultSettings:
     # The SDK checks that the vault's host ends with the challenge resource's domain; only vaults
     # outside *.vault.azure.net (sovereign, local) need this off.
     verify_challenge_resource: bool = option("KeyVault__VerifyChallengeResource", True)
-    connect_timeout: float = option("KeyVault__ConnectTimeoutSeconds", 3.05, maximum=60)
+    connect_timeout: float = option("KeyVault__ConnectTimeoutSeconds", CONNECT_TIMEOUT, maximum=60)
     read_timeout: float = option("KeyVault__TimeoutSeconds", 10.0, maximum=120)
 
 
@@ -257,7 +265,7 @@ class DownstreamApi:
     base_url: str = option("DownstreamApis__<Name>__BaseUrl", read=_https)
     relative_path: str = option("DownstreamApis__<Name>__RelativePath", "")
     scopes: tuple[str, ...] = option("DownstreamApis__<Name>__Scopes", ())  # required; delegated: what OBO asks
-    connect_timeout: float = option("DownstreamApis__<Name>__ConnectTimeoutSeconds", 3.05, maximum=60)
+    connect_timeout: float = option("DownstreamApis__<Name>__ConnectTimeoutSeconds", CONNECT_TIMEOUT, maximum=60)
     read_timeout: float = option("DownstreamApis__<Name>__TimeoutSeconds", 10.0, maximum=120)
 
     def checked(self) -> DownstreamApi:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .config import Settings, TokenCacheSettings, load_settings
+from .config import CONNECT_TIMEOUT, Settings, TokenCacheSettings, load_settings
 from .credentials import CredentialLoader
 from .errors import ConfigurationError
 from .memory import validator_memo_bytes
@@ -43,7 +43,7 @@ class AppContext:
 def build_context(env: Mapping[str, str] | None = None) -> AppContext:
     settings = load_settings(env)
     ad = settings.azure_ad
-    session = OutboundSession(default_timeout=(min(3.05, ad.timeout_seconds), ad.timeout_seconds))
+    session = OutboundSession(default_timeout=(min(CONNECT_TIMEOUT, ad.timeout_seconds), ad.timeout_seconds))
     keys = SigningKeys(f"{ad.authority}/v2.0/.well-known/openid-configuration", session,
                        v1_metadata_url=ad.v1_metadata_url, refresh_seconds=ad.metadata_refresh_seconds,
                        timeout=ad.timeout_seconds)

@@ -17,6 +17,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .config import CONNECT_TIMEOUT, AzureAdSettings, default
+
 
 def parse_retry_after(value: object) -> int | None:
     """``Retry-After`` as delta-seconds (0..3600), else None. Dates and junk are ignored, never raised."""
@@ -29,7 +31,8 @@ class OutboundSession(requests.Session):
     """``default_timeout`` applies to every call that names none: MSAL ignores its own ``timeout``
     argument when given an ``http_client``, and no outbound call may go without a deadline."""
 
-    def __init__(self, default_timeout: float | tuple[float, float] = (3.05, 10.0), pool_size: int = 32) -> None:
+    def __init__(self, default_timeout: float | tuple[float, float] = (CONNECT_TIMEOUT, default(AzureAdSettings, "timeout_seconds")),
+                 pool_size: int = 32) -> None:
         super().__init__()
         self.default_timeout = default_timeout
         self._last = threading.local()

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jwt
 import requests
 
+from .config import CONNECT_TIMEOUT, AzureAdSettings, default
 from .errors import UpstreamError
 from .outbound import parse_retry_after
 
@@ -42,8 +43,8 @@ class SigningKey:
 
 class SigningKeys:
     def __init__(self, metadata_url: str, session: requests.Session, *, v1_metadata_url: str | None = None,
-                 refresh_seconds: float = 24 * 3600, unknown_kid_interval: float = 10, timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 refresh_seconds: float = default(AzureAdSettings, "metadata_refresh_seconds"),
+                 unknown_kid_interval: float = 10, timeout: float = default(AzureAdSettings, "timeout_seconds"), clock: Callable[[], float] = time.monotonic):
         """``metadata_url`` is the v2 OIDC document; ``v1_metadata_url`` the v1 one, read only for its
         issuer (``https://sts.windows.net/{tenantid}/`` in the public cloud and US Government,
         ``https://sts.chinacloudapi.cn/{tenantid}/`` in China) — the way Microsoft.IdentityModel's
@@ -135,7 +136,7 @@ class SigningKeys:
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
-            response = self._session.get(url, timeout=(min(3.05, self._timeout), self._timeout))
+            response = self._session.get(url, timeout=(min(CONNECT_TIMEOUT, self._timeout), self._timeout))
         except requests.Timeout:
             raise UpstreamError("entra", f"Timed out fetching the {what}.", 504) from None
         except requests.RequestException:

@@ -20,7 +20,7 @@ import msal
 import requests
 from msal.exceptions import MsalServiceError
 
-from .config import AzureAdSettings
+from .config import AzureAdSettings, Settings, TokenCacheSettings, default
 from .credentials import MsalCredential
 from . import aadsts
 from .aadsts import Kind
@@ -28,7 +28,7 @@ from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChalleng
                      TenantNotProvisioned, UpstreamError)
 from .outbound import OutboundSession
 from . import telemetry
-from .throttle import DEFAULT_SECONDS, AcquisitionGate, EntraThrottle, PerCallerHttpCache, default_acquisition_limit
+from .throttle import DEFAULT_SECONDS, AcquisitionGate, EntraThrottle, PerCallerHttpCache
 from .token_cache import PartitionHandle, TokenCache, partition_key
 from .validation import Caller
 
@@ -53,9 +53,10 @@ class Reply(NamedTuple):
 class Tokens:
     def __init__(self, settings: AzureAdSettings, load_credential: Callable[[], MsalCredential],
                  session: OutboundSession, cache: TokenCache | None = None, *,
-                 failure_backoff: float = 5.0, session_lifetime: float = 24 * 3600,
-                 clock: Callable[[], float] = time.monotonic, max_concurrent: int | None = None,
-                 queue_seconds: float = 0.25, throttle: EntraThrottle | None = None):
+                 max_concurrent: int, failure_backoff: float = default(Settings, "credential_failure_backoff_seconds"),
+                 session_lifetime: float = default(TokenCacheSettings, "session_lifetime_seconds"),
+                 clock: Callable[[], float] = time.monotonic, throttle: EntraThrottle | None = None,
+                 queue_seconds: float = default(Settings, "token_acquisition_queue_seconds")):
         self.settings = settings
         self._load_credential = load_credential
         self._session = session
@@ -72,7 +73,7 @@ class Tokens:
         # Failure isolation between callers: Entra's 429/5xx remembered per caller (not per scope, as
         # MSAL does), an app-wide breaker for outages, and a bound on concurrent calls to Entra.
         self.throttle = throttle or EntraThrottle()
-        self.gate = AcquisitionGate(max_concurrent or default_acquisition_limit(), queue_seconds)
+        self.gate = AcquisitionGate(max_concurrent, queue_seconds)
 
     # --- the credential and the MSAL app ----------------------------------------------------------
     def _ensure_credential(self) -> MsalCredential:
@@ -180,7 +181,7 @@ class Tokens:
         client credentials too); MSAL then skips its cache and asks Entra with those claims."""
         tid = self._tenant(tenant)
         entry = self.cache.open(partition_key(f"app-only:{self.settings.client_id}:{tid}"),
-                                lifetime=24 * 3600, follows_token=False)
+                                lifetime=self.session_lifetime, follows_token=False)
         if claims_challenge is None and (token := entry.remembered(scopes)):
             telemetry.count("cache.hits", level="memo")
             return token

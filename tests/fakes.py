@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.config import load_settings
 from shared.signing_keys import SigningKeys
+from shared.throttle import default_acquisition_limit
+from shared.tokens import Tokens
 
 TENANT = "6f4e2a1c-8b3d-4c5e-9f7a-1d2b3c4d5e6f"
 CLIENT = "9b1c7e42-3d5a-4f86-a0b2-6c8d9e0f1a2b"
@@ -111,3 +113,8 @@ def idp() -> FakeIdP:
 def keys(idp: FakeIdP) -> SigningKeys:
     return SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", idp,  # type: ignore[arg-type]
                        v1_metadata_url=load_settings(env()).azure_ad.v1_metadata_url)
+
+
+def make_tokens(settings: Any, load_credential: Any, session: Any, **options: Any) -> Tokens:
+    """``Tokens`` as the app builds it, with the acquisition limit of the default thread pool."""
+    return Tokens(settings, load_credential, session, **{"max_concurrent": default_acquisition_limit(), **options})

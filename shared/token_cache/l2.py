@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import Any, Callable, Protocol
 
+from ..config import TokenCacheSettings, default
+
 log = logging.getLogger("middletier.cache")
 
 
@@ -136,7 +138,7 @@ def _if_match() -> Any:
 class Breaker:
     """Circuit breaker around a backend. Never raises: a failed call is a miss or a no-op."""
 
-    def __init__(self, backend: Backend, *, failures_to_open: int = 2, open_seconds: float = 5.0,
+    def __init__(self, backend: Backend, *, failures_to_open: int = 2, open_seconds: float = default(TokenCacheSettings, "l2_retry_seconds"),
                  clock: Callable[[], float] = time.monotonic):
         self.backend = backend
         self.name = backend.name

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from ..config import TokenCacheSettings, default
 from ..memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
 from .l1 import Partition, PartitionStore
 from .l2 import Breaker
@@ -35,7 +36,7 @@ def partition_key(text: str) -> str:
 
 class TokenCache:
     def __init__(self, l1: PartitionStore | None = None, l2: Breaker | None = None, sealer: Sealer | None = None, *,
-                 lock_ms: int = 3000, wait_seconds: float = 2.0, clock: Callable[[], float] = time.time,
+                 lock_ms: int = default(TokenCacheSettings, "lock_milliseconds"), wait_seconds: float = 2.0, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         if l2 is not None and sealer is None:
             raise ValueError("an L2 cache needs an encryption key")

@@ -81,10 +81,10 @@ class _Session:
 
 
 def _acquirer(tenant: str) -> Any:
-    from shared.tokens import Tokens
     from shared.config import load_settings
+    from tests.fakes import make_tokens
     from tests.unit.test_aadsts import ENV
-    return Tokens(load_settings({**ENV, "AzureAd__TenantId": tenant}).azure_ad, lambda: "unused",  # type: ignore
+    return make_tokens(load_settings({**ENV, "AzureAd__TenantId": tenant}).azure_ad, lambda: "unused",  # type: ignore
                   _Session())  # type: ignore[arg-type]
 
 

@@ -13,6 +13,7 @@ import pytest
 from shared.aadsts import KINDS, TENANT_STATE, Kind, classify, is_tenant_state
 from shared.tokens import Tokens
 from shared.config import load_settings
+from tests.fakes import make_tokens
 from shared.errors import ApiError
 
 ENV = {"AzureAd__Instance": "https://login.example.test/", "AzureAd__TenantId": "6f4e2a1c-8b3d-4c5e-9f7a-1d2b3c4d5e6f",
@@ -91,7 +92,7 @@ class _Session:
 
 @pytest.fixture(scope="module")
 def acquirer() -> Tokens:
-    return Tokens(load_settings(ENV).azure_ad, lambda: "unused", _Session())  # type: ignore[arg-type]
+    return make_tokens(load_settings(ENV).azure_ad, lambda: "unused", _Session())  # type: ignore[arg-type]
 
 
 def _answer(acquirer: Tokens, result: dict[str, Any]) -> ApiError:
@@ -160,7 +161,7 @@ def test_tenant_state_is_every_configuration_code_being_one_of_the_tenants(codes
 def multi_tenant_acquirer() -> Tokens:
     settings = load_settings({**ENV, "AzureAd__TenantId": "organizations"}).azure_ad
     assert settings.multi_tenant
-    return Tokens(settings, lambda: "unused", _Session())  # type: ignore[arg-type]
+    return make_tokens(settings, lambda: "unused", _Session())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("error,codes,status,problem", [

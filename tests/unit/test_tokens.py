@@ -12,6 +12,7 @@ import pytest
 from shared import tokens as acquisition
 from shared.tokens import Reply, Tokens, _is_invalid_client
 from shared.config import load_settings
+from tests.fakes import make_tokens
 from shared.errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError,
                            TenantNotProvisioned, UpstreamError)
 
@@ -20,7 +21,7 @@ from .test_aadsts import ENV
 
 def test_a_credential_entra_keeps_refusing_is_reloaded_once_per_backoff() -> None:
     now, loads = [0.0], []
-    acquirer = Tokens(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
+    acquirer = make_tokens(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
                       None, failure_backoff=5.0, clock=lambda: now[0])  # type: ignore[arg-type]
     acquirer._ensure_credential()
     for _ in range(5):  # five requests, each refused with the credential it saw
@@ -33,7 +34,7 @@ def test_a_credential_entra_keeps_refusing_is_reloaded_once_per_backoff() -> Non
 
 def test_a_reload_by_another_request_is_not_repeated() -> None:
     loads: list[int] = []
-    acquirer = Tokens(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
+    acquirer = make_tokens(load_settings(ENV).azure_ad, lambda: loads.append(1) or "secret",  # type: ignore[func-returns-value]
                       None)  # type: ignore[arg-type]
     acquirer._ensure_credential()
     seen = acquirer._generation
@@ -57,7 +58,7 @@ def _call(status: int | None = 400, retry_after: int | None = None) -> Reply:
 
 def _acquirer(tenant: str = TENANT) -> Tokens:
     settings = load_settings({**ENV, "AzureAd__TenantId": tenant}).azure_ad
-    return Tokens(settings, lambda: "unused", None)  # type: ignore[arg-type]  # no session: the status is passed
+    return make_tokens(settings, lambda: "unused", None)  # type: ignore[arg-type]  # no session: the status is passed
 
 
 def _refusal(result: dict[str, Any], session: Reply | None = None, tenant: str | None = None,
