@@ -118,7 +118,8 @@ def prepare(module: str) -> None:
         "[mutmut]\n"
         "source_paths = shared/\n"
         f"only_mutate = {lst([f'shared/{module}.py'])}\n"
-        f"also_copy = {lst(['bench/', 'devstack/'])}\n"  # tests/conftest.py imports devstack.launch
+        # tests/conftest.py imports devstack.launch; test_config holds README's settings table to the declaration
+        f"also_copy = {lst(['bench/', 'devstack/', 'README.md'])}\n"
         f"pytest_add_cli_args = {lst(PYTEST_ARGS)}\n"
         f"pytest_add_cli_args_test_selection = {lst(tests)}\n")
 
@@ -275,6 +276,9 @@ def main(argv: list[str]) -> int:
         os.chdir(work_dir(module))  # mutmut's diff helper reads mutants/ relative to the working directory
         result = collect(module)
         os.chdir(ROOT)
+        if not result["tested"]:  # e.g. mutmut's stats run failed: nothing was tested, which is no score
+            print(f"{module}: no mutant was tested (exit {run.returncode}):\n{tail}", file=sys.stderr)
+            return 1
         result.update({"seconds": seconds, "run_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "mutmut_exit": run.returncode})
         per_module[f"shared/{module}.py"] = result
