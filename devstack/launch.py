@@ -108,6 +108,19 @@ class Admin:
         return self.post("/mint", kwargs)["access_token"]
 
 
+def host_ready(proc: subprocess.Popen[str], state: Path) -> dict[str, Any]:
+    """The ``--ready-json`` line of a host started with ``state`` as its folder; a host that prints
+    anything else is stopped and its log raised."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith('{"ready"'):
+        proc.kill()
+        proc.wait(timeout=10)
+        raise RuntimeError("function host did not start:\n" + line + (state / "host.log").read_text())
+    drain(proc.stdout, state / "host.stdout.log")
+    return json.loads(line)["ready"]  # type: ignore[no-any-return]
+
+
 def start_host(state: Path, settings_file: Path, devstack_state: str, env: dict[str, str] | None = None,
                app: Path = ROOT) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start the local Functions host (`python -m devstack host`) for ``app`` on a free port; wait for
@@ -117,14 +130,7 @@ def start_host(state: Path, settings_file: Path, devstack_state: str, env: dict[
          "--settings", str(settings_file), "--port", "0", "--ready-json", "--devstack", devstack_state],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=open(state / "host.log", "w"), text=True,
         env={**os.environ, **(env or {})})
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith('{"ready"'):
-        proc.kill()
-        proc.wait(timeout=10)
-        raise RuntimeError("function host did not start:\n" + line + (state / "host.log").read_text())
-    drain(proc.stdout, state / "host.stdout.log")
-    ready = json.loads(line)["ready"]
+    ready = host_ready(proc, state)
     witness.add_function_keys(ready.get("keys"))
     values = json.loads(settings_file.read_text()).get("Values", {})
     witness.add_settings(str(settings_file), {**values, **(env or {})})  # client secrets, AES keys, passwords

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from devstack.launch import ROOT, drain, stop
+from devstack.launch import ROOT, host_ready, stop
 
 from ..secrets_registry import REGISTRY
 
@@ -101,14 +101,7 @@ class Host:
 
 def start(app: Path, state: Path) -> Host:
     proc = launch(app, state)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith('{"ready"'):
-        proc.kill()
-        proc.wait(timeout=10)
-        raise RuntimeError("host did not start:\n" + line + (state / "host.log").read_text())
-    drain(proc.stdout, state / "host.stdout.log")
-    ready = json.loads(line)["ready"]
+    ready = host_ready(proc, state)
     REGISTRY.add_function_keys(ready.get("keys"))
     return Host(proc, ready, state / "host.log")
 
