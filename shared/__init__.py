@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _HOMES = {"ApiError": "errors", "Call": "pipeline", "DownstreamResponse": "downstream",
           "Requirement": "authorization", "endpoint": "functions"}
-__all__ = sorted(_HOMES)
+__all__ = ["ApiError", "Call", "DownstreamResponse", "Requirement", "endpoint"]  # = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
