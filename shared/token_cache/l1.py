@@ -30,7 +30,6 @@ class PartitionStore:
 
     def __init__(self, max_partitions: int = L1_MAX_ENTRIES, max_bytes: int = L1_MAX_BYTES, clock: Any = time.time):
         self._lock = threading.Lock()
-        self._clock = clock
         self.max_partitions = max_partitions
         self._entries: TLRUCache[str, Partition] = TLRUCache(
             maxsize=max_bytes, ttu=lambda _k, part, _now: part.expires_at, timer=clock,
@@ -43,23 +42,21 @@ class PartitionStore:
     def put(self, part: Partition) -> Partition:
         """Insert or re-insert (after its data or expiry changed); returns the stored partition."""
         with self._lock:
-            try:
-                self._entries[part.key] = part
-            except ValueError:  # larger than the whole budget: serve it, don't keep it
-                return part
-            while len(self._entries) > self.max_partitions:
-                self._entries.popitem()
-            return part
+            return self._insert(part)
 
     def get_or_create(self, key: str, expires_at: float) -> Partition:
         with self._lock:
             part = self._entries.get(key)
-            if part is None:
-                part = Partition(key, expires_at)
-                self._entries[key] = part
-                while len(self._entries) > self.max_partitions:
-                    self._entries.popitem()
+            return part if part is not None else self._insert(Partition(key, expires_at))
+
+    def _insert(self, part: Partition) -> Partition:
+        try:
+            self._entries[part.key] = part
+        except ValueError:  # larger than the whole budget: serve it, don't keep it
             return part
+        while len(self._entries) > self.max_partitions:
+            self._entries.popitem()
+        return part
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,12 +1,13 @@
 """Distributed (L2) token-cache backends, and the circuit breaker that keeps them optional.
 
 Backends store opaque bytes (already sealed by ``sealing.py``) with a TTL, and offer a short
-lock for cross-instance single-flight. ``Breaker`` wraps any backend: every call is bounded
-by the backend's own timeout, failures open a breaker so an outage costs nothing per request,
-and the breaker half-opens to pick up recovery without a restart. One warning per outage.
+lock for cross-instance single-flight. ``Breaker``: every call is bounded by the backend's own
+timeout, failures open it so an outage costs nothing per request, and it half-opens to pick up
+recovery without a restart. One warning per outage.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -76,10 +77,8 @@ class BlobBackend:
     def _ensure_container(self) -> None:
         from azure.core.exceptions import ResourceExistsError
         if not self._created:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 self._container.create_container()
-            except ResourceExistsError:
-                pass
             self._created = True
 
     def get(self, key: str) -> bytes | None:
@@ -90,9 +89,7 @@ class BlobBackend:
         except ResourceNotFoundError:
             return None
         expires = float((download.properties.metadata or {}).get("expires", "0"))
-        if expires < self._clock():
-            return None
-        return download.readall()
+        return None if expires < self._clock() else download.readall()
 
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         self._ensure_container()
@@ -100,21 +97,20 @@ class BlobBackend:
                                     metadata={"expires": str(int(self._clock()) + max(1, ttl_seconds))})
 
     def acquire_lock(self, key: str, ttl_ms: int) -> str | None:
+        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         self._ensure_container()
         token = uuid.uuid4().hex
         blob = self._container.get_blob_client(key)
         expires = str(self._clock() + ttl_ms / 1000)
-        try:
+        with contextlib.suppress(ResourceExistsError, ResourceModifiedError):
             blob.upload_blob(token.encode(), overwrite=False, metadata={"expires": expires})
             return token
-        except (ResourceExistsError, ResourceModifiedError):
-            pass
         try:  # a holder that died leaves a stale lock: take it over once it has expired
             props = blob.get_blob_properties()
             if float((props.metadata or {}).get("expires", "0")) < self._clock():
                 blob.upload_blob(token.encode(), overwrite=True, metadata={"expires": expires},
-                                 etag=props.etag, match_condition=_if_match())
+                                 etag=props.etag, match_condition=MatchConditions.IfNotModified)
                 return token
         except Exception:  # noqa: BLE001 - lost the race or the lock vanished: not ours
             return None
@@ -123,16 +119,9 @@ class BlobBackend:
     def release_lock(self, key: str, token: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
         blob = self._container.get_blob_client(key)
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             if blob.download_blob().readall() == token.encode():
                 blob.delete_blob()
-        except ResourceNotFoundError:
-            pass
-
-
-def _if_match() -> Any:
-    from azure.core import MatchConditions
-    return MatchConditions.IfNotModified
 
 
 class Breaker:

@@ -46,7 +46,6 @@ class TokenCache:
         self._stripes = [threading.Lock() for _ in range(64)]  # one L2 load per key at a time
         self.msal = PartitionedTokenCache()  # the one cache MSAL sees: the bound partition's data
 
-    # --- the entry point --------------------------------------------------------------------------
     def open(self, key: str, *, expires_at: float | None = None, lifetime: float = 300.0,
              follows_token: bool = True, new: bool = False) -> "PartitionHandle":
         """The partition ``key``, alive until ``expires_at``, else ``lifetime`` seconds. ``follows_token``:
@@ -56,7 +55,6 @@ class TokenCache:
         part = self.l1.put(Partition(key, until)) if new else self.partition(key, until)
         return PartitionHandle(self, part, follows_token)
 
-    # --- the layers ---------------------------------------------------------------------------------
     def partition(self, key: str, expires_at: float) -> Partition:
         part = self.l1.get(key)
         if part is not None:
@@ -119,12 +117,11 @@ class TokenCache:
         token = self.l2.acquire_lock(lock_key, self.lock_ms)
         if token is None:  # another instance holds it: wait for its entry, briefly
             deadline = self._monotonic() + self.wait_seconds
-            while self._monotonic() < deadline:
+            filled = False
+            while not filled and self._monotonic() < deadline:
                 self._sleep(0.02)
-                if self.reload(part):
-                    yield False
-                    return
-            yield True
+                filled = self.reload(part)
+            yield not filled
             return
         try:
             yield True
@@ -180,7 +177,6 @@ class PartitionHandle:
 
 
 def _size(data: dict[str, Any]) -> int:
-    """Bytes a partition holding ``data`` keeps in memory (not its JSON length): MSAL's entries as
-    Python objects, the partition itself, its lock and L1 slot, and one ``hot`` memo slot per
-    access token beyond the first."""
+    """Bytes a partition holding ``data`` keeps in memory (not its JSON length), with one ``hot``
+    memo slot per access token beyond the first (``shared/memory.py``)."""
     return PARTITION_OVERHEAD + held_bytes(data) + HOT_ENTRY * max(0, len(data.get("AccessToken", ())) - 1)

@@ -1,10 +1,9 @@
 """The one ``msal.TokenCache`` MSAL sees, reading and writing whichever partition is current.
 
-MSAL binds a cache to a ConfidentialClientApplication, which should live once per process; so
-this cache's storage is the *current partition*, chosen by a ``contextvars`` variable for one
-acquisition (MIW's ``MsalDistributedTokenCacheAdapter`` swaps it in its access notifications).
-It leans on MSAL's ``TokenCache`` reading and writing through ``self._cache`` under ``self._lock``:
-tests/unit/test_token_cache.py pins that."""
+MSAL binds a cache to a ConfidentialClientApplication, which should live once per process; so its
+storage is the partition a ``contextvars`` variable names for one acquisition (as MIW's
+``MsalDistributedTokenCacheAdapter`` swaps it). It leans on MSAL's ``TokenCache`` using
+``self._cache`` under ``self._lock``: tests/unit/test_token_cache.py pins that."""
 from __future__ import annotations
 
 import contextlib
@@ -36,10 +35,8 @@ class PartitionedTokenCache(msal.TokenCache):
 
 @contextlib.contextmanager
 def use_partition(part: Partition) -> Iterator[Partition]:
-    """Make ``part`` the storage of the shared MSAL cache for this thread/context.
-
-    Reads need no partition lock (MSAL's cache lock guards the data); callers that may call
-    Entra take ``part.lock`` so concurrent misses on one partition make one call."""
+    """Make ``part`` the storage of the shared MSAL cache for this context. Reads need no partition
+    lock (MSAL's guards the data); callers that may call Entra take ``part.lock``: one call per miss."""
     token = _current.set(part)
     try:
         yield part
