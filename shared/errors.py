@@ -1,39 +1,21 @@
 """The app's failures as a small typed hierarchy, each knowing its HTTP answer.
 
-Everything the request path can go wrong with ends up as one of these, and ``problem()``
-turns it into status + headers + an RFC 9457 ``application/problem+json`` body in one place.
+``problem()`` turns any of them into status + headers + an RFC 9457 ``application/problem+json`` body.
 Messages are written for the caller and never contain a token, secret or assertion.
 
-Refusals of the caller are typed by the check that made them, in the spirit of pyjwt's
-``jwt.exceptions``, so code and tests tell them apart by type, never by message text. The type
-decides nothing on the wire: the HTTP answer is the base class's (401 + ``invalid_token`` for every
-``InvalidToken``, 403 + ``insufficient_scope`` for every ``InsufficientScope``), and the ``detail``
-the raising check writes is the ``error_description`` the client reads::
+Refusals of the caller are typed by the check that made them (like pyjwt's ``jwt.exceptions``), so code
+and tests tell them apart by type, never by message text. The type decides nothing on the wire: the HTTP
+answer is the base class's, and the raising check's ``detail`` is the ``error_description`` the client reads::
 
     ApiError
-    ├── AuthenticationError            401  (bearer.py, validation.py; tokens.py: Entra refused the assertion)
-    │   ├── MissingToken                    no credentials: a bare challenge, no error code (RFC 6750 §3.1)
-    │   ├── InvalidRequest                  invalid_request: the Authorization header is not one bearer token
-    │   └── InvalidToken                    invalid_token (pyjwt: InvalidTokenError); ``claim`` names the claim, if one
-    │       ├── MalformedToken                  structure, base64url, JSON, header extensions, claim types (DecodeError)
-    │       ├── AlgorithmNotAccepted            alg other than RS256 (InvalidAlgorithmError)
-    │       ├── UnknownSigningKey               no usable kid, or a kid the tenant does not publish (PyJWKClientError)
-    │       ├── InvalidSignature                (InvalidSignatureError)
-    │       ├── ExpiredToken                    exp past, with clock skew (ExpiredSignatureError)
-    │       ├── ImmatureToken                   nbf/iat ahead, with clock skew (ImmatureSignatureError)
-    │       ├── ImplausibleLifetime             exp further away than any Entra token lives
-    │       ├── MissingClaim                    a required claim is absent (MissingRequiredClaimError)
-    │       ├── InvalidAudience                 not one of our audiences, or not exactly one (InvalidAudienceError)
-    │       ├── InvalidIssuer                   issuer untrusted, not matching the version or the key (InvalidIssuerError)
-    │       ├── InvalidTenant                   no tenant, another tenant, a tenant not allowed
-    │       ├── VersionNotAccepted              ver not among AzureAd__AccessTokenVersions
-    │       └── InvalidSubject                  no oid, or app-only/delegated markers that contradict (InvalidSubjectError)
-    ├── InsufficientScope              403  (authorization.py)
-    │   ├── NoScopesOrRoles                 the token carries neither scp nor roles (the global rule)
-    │   ├── CallerKindNotAccepted           a user token for an app-only function, or the reverse
-    │   └── ScopeNotGranted                 none of the scopes or app roles the function accepts
+    ├── AuthenticationError   401 (bearer.py, validation.py; tokens.py: Entra refused the assertion)
+    │   ├── MissingToken, InvalidRequest
+    │   └── InvalidToken      MalformedToken, AlgorithmNotAccepted, UnknownSigningKey, InvalidSignature,
+    │                         ExpiredToken, ImmatureToken, ImplausibleLifetime, MissingClaim, InvalidAudience,
+    │                         InvalidIssuer, InvalidTenant, VersionNotAccepted, InvalidSubject
+    ├── InsufficientScope     403 (authorization.py): NoScopesOrRoles, CallerKindNotAccepted, ScopeNotGranted
     ├── ClaimsChallenge, AccessDenied, TenantNotProvisioned, CredentialError   (tokens.py: Entra's answers)
-    ├── ConfigurationError             500
+    ├── ConfigurationError    500
     └── UpstreamError, DownstreamRejected   502/503/504, a downstream 4xx
 """
 from __future__ import annotations
@@ -56,14 +38,10 @@ class ApiError(Exception):
         super().__init__(self.detail)
 
 
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def bearer_challenge(**params: str | None) -> str:
     """``WWW-Authenticate: Bearer realm="", k="v", ...`` (RFC 6750 §3), empty params dropped."""
-    parts = ['realm=""'] + [f'{k}="{_quote(v)}"' for k, v in params.items() if v]
-    return "Bearer " + ", ".join(parts)
+    quoted = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in params.items() if v}
+    return "Bearer " + ", ".join(['realm=""'] + [f'{k}="{v}"' for k, v in quoted.items()])
 
 
 class AuthenticationError(ApiError):
@@ -89,8 +67,8 @@ class InvalidRequest(AuthenticationError):
 
 
 class InvalidToken(AuthenticationError):
-    """401 ``invalid_token``: the bearer token is not one this API accepts. Raised as such only for a
-    failure pyjwt reports without a more specific type; ``claim`` names the claim at fault, if one."""
+    """401 ``invalid_token`` (pyjwt: InvalidTokenError), raised as such only when pyjwt names no more specific
+    failure; ``claim`` names the claim at fault, if one."""
 
     def __init__(self, detail: str, *, claim: str | None = None) -> None:
         super().__init__(detail)
@@ -98,28 +76,27 @@ class InvalidToken(AuthenticationError):
 
 
 class MalformedToken(InvalidToken):
-    """Not three canonical base64url segments of JSON objects, a duplicated member, a header extension
-    we don't implement, or a claim of the wrong type or form."""
+    """Structure, base64url, JSON, duplicates, header extensions, claim types or forms (DecodeError)."""
 
 
 class AlgorithmNotAccepted(InvalidToken):
-    """Signed with an algorithm other than the ones accepted (RS256)."""
+    """Signed with an algorithm other than RS256 (InvalidAlgorithmError)."""
 
 
 class UnknownSigningKey(InvalidToken):
-    """No usable ``kid``, or one the tenant does not publish (after the refetch, when one was allowed)."""
+    """No usable ``kid``, or one the tenant does not publish, even after a refetch (PyJWKClientError)."""
 
 
 class InvalidSignature(InvalidToken):
-    """The signature does not verify with the tenant's key."""
+    """The signature does not verify with the tenant's key (InvalidSignatureError)."""
 
 
 class ExpiredToken(InvalidToken):
-    """``exp`` is past, clock skew included."""
+    """``exp`` is past, clock skew included (ExpiredSignatureError)."""
 
 
 class ImmatureToken(InvalidToken):
-    """``nbf`` (or ``iat``) is ahead, clock skew included."""
+    """``nbf`` (or ``iat``) is ahead, clock skew included (ImmatureSignatureError)."""
 
 
 class ImplausibleLifetime(InvalidToken):
@@ -127,16 +104,15 @@ class ImplausibleLifetime(InvalidToken):
 
 
 class MissingClaim(InvalidToken):
-    """A required claim is absent (``claim`` names it)."""
+    """A required claim is absent, ``claim`` names it (MissingRequiredClaimError)."""
 
 
 class InvalidAudience(InvalidToken):
-    """Not issued for this API, or not for exactly one audience."""
+    """Not issued for this API, or not for exactly one audience (InvalidAudienceError)."""
 
 
 class InvalidIssuer(InvalidToken):
-    """An issuer the tenant's metadata doesn't name, one that doesn't match the token's version, or
-    a signing key published for another issuer."""
+    """Not the tenant's issuer, not the one for the token's version, or not its key's (InvalidIssuerError)."""
 
 
 class InvalidTenant(InvalidToken):
@@ -148,17 +124,15 @@ class VersionNotAccepted(InvalidToken):
 
 
 class InvalidSubject(InvalidToken):
-    """No subject object id, or app-only and delegated markers (``idtyp``, ``oid``/``sub``, ``scp``)
-    that contradict each other."""
+    """No ``oid``, or app-only and delegated markers (``idtyp``, ``oid``/``sub``, ``scp``) that contradict."""
 
 
 class InsufficientScope(ApiError):
     """403: a valid token without a required scope or app role."""
 
     def __init__(self, required: tuple[str, ...], detail: str = "The token lacks a required scope or app role.") -> None:
-        scope = " ".join(required)
         super().__init__(detail, 403, "Forbidden", "insufficient_scope",
-                         {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", scope=scope,
+                         {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", scope=" ".join(required),
                                                                error_description=detail)},
                          {"required": list(required)})
 
@@ -176,25 +150,21 @@ class ScopeNotGranted(InsufficientScope):
 
 
 class ClaimsChallenge(ApiError):
-    """401 with a claims challenge: the client must sign the user in again (consent, MFA, CAE).
-
-    The challenge follows the MSAL "claims challenge" pattern for middle tiers: the client's
-    MSAL reads ``claims`` (base64) from ``WWW-Authenticate`` and re-acquires with it.
-    """
+    """401: the client must sign the user in again (consent, MFA, CAE). MSAL's "claims challenge" for middle
+    tiers: the client's MSAL reads ``claims`` (base64) from ``WWW-Authenticate`` and re-acquires with it."""
 
     def __init__(self, detail: str, *, claims: str | None, authorization_uri: str, client_id: str,
                  reason: str = "interaction_required", aadsts: list[int] | None = None) -> None:
+        code = "insufficient_claims" if claims else reason
         encoded = base64.b64encode(claims.encode()).decode() if claims else None
-        header = bearer_challenge(authorization_uri=authorization_uri, client_id=client_id,
-                                  error="insufficient_claims" if claims else reason,
+        header = bearer_challenge(authorization_uri=authorization_uri, client_id=client_id, error=code,
                                   error_description=detail, claims=encoded)
         extra: dict[str, Any] = {"reason": reason}
         if claims:
             extra["claims"] = claims
         if aadsts:
             extra["aadsts"] = aadsts
-        super().__init__(detail, 401, "Unauthorized", "insufficient_claims" if claims else reason,
-                         {"WWW-Authenticate": header}, extra)
+        super().__init__(detail, 401, "Unauthorized", code, {"WWW-Authenticate": header}, extra)
 
 
 class AccessDenied(ApiError):
@@ -206,9 +176,8 @@ class AccessDenied(ApiError):
 
 
 class TenantNotProvisioned(ApiError):
-    """403: in multi-tenant mode, a downstream API the function needs is not provisioned (or is
-    disabled) in the caller's tenant: that tenant's administrator must add or consent to it. The
-    caller's tenant's state, not this app's configuration, so never a 500."""
+    """403: (multi-tenant) a downstream API the function needs is not provisioned or disabled in the caller's
+    tenant, whose administrator must add it: that tenant's state, not this app's configuration, so never a 500."""
 
     def __init__(self, tenant: str, resource: str, aadsts: list[int]) -> None:
         what = f"The downstream API {resource}" if resource else "A downstream API this function needs"
