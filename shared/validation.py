@@ -1,12 +1,11 @@
 """Validate the caller's access token and decide whether it may call this function.
 
-Order matters: structure first (three base64url segments of JSON objects, no duplicate
-members, no ``crit``/``b64`` extensions we don't implement), then the signature (pyjwt, RS256
-only, key by ``kid`` from the tenant's JWKS — ``jku``/``x5u``/``jwk``/``x5c`` headers are never
-followed), then lifetime, audience (a single string), issuer, tenant and token version, and
-only then, in ``authorization.py``, what the function requires (``scp`` or ``roles``). Every
-failure here is an ``InvalidToken`` (401 ``invalid_token``), typed by the check that refused the
-token (``shared/errors.py`` lists them); hostile input cannot raise anything else.
+Order matters: structure first (three canonical base64url segments of JSON objects, no duplicate members,
+no ``crit``/``b64`` extensions we don't implement), then the signature (pyjwt, RS256 only, key by ``kid``
+from the tenant's JWKS — ``jku``/``x5u``/``jwk``/``x5c`` headers are never followed), then lifetime,
+audience (a single string), issuer, tenant and token version, and only then, in ``authorization.py``, what
+the function requires (``scp`` or ``roles``). Every failure here is an ``InvalidToken`` (401
+``invalid_token``) typed by the check that refused the token; hostile input cannot raise anything else.
 """
 from __future__ import annotations
 
@@ -47,10 +46,6 @@ class Caller:
     is_app: bool
     claims: dict[str, Any]
     token_hash: str = field(default="", compare=False)  # SHA-256 of the token: cache partition key
-
-    @property
-    def uti(self) -> str:
-        return str(self.claims.get("uti", ""))
 
 
 class _DuplicateMember(ValueError):
@@ -100,14 +95,13 @@ def _segment(part: str) -> dict[str, Any]:
 
 
 def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The JOSE header and the (unverified) payload, after checking the compact serialization is
-    exactly what we accept: three canonical base64url segments, JSON objects without duplicate
-    members, NumericDate claims that are numbers."""
+    """The JOSE header and the (unverified) payload of a compact serialization that is exactly what we
+    accept (the module's docstring), with NumericDate claims that are numbers."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise MalformedToken("The token is malformed.")
     header = _segment(parts[0])
-    payload = _segment(parts[1])  # the payload must be a JSON object without duplicate claims
+    payload = _segment(parts[1])
     _base64url(parts[2])
     if "crit" in header or "b64" in header:
         raise MalformedToken("The token uses header extensions this API does not accept.")
@@ -117,11 +111,6 @@ def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
                                 or not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE):
             raise MalformedToken(f"The token's {name} claim is not a number.", claim=name)
     return header, payload
-
-
-def _structure(token: str) -> dict[str, Any]:
-    """The JOSE header of a token whose structure passes ``_parts``."""
-    return _parts(token)[0]
 
 
 def _issuers(keys: SigningKeys, tid: str, iss: str) -> tuple[str, str | None]:
@@ -225,13 +214,11 @@ class _Validated:
 
 
 class TokenValidator:
-    """``validate`` with a memo of tokens already proven good.
+    """``validate`` with a memo of tokens already proven good, keyed by SHA-256 of the token; bounded.
 
-    A token is the same bytes on every call a client makes with it, and validation is a pure
-    function of those bytes, the tenant's keys and the clock. So a repeat is answered from the
-    memo after re-checking the two things that can change: the time window (with skew) and that
-    the signing key is still published. Keyed by SHA-256 of the token; bounded; entries leave at
-    the token's expiry. Failures are never memoized.
+    Validation is a pure function of the token's bytes, the tenant's keys and the clock, so a repeat
+    is answered from the memo after re-checking what can change: the time window (with skew) and that
+    the signing key is still published. Entries leave at the token's expiry; failures are never memoized.
     """
 
     def __init__(self, keys: SigningKeys, settings: AzureAdSettings, *, max_entries: int = 10_000,
@@ -255,7 +242,7 @@ class TokenValidator:
         caller = validate(token, self.keys, self.settings)
         caller = Caller(**{**caller.__dict__, "token_hash": digest})
         nbf = caller.claims.get("nbf", caller.claims["iat"])  # a number: _parts refuses any other NumericDate
-        entry = _Validated(caller, str(_structure(token).get("kid")), float(nbf), float(caller.claims["exp"]))
+        entry = _Validated(caller, str(_parts(token)[0].get("kid")), float(nbf), float(caller.claims["exp"]))
         with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
             self._memo[digest] = entry
             while len(self._memo) > self._max_entries:
@@ -266,11 +253,10 @@ class TokenValidator:
 def _is_app_only(claims: dict[str, Any]) -> bool:
     """App-only (client credentials) or delegated, as Entra documents it, for v1 and v2 tokens alike.
 
-    ``idtyp`` is an optional claim ("the most accurate way", present only if the API's registration
-    requests it): ``app`` for app-only tokens, ``user`` for delegated ones with ``include_user_token``.
-    Without it, a token is app-only when ``oid`` equals ``sub`` (a user's ``sub`` is pairwise, never
-    its ``oid``). ``scp`` is "only included for user tokens", so a token that says app-only and
-    carries ``scp``, or says ``user`` and carries none, contradicts itself and is refused.
+    ``idtyp``, when the registration requests it ("the most accurate way"): ``app``, or ``user`` (with
+    ``include_user_token``).
+    Without it, app-only is ``oid`` == ``sub`` (a user's ``sub`` is pairwise, never its ``oid``). ``scp``
+    is "only included for user tokens": app-only with ``scp``, or ``user`` without, is refused.
     """
     has_scp = "scp" in claims
     if "idtyp" in claims:
@@ -301,12 +287,9 @@ def _scopes(scp: str) -> frozenset[str]:
 
 
 def _caller(claims: dict[str, Any], tid: str) -> Caller:
-    scp = claims.get("scp")
-    roles = claims.get("roles")
-    scopes = _scopes(scp) if isinstance(scp, str) else frozenset()
-    role_set = frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset()
-    oid = claims.get("oid")
-    client = claims.get("azp") or claims.get("appid") or ""
-    is_app = _is_app_only(claims)
-    return Caller(oid=oid if isinstance(oid, str) else "", tid=tid, client_id=str(client), scopes=scopes,
-                  roles=role_set, is_app=is_app, claims=claims)
+    scp, roles, oid = claims.get("scp"), claims.get("roles"), claims.get("oid")
+    return Caller(oid=oid if isinstance(oid, str) else "", tid=tid,
+                  client_id=str(claims.get("azp") or claims.get("appid") or ""),
+                  scopes=_scopes(scp) if isinstance(scp, str) else frozenset(),
+                  roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
+                  is_app=_is_app_only(claims), claims=claims)
