@@ -1,21 +1,15 @@
 """A local Azure Functions host for Python v1-model apps, standing in for `func start`.
 
-It reads what `func start` reads — ``host.json`` (routePrefix), every ``*/function.json``
-(route, methods, authLevel, scriptFile, entryPoint) and ``local.settings.json`` (``Values``
-into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.CORS``,
-``Host.CORSCredentials``) — builds real ``azure.functions.HttpRequest`` objects and runs
-sync functions in a thread pool, as the Python worker does. At start-up it refuses what the real
-host refuses (reserved or conflicting routes, invalid names, bindings, authLevel, route templates:
-``devstack/host/routes.py``; host.json: ``read_host_json``), with the host's messages.
+It reads what `func start` reads (``host.json``, every ``*/function.json``, ``local.settings.json``:
+``Values`` into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.CORS``,
+``Host.CORSCredentials``) and runs sync functions in a thread pool, as the Python worker does. At
+start-up it refuses what the real host refuses, with its messages (``routes.py``, ``read_host_json``).
+A function gets the request as Kestrel and the host's ``ToRpcHttp`` hand it to the worker
+(tests/unit/test_funchost_requests.py, tests/integration/test_funchost_conformance.py).
 
-A function gets the request as Kestrel and the host's ``ToRpcHttp`` hand it to the Python worker
-(tests/unit/test_funchost_requests.py, tests/integration/test_funchost_conformance.py): repeated
-headers and query values joined with ',', query names ignoring case, the path decoded except %2F, the
-body only with a Content-Length, an ``azure.functions.http.HttpRequest`` with a bytes body.
-
-Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them
-locally) so that ``authLevel: function`` can be tested, and ``Values`` override variables
-already in the environment, so a generated settings file fully describes a run.
+Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them locally)
+so that ``authLevel: function`` can be tested, and ``Values`` override the environment, so a
+generated settings file fully describes a run.
 """
 from __future__ import annotations
 
@@ -46,6 +40,7 @@ log = logging.getLogger("funchost")
 MAX_BODY = 100 * 1024 * 1024  # the Functions host's request size limit
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 @dataclass
@@ -98,10 +93,9 @@ class HostConfigurationError(Exception):
 
 
 def read_host_json(app_dir: Path) -> dict[str, Any]:
-    """host.json as the host checks it (azure-functions-host HostJsonFileConfigurationSource.LoadHostConfig
-    and InitializeHostConfig), with its messages. Stricter than the host on purpose: a missing
-    host.json is refused (`func start` needs one; the host would write a default), and JSON is read
-    strictly (Newtonsoft also takes comments and trailing commas)."""
+    """host.json as HostJsonFileConfigurationSource.LoadHostConfig/InitializeHostConfig check it. Stricter
+    on purpose: a missing host.json is refused (`func start` needs one; the host would write a default),
+    and JSON is read strictly (Newtonsoft also takes comments and trailing commas)."""
     path = app_dir / "host.json"
     try:
         host = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -130,10 +124,8 @@ def read_host_json(app_dir: Path) -> dict[str, Any]:
 
 
 def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
-    """Load the HTTP functions as the host does at start-up (devstack/host/routes.py): a function the host
-    would refuse is logged "in error" and not served, the others are; a route template ASP.NET
-    cannot build raises RouteCreationError and a host.json the host refuses HostConfigurationError
-    (the host does not start)."""
+    """The HTTP functions as the host loads them: one it refuses is logged "in error" and not served;
+    RouteCreationError or HostConfigurationError stop the host's start."""
     host = read_host_json(app_dir)
     prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api") or ""
     if str(app_dir) not in sys.path:
@@ -191,7 +183,8 @@ class FunctionsHost:
         self.functions = functions
         self.settings = settings
         self.keys = keys
-        count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or min(32, (os.cpu_count() or 1) + 4)
+        default = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's own default
+        count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or default
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
         self.telemetry = telemetry or WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
 
@@ -210,90 +203,77 @@ class FunctionsHost:
         return any(secrets.compare_digest(presented.encode(), k.encode()) for k in allowed)
 
     def _cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
-        if not origin or not self.settings.cors:
+        allowed, credentials = self.settings.cors, self.settings.cors_credentials
+        if not origin or (origin not in allowed and "*" not in allowed):
             return []
-        if "*" in self.settings.cors and not self.settings.cors_credentials:
-            out = [(b"access-control-allow-origin", b"*")]
-        elif origin in self.settings.cors or "*" in self.settings.cors:
-            out = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
-        else:
-            return []
-        if self.settings.cors_credentials:
-            out.append((b"access-control-allow-credentials", b"true"))
-        return out
+        if "*" in allowed and not credentials:
+            return [(b"access-control-allow-origin", b"*")]
+        return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")] + \
+            ([(b"access-control-allow-credentials", b"true")] if credentials else [])
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        status, headers, body = await self._handle(scope, receive)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: dict[str, Any], receive: Receive) -> Response:
         path = kestrel_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
         if path is None:  # %00: Kestrel refuses the request line
-            await _respond(send, 400, [], b"")
-            return
+            return 400, [], b""
         method = scope["method"]
         headers = header_values(scope["headers"])
         hosts = headers.get("host", [])
         if len(hosts) > 1 or (not hosts and scope.get("http_version") == "1.1") or \
                 (hosts and not host_header_valid(hosts[0])):
-            await _respond(send, 400, [], b"")  # Kestrel: Multiple/Missing/InvalidHostHeader
-            return
+            return 400, [], b""  # Kestrel: Multiple/Missing/InvalidHostHeader
         qs = scope.get("query_string", b"").decode("latin-1")
         query = query_values(qs)
         origin = headers.get("origin")
         cors = self._cors_headers(origin[0] if origin else None)
         if method == "GET" and path.lower() in ("/admin/host/status", "/admin/host/status/"):
             if not self._authorized("admin", headers, query):  # the host: admin level (master key)
-                await _respond(send, 401, [], b"")
-                return
-            await _respond(send, 200, [(b"content-type", b"application/json")], b'{"state":"Running"}')
-            return
+                return 401, [], b""
+            return 200, [(b"content-type", b"application/json")], b'{"state":"Running"}'
         if method == "OPTIONS" and "access-control-request-method" in headers and cors:
             allow = [(b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
                      (b"access-control-allow-headers",
                       joined(headers.get("access-control-request-headers", ["authorization"])).encode("latin-1")),
                      (b"access-control-max-age", b"600")]
-            await _respond(send, 204, cors + allow, b"")
-            return
+            return 204, cors + allow, b""
         for fn in self.functions:
             values = fn.matcher.match(path) if method in fn.methods else None
             if values is not None:
                 break
         else:  # no route, or a route whose methods exclude this one: HttpMethodRouteConstraint fails, 404
-            await _respond(send, 404, cors, b"")
-            return
+            return 404, cors, b""
         if not self._authorized(fn.auth_level, headers, query):
-            await _respond(send, 401, cors, b"")  # UnauthorizedResult: no body
-            return
+            return 401, cors, b""  # UnauthorizedResult: no body
         # ToRpcHttp reads the body only when Content-Length > 0 (a chunked body reaches no function);
         # Kestrel's MaxRequestBodySize refuses it when that read starts.
         declared = joined(headers.get("content-length", [""]))
-        body = b""
         if declared and not declared.isdigit():
-            await _respond(send, 400, cors, b"")
-            return
+            return 400, cors, b""
         if declared and int(declared) > self.max_body:
-            await _respond(send, 413, cors, b"")
-            return
-        if declared and int(declared) > 0:
-            read = await _read_body(receive, self.max_body)
-            if read is None:
-                await _respond(send, 413, cors, b"")
-                return
-            body = read
+            return 413, cors, b""
+        body = await _read_body(receive, self.max_body) if declared and int(declared) > 0 else b""
+        if body is None:
+            return 413, cors, b""
         host = joined(headers.get("host", ["localhost"]))
         url = f"http://{host}{uri_component(path)}" + (f"?{qs}" if qs else "")
-        request = WorkerHttpRequest(method, url, headers={k: joined(v) for k, v in headers.items()},
-                                    params={k: joined(v) for k, v in query.items() if joined(v)},
-                                    route_params=values, body_type="bytes", body=body)
-        status, out_headers, out_body = await self._invoke(
-            fn, request, invocation_trace_context({k: joined(v) for k, v in headers.items()}))
-        await _respond(send, status, out_headers + cors, out_body)
+        flat = {k: joined(v) for k, v in headers.items()}
+        params = {k: joined(v) for k, v in query.items() if joined(v)}
+        request = WorkerHttpRequest(method, url, headers=flat, params=params, route_params=values, body_type="bytes",
+                                    body=body)
+        status, out_headers, out_body = await self._invoke(fn, request, invocation_trace_context(flat))
+        return status, out_headers + cors, out_body
 
-    async def _invoke(self, fn: Function, request: func.HttpRequest,
-                      trace_context: TraceContext) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _invoke(self, fn: Function, request: func.HttpRequest, trace_context: TraceContext) -> Response:
         args: dict[str, Any] = {"req": request}
-        context = Context(fn.name, fn.directory, trace_context)
         if fn.wants_context:
-            args["context"] = context
+            args["context"] = Context(fn.name, fn.directory, trace_context)
         try:
             if fn.is_async:
                 result = await self.telemetry.run_async(trace_context, lambda: fn.entry(**args))
@@ -373,9 +353,7 @@ def host_header_valid(text: str) -> bool:
     return not rest or (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit())
 
 
-def _hex(b: int) -> int:
-    c = chr(b)
-    return int(c, 16) if c in "0123456789abcdefABCDEF" else -1
+_HEX2 = re.compile(rb"[0-9A-Fa-f]{2}")
 
 
 def kestrel_path(raw: bytes) -> str | None:
@@ -385,19 +363,13 @@ def kestrel_path(raw: bytes) -> str | None:
     dot segments are removed after decoding. None for %00 ("The path contains null characters.")."""
     out, i, n = bytearray(), 0, len(raw)
 
-    def escape(at: int) -> int:  # UnescapePercentEncoding: the byte, or -1 (also for %2F)
-        if at + 2 >= n:
+    def escape(at: int) -> int:  # UnescapePercentEncoding at a '%': the byte, or -1 (also for %2F)
+        digits = raw[at + 1:at + 3]
+        if raw[at:at + 1] != b"%" or not _HEX2.fullmatch(digits) or digits.lower() == b"2f":
             return -1
-        hi, lo = _hex(raw[at + 1]), _hex(raw[at + 2])
-        if hi < 0 or lo < 0 or (hi, lo) == (2, 15):
-            return -1
-        return hi * 16 + lo
+        return int(digits, 16)
 
     while i < n:
-        if raw[i] != 0x25:
-            out.append(raw[i])
-            i += 1
-            continue
         first = escape(i)
         if first < 0:
             out.append(raw[i])
@@ -405,26 +377,20 @@ def kestrel_path(raw: bytes) -> str | None:
             continue
         if first == 0:
             return None
-        if first <= 0x7F:
-            out.append(first)
-            i += 3
-            continue
-        count = 2 if first & 0xE0 == 0xC0 else 3 if first & 0xF0 == 0xE0 else 4 if first & 0xF8 == 0xF0 else 0
+        count = (1 if first <= 0x7F else 2 if first & 0xE0 == 0xC0 else 3 if first & 0xF0 == 0xE0
+                 else 4 if first & 0xF8 == 0xF0 else 0)  # the UTF-8 sequence's length from its first byte
         start, i, seq = i, i + 3, [first]
-        while count and len(seq) < count:
-            nxt = escape(i) if i < n and raw[i] == 0x25 else -1
+        while len(seq) < count:
+            nxt = escape(i)
             if nxt < 0 or nxt & 0xC0 != 0x80:
                 break
             seq.append(nxt)
             i += 3
         try:
-            text = bytes(seq).decode("utf-8") if count and len(seq) == count else None
+            valid = len(seq) == count and bool(bytes(seq).decode("utf-8"))
         except UnicodeDecodeError:  # overlong, surrogate or beyond U+10FFFF
-            text = None
-        if text is None:
-            out += raw[start:i]  # what was read stays escaped; reading goes on after it
-        else:
-            out += text.encode("utf-8")
+            valid = False
+        out += bytes(seq) if valid else raw[start:i]  # what was read stays escaped; reading goes on after it
     return _remove_dot_segments(out.decode("utf-8", "replace"))
 
 
@@ -474,12 +440,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": headers + [(b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "information": logging.INFO, "warning": logging.WARNING,
