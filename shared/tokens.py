@@ -1,10 +1,8 @@
 """Tokens for downstream APIs (MIW's ``ITokenAcquisition``): on behalf of the caller, or as the app.
 
-One ``msal.ConfidentialClientApplication`` per process (per tenant when multi-tenant), built on
-first use and reused, with the one ``TokenCache`` (``shared/token_cache``) behind it: this module
-opens a partition and asks it to serve, lock and commit; it never steps through the cache's
-layers. Entra's answers are mapped to the app's error types here, so the rest of the app never
-sees an MSAL dict. ``clock`` is monotonic (credential backoff); the cache keeps the wall clock.
+One ``msal.ConfidentialClientApplication`` per process (per tenant when multi-tenant), built on first use,
+over the one ``TokenCache``, whose partitions this module opens, locks and commits (never its layers).
+Entra's answers become the app's error types here: the rest of the app never sees an MSAL dict.
 """
 from __future__ import annotations
 
@@ -33,9 +31,8 @@ from .token_cache import PartitionHandle, TokenCache, partition_key
 from .validation import Caller
 
 log = logging.getLogger("middletier.tokens")
-# A tenant whose directory lacks a downstream API fails every request of its users the same way:
-# one WARNING per (tenant, codes) per interval, never a line per request (any allowed tenant could
-# flood the logs and alerts). Bounded: at most TENANT_NOTICE_MAX tenants are remembered.
+# A tenant lacking a downstream API fails every request of its users alike: one WARNING per (tenant, codes)
+# per interval, never one per request (any allowed tenant could flood the logs). At most TENANT_NOTICE_MAX kept.
 TENANT_NOTICE_SECONDS = 600.0
 TENANT_NOTICE_MAX = 1024
 _tenant_notices: dict[tuple[str, tuple[int, ...]], float] = {}
@@ -68,17 +65,15 @@ class Tokens:
         self._last_reload = float("-inf")
         self._failed: tuple[float, ApiError] | None = None
         self._failure_backoff = failure_backoff
-        self._clock = clock
+        self._clock = clock  # monotonic (credential backoff); the cache keeps the wall clock
         self._lock = threading.Lock()
-        # Failure isolation between callers: Entra's 429/5xx remembered per caller (not per scope, as
-        # MSAL does), an app-wide breaker for outages, and a bound on concurrent calls to Entra.
+        # Entra's 429/5xx remembered per caller (not per scope, as MSAL does), a breaker, a bound on calls.
         self.throttle = throttle or EntraThrottle()
         self.gate = AcquisitionGate(max_concurrent, queue_seconds)
 
     # --- the credential and the MSAL app ----------------------------------------------------------
     def _ensure_credential(self) -> MsalCredential:
-        """Load once, single-flight (callers hold the lock). A failure is remembered for a few
-        seconds so a Key Vault outage costs one attempt per backoff, not one per request."""
+        """Load once, single-flight (callers hold the lock); a failure is remembered for the backoff."""
         if self._credential is not None:
             return self._credential
         if self._failed is not None and self._clock() - self._failed[0] < self._failure_backoff:
@@ -108,14 +103,11 @@ class Tokens:
             return self._apps[tenant], self._generation
 
     def _reload_credential(self, seen_generation: int) -> None:
-        """Entra refused the credential of ``seen_generation``: it may have rotated. Reload it, once,
-        and not again within the failure backoff — a credential Entra keeps refusing costs one Key
-        Vault read per backoff, not one per request."""
+        """Entra refused the credential of ``seen_generation``: it may have rotated. Reload it once, and
+        not again within the failure backoff (a refused credential costs one Key Vault read per backoff)."""
         with self._lock:
-            if self._generation != seen_generation:
-                return  # another request already reloaded it
-            if self._clock() - self._last_reload < self._failure_backoff:
-                return
+            if self._generation != seen_generation or self._clock() - self._last_reload < self._failure_backoff:
+                return  # another request already reloaded it, or one did lately
             self._last_reload = self._clock()
             self._credential = None
             self._apps.clear()
@@ -123,14 +115,13 @@ class Tokens:
 
     def _with_credential(self, tenant: str, ask: Callable[[msal.ConfidentialClientApplication], Reply], *,
                          loud: bool = False) -> Reply:
-        """``ask`` Entra through the tenant's app; if Entra refuses the app's own credential (it may
-        have rotated), reload it once and ask again: the one place that does. ``loud``: log each
-        refusal at ERROR (a user's request; the app's own token shows only as the Key Vault read)."""
+        """``ask`` Entra through the tenant's app, and once more after a reload if it refused the app's own
+        credential. ``loud``: log that at ERROR (a user's request; for the app's token, the reload shows)."""
         app, generation = self._app(tenant)
         reply = ask(app)
         if _is_invalid_client(reply.result):
             if loud:
-                    log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
+                log.error("Entra refused the app's client credential (AADSTS%s); reloading it once",
                           reply.result.get("error_codes"))
             self._reload_credential(generation)
             reply = ask(self._app(tenant)[0])
@@ -143,11 +134,8 @@ class Tokens:
     # --- acquisition --------------------------------------------------------------------------
     def for_user(self, assertion: str, caller: Caller, scopes: tuple[str, ...],
                  claims_challenge: str | None = None) -> str:
-        """An access token for ``scopes`` on behalf of the caller; ApiError on any failure.
-
-        Silent first from the caller's partition (L1, else L2); OBO on a miss, by one request per
-        partition in this process and, with an L2, by one instance at a time.
-        """
+        """An access token for ``scopes`` on behalf of the caller; ApiError on any failure. Silent first from
+        the caller's partition; OBO on a miss, by one request per partition (with an L2, per app)."""
         exp = caller.claims.get("exp")
         entry = self.cache.open(caller.token_hash or partition_key(assertion),
                                 expires_at=float(exp) if isinstance(exp, (int, float)) else None)
@@ -164,10 +152,8 @@ class Tokens:
                     return token
             telemetry.count("cache.misses")
             with self._exclusive(entry, across_instances=True):  # one instance calls Entra; others reload
-                if claims_challenge is None:  # another request may have filled it while we waited
-                    token = self._silent(tenant, scopes, entry)
-                    if token is not None:
-                        return token
+                if claims_challenge is None and (token := self._silent(tenant, scopes, entry)) is not None:
+                    return token  # another request filled it while we waited
                 reply = self._obo(assertion, caller, tenant, scopes, claims_challenge, loud=True)
                 token = self._token_or_raise(reply.result, tenant, scopes, status=reply.status,
                                              retry_after=reply.retry_after)
@@ -175,10 +161,8 @@ class Tokens:
             return token
 
     def for_app(self, scopes: tuple[str, ...], tenant: str | None = None, claims_challenge: str | None = None) -> str:
-        """A token for the app itself (client credentials, ``<resource>/.default``), from a partition
-        of its own that no user request can reach (its key is not the hash of any caller token).
-        ``claims_challenge``: a resource's CAE challenge to an app token (the app declares ``cp1`` for
-        client credentials too); MSAL then skips its cache and asks Entra with those claims."""
+        """A token for the app itself (client credentials), from a partition no caller token's hash names.
+        ``claims_challenge``: a resource's CAE challenge (``cp1`` covers app tokens too): MSAL skips its cache."""
         tid = self._tenant(tenant)
         entry = self.cache.open(partition_key(f"app-only:{self.settings.client_id}:{tid}"),
                                 lifetime=self.session_lifetime, follows_token=False)
@@ -195,9 +179,8 @@ class Tokens:
         return token
 
     def start_session(self, assertion: str, caller: Caller, scopes: tuple[str, ...]) -> str:
-        """Long-running work (MIW's ``InitiateLongRunningProcessInWebApi``): OBO now, and return a
-        session key under which a background job can keep getting tokens from the refresh token
-        after the caller's assertion has expired. The key is a secret: keep it like one."""
+        """Long-running work (MIW's ``InitiateLongRunningProcessInWebApi``): OBO now; the session key returned
+        gets tokens from the refresh token after the assertion expired. The key is a secret: keep it so."""
         session_key = secrets.token_urlsafe(32)
         entry = self.cache.open(partition_key("session:" + session_key), lifetime=self.session_lifetime,
                                 follows_token=False, new=True)
@@ -254,10 +237,8 @@ class Tokens:
     def _exclusive(self, entry: PartitionHandle, *, across_instances: bool = False) -> Iterator[None]:
         """The partition's lock, waited for no longer than one Entra call (and the request's budget):
         a request stuck behind another's slow acquisition answers 503, it does not hold its thread."""
-        wait = self.settings.timeout_seconds
         remaining = self._session.remaining()
-        if remaining is not None:
-            wait = min(wait, remaining)
+        wait = self.settings.timeout_seconds if remaining is None else min(self.settings.timeout_seconds, remaining)
         with entry.exclusive(wait, across_instances=across_instances) as held:
             if not held:
                 raise UpstreamError("entra", "Another request of this caller is still waiting for the identity "
@@ -265,10 +246,8 @@ class Tokens:
             yield
 
     def _throttled(self, key: str, call: Callable[[], Any]) -> Reply:
-        """One call to Entra for the caller ``key``: refused while that caller (or the app, when the
-        breaker is open) was told to wait; run in a bounded slot; a 429/5xx answer remembered for
-        ``key`` with the failing call's own Retry-After. The call's status and Retry-After are read
-        here, once, and travel with its answer."""
+        """One call to Entra for the caller ``key``: refused while that caller (or, breaker open, the app) must
+        wait; run in a bounded slot; a 429/5xx remembered for ``key`` with the call's own Retry-After."""
         self.throttle.check(key)
         with self.gate.slot():
             try:
@@ -302,8 +281,7 @@ class Tokens:
 
     def _token_or_raise(self, result: dict[str, Any], tenant: str | None = None, scopes: tuple[str, ...] = (), *,
                         status: int | None = None, retry_after: int | None = None) -> str:
-        """The token, or the ApiError for Entra's answer. ``tenant``: the tenant whose authority answered;
-        ``status``, ``retry_after``: the HTTP status and Retry-After of the call that answered."""
+        """The token, or the ApiError for the answer of ``tenant``'s authority (and its HTTP status, Retry-After)."""
         if "access_token" in result:
             return str(result["access_token"])
         error = str(result.get("error", ""))
@@ -342,8 +320,7 @@ def _failed(status: int | None) -> bool:
 
 
 def _tenant_not_provisioned(tenant: str, scopes: tuple[str, ...], codes: list[int]) -> TenantNotProvisioned:
-    """The caller's tenant lacks the resource (multi-tenant mode): 403, and a WARNING at most once per
-    tenant and codes per ``TENANT_NOTICE_SECONDS``; later ones at DEBUG."""
+    """The caller's tenant lacks the resource (multi-tenant mode): 403, and a WARNING (later ones: DEBUG)."""
     resource = scopes[0].rpartition("/")[0] if scopes and "/" in scopes[0] else ""
     now, key = time.monotonic(), (tenant.lower(), tuple(codes))
     with _tenant_notices_lock:
