@@ -1,11 +1,10 @@
 """Typed settings from the environment, named as Microsoft.Identity.Web names them.
 
-Functions app settings use ``__`` for nesting (``AzureAd__ClientId``), and arrays are ``__0``, ``__1``...
-(``AzureAd__ClientCredentials__0__SourceType``). Each setting is declared once, as a field of its
-section's options class (like MIW's options bound to a configuration section): ``option(key, default,
-reader, bounds)``; its type is the field's. Settings are read and validated once per process; a bad one
-raises ``ConfigurationError`` naming the key and never the value, because values are often secrets.
-The README's settings table is tested against the declaration (``tests/unit/test_config.py``).
+Functions app settings nest with ``__`` (``AzureAd__ClientId``); arrays are ``__0``, ``__1``... Each setting
+is declared once, as a field of its section's options class (like MIW's options bound to a section):
+``option(key, default, reader, bounds)``, typed by the field. Read and validated once per process; a bad one
+raises ``ConfigurationError`` naming the key and never the value, because values are often secrets. The
+README's settings table documents each one (``tests/unit/test_config.py`` holds it equal to the declaration).
 """
 from __future__ import annotations
 
@@ -20,9 +19,7 @@ from urllib.parse import quote, urlsplit
 from .errors import ConfigurationError
 
 GENERIC_TENANTS = ("common", "organizations")
-# The in-process cache's bounds. The bytes are memory really held per caller token (shared/memory.py:
-# ~11 KB partition + ~8 KB validator memo for an Entra-sized token), so 256 MiB lets the entry count
-# bind: 10,000 callers hold about 190 MB.
+# The in-process cache's bounds; its bytes are memory really held per caller token (shared/memory.py, README).
 L1_MAX_ENTRIES = 10_000
 L1_MAX_BYTES = 256 * 1024 * 1024
 # requests' advice for a connect timeout: a little over a multiple of 3 s, TCP's SYN retransmission interval.
@@ -70,18 +67,15 @@ def _key(section: Any, name: str) -> str:
 
 # --- readers: (env, key, **limits) -> value, None when the setting is unset --------------------------
 def _get(env: Mapping[str, str], key: str) -> str | None:
-    value = env.get(key)
-    if value is None or not value.strip():
-        return None
-    _refuse_reference(key, value)
-    return value.strip()
+    if (value := _raw(env, key)) is not None:
+        _refuse_reference(key, value)
+    return value
 
 
 def _refuse_reference(key: str, value: str) -> None:
     if value.strip().lower().startswith("@microsoft.keyvault("):
-        # App Service replaces a Key Vault reference by the secret's value at start-up; when it
-        # can't (no secret, no access for the app's identity, vault firewall), it leaves the
-        # reference text in place. Using that text as the value would fail far from the cause.
+        # App Service leaves a Key Vault reference's text in place when it can't resolve it (no secret, no
+        # access, vault firewall): used as the value, it would fail far from the cause.
         raise ConfigurationError(key, "is an unresolved Key Vault reference: check that the secret exists and "
                                       "that the app's managed identity may read it (Key Vault Secrets User)")
 
@@ -197,24 +191,22 @@ class CredentialDescription:
 
 @dataclass(frozen=True, kw_only=True)
 class AzureAdSettings:
-    instance: str = option("AzureAd__Instance", "https://login.microsoftonline.com/", _https, slash=True)  # no tenant
-    tenant_id: str = option("AzureAd__TenantId", read=_guid, generic=GENERIC_TENANTS)  # multi-tenant: generic
+    instance: str = option("AzureAd__Instance", "https://login.microsoftonline.com/", _https, slash=True)
+    tenant_id: str = option("AzureAd__TenantId", read=_guid, generic=GENERIC_TENANTS)
     client_id: str = option("AzureAd__ClientId", read=_guid)
     audience: tuple[str, ...] = option("AzureAd__Audience", ())
     audiences: tuple[str, ...] = option("AzureAd__Audiences", ())  # once checked: the client id + both
-    scopes: tuple[str, ...] = option("AzureAd__Scopes", ())  # accepted delegated scopes (scp)
-    app_permissions: tuple[str, ...] = option("AzureAd__AppPermissions", ())  # accepted app roles (roles)
-    allow_acl: bool = option("AzureAd__AllowWebApiToBeAuthorizedByACL", False)  # no scp/roles: listed clients
+    scopes: tuple[str, ...] = option("AzureAd__Scopes", ())
+    app_permissions: tuple[str, ...] = option("AzureAd__AppPermissions", ())
+    allow_acl: bool = option("AzureAd__AllowWebApiToBeAuthorizedByACL", False)
     allowed_client_applications: tuple[str, ...] = option("AzureAd__AllowedClientApplications", ())
-    # set "2.0" when the registration says accessTokenAcceptedVersion 2
     token_versions: tuple[str, ...] = option("AzureAd__AccessTokenVersions", ("1.0", "2.0"), choices=("1.0", "2.0"))
     allowed_tenants: tuple[str, ...] = option("AzureAd__AllowedTenants", ())
     credentials: tuple[CredentialDescription, ...] = option("AzureAd__ClientCredentials", (), _credentials)
-    client_secret: str | None = option("AzureAd__ClientSecret", None)  # MIW's shorthand: one more credential
+    client_secret: str | None = option("AzureAd__ClientSecret", None)
     send_x5c: bool = option("AzureAd__SendX5C", False)
     user_assigned_managed_identity_client_id: str | None = option("AzureAd__UserAssignedManagedIdentityClientId", None)
     disable_instance_discovery: bool = option("AzureAd__DisableInstanceDiscovery", False)
-    # MIW's ClientCapabilities: "cp1" tells Entra this app handles claims challenges (CAE tokens)
     client_capabilities: tuple[str, ...] = option("AzureAd__ClientCapabilities", ("cp1",), _capabilities)
     clock_skew_seconds: int = option("AzureAd__ClockSkewSeconds", 300, minimum=0, maximum=600)
     metadata_refresh_seconds: int = option("AzureAd__MetadataRefreshSeconds", 24 * 3600, minimum=60, maximum=7 * 86400)
@@ -252,8 +244,6 @@ class AzureAdSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class KeyVaultSettings:
-    # The SDK checks that the vault's host ends with the challenge resource's domain; only vaults
-    # outside *.vault.azure.net (sovereign, local) need this off.
     verify_challenge_resource: bool = option("KeyVault__VerifyChallengeResource", True)
     connect_timeout: float = option("KeyVault__ConnectTimeoutSeconds", CONNECT_TIMEOUT, maximum=60)
     read_timeout: float = option("KeyVault__TimeoutSeconds", 10.0, maximum=120)
@@ -264,7 +254,7 @@ class DownstreamApi:
     name: str
     base_url: str = option("DownstreamApis__<Name>__BaseUrl", read=_https)
     relative_path: str = option("DownstreamApis__<Name>__RelativePath", "")
-    scopes: tuple[str, ...] = option("DownstreamApis__<Name>__Scopes", ())  # required; delegated: what OBO asks
+    scopes: tuple[str, ...] = option("DownstreamApis__<Name>__Scopes", ())  # required: see checked
     connect_timeout: float = option("DownstreamApis__<Name>__ConnectTimeoutSeconds", CONNECT_TIMEOUT, maximum=60)
     read_timeout: float = option("DownstreamApis__<Name>__TimeoutSeconds", 10.0, maximum=120)
 
@@ -292,25 +282,22 @@ class TokenCacheSettings:
     l1_max_entries: int = option("TokenCache__L1MaxEntries", L1_MAX_ENTRIES, minimum=1, maximum=10_000_000)
     l1_max_bytes: int = option("TokenCache__L1MaxBytes", L1_MAX_BYTES, minimum=64 * 1024, maximum=16 * 1024 ** 3)
     l2: str = option("TokenCache__L2", "none", _choice, choices=("none", "redis", "blob"))
-    # The L2's connection and key, read unchecked: see ``checked``.
     redis_url: str | None = option("TokenCache__RedisConnectionString", None, _raw)
     blob_connection_string: str | None = option("TokenCache__BlobConnectionString", None, _raw)
-    functions_storage: str | None = option("AzureWebJobsStorage", None, _raw)  # the blob L2's default
+    functions_storage: str | None = option("AzureWebJobsStorage", None, _raw)
     blob_container: str = option("TokenCache__BlobContainer", "msal-token-cache")
-    encryption_key: str | None = option("TokenCache__EncryptionKey", None, _raw)  # base64, 32 bytes (AES-256-GCM)
-    # Why the L2 is off although configured (the key is missing, unresolved or malformed): the
-    # app then serves from L1 alone and never writes a token outside the process unencrypted.
-    l2_disabled_reason: str | None = None
+    encryption_key: str | None = option("TokenCache__EncryptionKey", None, _raw)
+    l2_disabled_reason: str | None = None  # why the L2 is off although configured: see checked
     l2_timeout_seconds: float = option("TokenCache__L2TimeoutSeconds", 0.5, maximum=30)
-    # how long the breaker stays open before probing L2 again
     l2_retry_seconds: float = option("TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600)
     lock_milliseconds: int = option("TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)
     session_lifetime_seconds: int = option("TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
                                            maximum=90 * 86400)
 
     def checked(self) -> TokenCacheSettings:
-        """The L2's connection and key count only with an L2. An unresolved Key Vault reference in them,
-        or a missing or malformed key, costs the shared cache, not the app: it serves from L1."""
+        """The L2's connection and key (read unchecked) count only with an L2. An unresolved Key Vault reference
+        in them, or a missing or malformed key, costs the shared cache, not the app: it serves from L1 alone
+        and never writes a token outside the process unencrypted."""
         name = {"redis": "redis_url", "blob": "blob_connection_string"}.get(self.l2)
         l2: dict[str, Any] = dict(redis_url=None, blob_connection_string=None, encryption_key=None)
         try:
@@ -346,12 +333,11 @@ class TokenCacheSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TelemetrySettings:
-    """Telemetry on: the Python worker's OpenTelemetry (platform settings) or our own opt-in. Read by
-    ``telemetry`` itself on first use."""
+    """Telemetry on: the Python worker's OpenTelemetry or our own opt-in; read by ``telemetry`` on first use."""
 
-    worker: str | None = option("PYTHON_ENABLE_OPENTELEMETRY", None, _raw)  # the worker for Python 3.11
-    library_worker: str | None = option("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", None, _raw)  # the newer one
-    mode: str | None = option("MiddleTier__Telemetry", None, _raw)  # otel: the process's own OpenTelemetry setup
+    worker: str | None = option("PYTHON_ENABLE_OPENTELEMETRY", None, _raw)
+    library_worker: str | None = option("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", None, _raw)
+    mode: str | None = option("MiddleTier__Telemetry", None, _raw)
     connection_string: str | None = option("APPLICATIONINSIGHTS_CONNECTION_STRING", None, _raw)
 
     @property
@@ -370,13 +356,11 @@ class Settings:
     request_budget_seconds: float = option("MiddleTier__RequestBudgetSeconds", 25.0, maximum=230)
     credential_failure_backoff_seconds: float = option("MiddleTier__CredentialFailureBackoffSeconds", 5.0,
                                                        minimum=0, maximum=600)
-    # Token acquisitions calling Entra at once (0: half the worker's thread pool, at least 2), and how
-    # long a request waits for a free one before a fast 503 + Retry-After.
     max_concurrent_token_acquisitions: int = option("MiddleTier__MaxConcurrentTokenAcquisitions", 0,
                                                     minimum=1, maximum=1000)
     token_acquisition_queue_seconds: float = option("MiddleTier__TokenAcquisitionQueueSeconds", 0.25,
                                                     minimum=0, maximum=30)
-    thread_pool_size: int = option("PYTHON_THREADPOOL_THREAD_COUNT", 0, _pool_size)  # the worker's; 0: its default
+    thread_pool_size: int = option("PYTHON_THREADPOOL_THREAD_COUNT", 0, _pool_size)
     token_cache: TokenCacheSettings = section(TokenCacheSettings)
     telemetry: TelemetrySettings = section(TelemetrySettings)
 
@@ -392,8 +376,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def redis_url_from(value: str) -> str:
-    """Accept a redis:// / rediss:// URL or Azure's StackExchange form
-    ``host:6380,password=...,ssl=True,abortConnect=False``."""
+    """A redis:// / rediss:// URL, from one or from Azure's ``host:6380,password=...,ssl=True,abortConnect=False``."""
     if "://" in value:
         return value
     host, *parts = [p.strip() for p in value.split(",") if p.strip()]
