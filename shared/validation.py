@@ -66,9 +66,8 @@ _MAX_NUMERIC_DATE = 2 ** 53
 
 
 def _base64url(part: str) -> bytes:
-    """RFC 7515 §2 base64url: URL-safe alphabet only, no padding, no non-zero trailing bits — so
-    one token has exactly one spelling (``<token>==`` or ``+``/``/`` variants are refused, never a
-    second cache partition for the same signature)."""
+    """RFC 7515 §2 base64url: URL-safe alphabet only, no padding, no non-zero trailing bits — so one token has
+    one spelling (``<token>==`` or ``+``/``/`` variants are refused, never a second cache partition)."""
     if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
         raise MalformedToken("The token is malformed.")
     raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
@@ -95,13 +94,11 @@ def _segment(part: str) -> dict[str, Any]:
 
 
 def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The JOSE header and the (unverified) payload of a compact serialization that is exactly what we
-    accept (the module's docstring), with NumericDate claims that are numbers."""
+    """The JOSE header and unverified payload of a token exactly as we accept it (the module's docstring)."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise MalformedToken("The token is malformed.")
-    header = _segment(parts[0])
-    payload = _segment(parts[1])
+    header, payload = _segment(parts[0]), _segment(parts[1])
     _base64url(parts[2])
     if "crit" in header or "b64" in header:
         raise MalformedToken("The token uses header extensions this API does not accept.")
@@ -114,9 +111,8 @@ def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _issuers(keys: SigningKeys, tid: str, iss: str) -> tuple[str, str | None]:
-    """The v2 and v1 issuers for tenant ``tid``, from the authority's own metadata (never a
-    hard-coded cloud). The v1 document is read only for a token that isn't from the v2 issuer and
-    only when the API accepts v1 tokens (v1 is None otherwise): v2 tokens never depend on it."""
+    """The v2 and v1 issuers for tenant ``tid`` from the authority's metadata (never a hard-coded cloud). The v1
+    document is read only for a token not from the v2 issuer, and only if v1 is accepted (else None)."""
     v2 = keys.metadata.issuer.replace("{tenantid}", tid)
     template = keys.v1_issuer() if iss != v2 else None
     return v2, template.replace("{tenantid}", tid) if template else None
@@ -126,10 +122,9 @@ _KID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Entra's kids: base64url of the cer
 
 
 def _could_be_valid(kid: str, claims: dict[str, Any], settings: AzureAdSettings) -> bool:
-    """Could this token be one of ours, judged before its signature? Only then may its unknown
-    ``kid`` refetch the tenant's keys (signing_keys.py): a well-formed ``kid``, our tenant (or an
-    allowed one), an issuer naming that tenant, one of our audiences, within its lifetime. A request
-    that fails any of these is refused whatever the keys, so it must not spend the refetch."""
+    """Could this token be ours, judged before its signature? Only then may its unknown ``kid`` refetch the
+    tenant's keys (signing_keys.py): a well-formed ``kid``, our (or an allowed) tenant, an issuer naming it,
+    our audience, within its lifetime. Failing any of these is refused whatever the keys: no refetch."""
     if not _KID.fullmatch(kid):
         return False
     tid, iss, aud = claims.get("tid"), claims.get("iss"), claims.get("aud")
@@ -277,9 +272,8 @@ def _is_app_only(claims: dict[str, Any]) -> bool:
 
 
 def _scopes(scp: str) -> frozenset[str]:
-    """``scp`` is a list of scope names separated by ASCII spaces (RFC 6749 §3.3), nothing else: a
-    name holding any other whitespace or a control character is not one Entra issues, so the token
-    is refused rather than split on it (``str.split()`` would split on U+00A0, U+2003, ...)."""
+    """``scp`` is scope names separated by ASCII spaces (RFC 6749 §3.3): a name with other whitespace or a control
+    character is not one Entra issues, so it is refused, not split (``str.split()`` splits on U+00A0, ...)."""
     names = [name for name in scp.split(" ") if name]
     if any(ch.isspace() or unicodedata.category(ch).startswith("C") for name in names for ch in name):
         raise MalformedToken("The token's scp claim is malformed.")
