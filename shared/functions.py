@@ -59,8 +59,7 @@ def problem_response(err: ApiError, trace_id: str) -> func.HttpResponse:
 
 
 def run(req: func.HttpRequest, handler: Handler, where: str = "function") -> func.HttpResponse:
-    """The one place errors become HTTP. The correlation id ties the answer to its log lines.
-    ``where`` names the function and its route template for the log: never the request's URL."""
+    """The one place errors become HTTP. The correlation id ties the answer to its log lines."""
     with logctx.tracing(logctx.trace_id_from(req.headers)) as trace_id:
         response = _run(req, handler, trace_id, where)
     response.headers.update(SECURITY_HEADERS)
@@ -69,8 +68,8 @@ def run(req: func.HttpRequest, handler: Handler, where: str = "function") -> fun
 
 
 def _run(req: func.HttpRequest, handler: Handler, trace_id: str, where: str) -> func.HttpResponse:
-    # Logged: the function and its route template, never the request's URL (percent-decoded, with the
-    # caller's Host header: request text could forge lines). The logger's filter escapes the rest.
+    # Logged: ``where``, the function and its route template, never the request's URL (percent-decoded, with
+    # the caller's Host header: request text could forge lines). The logger's filter escapes the rest.
     method = req.method if _METHOD.fullmatch(req.method or "") else "?"
     try:
         return handler(app_context(), req, trace_id)
