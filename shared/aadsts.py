@@ -99,10 +99,7 @@ def classify(error: str, codes: Iterable[int]) -> Kind | None:
     because no caller can fix them. None means unknown: the caller treats it as an upstream refusal.
     """
     kinds = {KINDS[c] for c in codes if c in KINDS}
-    for kind in _PRECEDENCE:
-        if kind in kinds:
-            return kind
-    return _BY_ERROR.get(error)
+    return next((kind for kind in _PRECEDENCE if kind in kinds), _BY_ERROR.get(error))
 
 
 # CONFIGURATION codes that describe one tenant's directory rather than this app: the resource's

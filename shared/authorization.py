@@ -5,14 +5,12 @@ in one small value: accepted delegated scopes, accepted app permissions (roles),
 of caller (a user, an app, or either). ``None`` takes the default from settings
 (``AzureAd__Scopes``, ``AzureAd__AppPermissions``).
 
-A token with neither ``scp`` nor ``roles`` is refused, unless the app opts into ACL mode
-(``AzureAd__AllowWebApiToBeAuthorizedByACL``) — and then only for the client applications it
-lists (``AzureAd__AllowedClientApplications``, matched against ``azp``/``appid``). ACL mode lifts
-that global rule and nothing else, as in Microsoft.Identity.Web (where it only skips the "scp or
-roles" check of ``OnTokenValidated``; ``RequiredScope``/``RequiredScopeOrAppPermission`` still
-apply): it never satisfies a scope or role a function declares. A function that wants such callers
-declares no scope and no role explicitly (``Requirement(scopes=(), app_permissions=(), callers="app")``);
-a requirement that resolves to nothing through empty settings refuses every caller.
+A token with neither ``scp`` nor ``roles`` is refused, unless ACL mode (``AzureAd__AllowWebApiToBeAuthorizedByACL``)
+lists its client (``AzureAd__AllowedClientApplications``, matched against ``azp``/``appid``). ACL mode lifts
+that rule and nothing else, as in Microsoft.Identity.Web (it skips only ``OnTokenValidated``'s "scp or roles"
+check): it never satisfies a scope or role a function declares. A function for such callers declares none
+explicitly (``Requirement(scopes=(), app_permissions=(), callers="app")``); a requirement that resolves to
+nothing through empty settings refuses every caller.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """The one per-process app context: settings, HTTP session, signing keys, MSAL, built on first use.
 
-A cold start pays for it once; a warm instance reuses it. A configuration error is kept for
-``CONFIGURATION_RETRY_SECONDS`` so a misconfigured instance logs it once per interval, not once per
-request, and then reads the settings again. A shared token cache whose key is missing or an
-unresolved Key Vault reference is switched off with an operator error, never run unencrypted.
+A cold start pays for it once; a warm instance reuses it. A shared token cache whose key is missing
+or an unresolved Key Vault reference is switched off with an operator error, never run unencrypted.
 """
 from __future__ import annotations
 
@@ -25,9 +23,8 @@ from .tokens import Tokens
 from .validation import TokenValidator
 
 log = logging.getLogger("middletier")
-# azure-core logs every request and response at INFO — the Azure Monitor exporter's own included, which
-# the worker's log exporter would then export again: too much for Application Insights. Set on import,
-# because the worker configures its exporter before it loads the functions.
+# azure-core logs each request and response at INFO, the Azure Monitor exporter's own included (each then
+# exported again). Set on import: the worker configures its exporter before it loads the functions.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 logging.getLogger("azure.identity").setLevel(logging.WARNING)
 
@@ -82,8 +79,6 @@ def build_token_cache(tc: TokenCacheSettings) -> TokenCache:
     return TokenCache(l1, Breaker(backend, open_seconds=tc.l2_retry_seconds), sealer, lock_ms=tc.lock_milliseconds)
 
 
-# A configuration error is answered from memory for this long, then the settings are read again:
-# a burst of requests logs it once, and a process whose environment is fixed recovers by itself.
 CONFIGURATION_RETRY_SECONDS = 30.0
 _lock = threading.Lock()
 _context: AppContext | None = None
@@ -91,6 +86,8 @@ _failure: tuple[float, ConfigurationError] | None = None
 
 
 def app_context(clock: Callable[[], float] = time.monotonic) -> AppContext:
+    """The process's context, built on first use; a configuration error is re-raised from memory for
+    ``CONFIGURATION_RETRY_SECONDS`` (logged once per burst), then the settings are read again."""
     global _context, _failure
     if _context is not None:
         return _context

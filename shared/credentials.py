@@ -11,15 +11,15 @@ and are tried in order; the first that loads wins:
 - ``SignedAssertionFromManagedIdentity``: no secret at all; the managed identity's token for
   ``api://AzureADTokenExchange`` is the client assertion (a federated identity credential)
 
-Key Vault is reached with unmodified ``azure-identity`` ``ManagedIdentityCredential`` and
-``azure-keyvault-secrets`` ``SecretClient``. Loaded material stays in memory; errors name the
-setting and the vault object, never a value.
+Key Vault is reached with unmodified ``azure-identity`` ``ManagedIdentityCredential`` and ``azure-keyvault-secrets``
+``SecretClient``. Loaded material stays in memory; errors name the setting and the vault object, never a value.
 """
 from __future__ import annotations
 
 import base64
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable, Union
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
@@ -38,12 +38,9 @@ UNSUPPORTED_HERE = {"StoreWithThumbprint", "StoreWithDistinguishedName"}
 
 
 def certificate_credential(data: bytes, password: str | None, key: str, *, send_x5c: bool = False) -> dict[str, Any]:
-    """PFX or PEM bytes -> MSAL's credential dict.
-
-    MSAL 1.39 picks the assertion's shape from the dict: a SHA-1 ``thumbprint`` gives RS256 + ``x5t``;
-    a ``public_certificate`` gives PS256 + ``x5t#S256`` and sends the chain (``x5c``, for
-    subject-name/issuer authentication).
-    """
+    """PFX or PEM bytes -> MSAL's credential dict, whose shape picks the assertion's (MSAL 1.39): a SHA-1
+    ``thumbprint`` gives RS256 + ``x5t``; a ``public_certificate`` gives PS256 + ``x5t#S256`` and sends the
+    chain (``x5c``, for subject-name/issuer authentication)."""
     pw = password.encode() if password else None
     try:
         if data.lstrip().startswith(b"-----"):
@@ -75,16 +72,13 @@ class CredentialLoader:
         self._identities: dict[str | None, Any] = {}
         self._vaults: dict[tuple[str, str | None], Any] = {}
 
-    # --- SDK clients, created once -------------------------------------------------------------------
     def _identity(self, client_id: str | None) -> Any:
         from azure.identity import ManagedIdentityCredential
         with self._lock:
             if client_id not in self._identities:
-                kwargs: dict[str, Any] = dict(connection_timeout=self.keyvault.connect_timeout,
-                                              read_timeout=self.keyvault.read_timeout, retry_total=1)
-                if client_id:
-                    kwargs["client_id"] = client_id
-                self._identities[client_id] = ManagedIdentityCredential(**kwargs)
+                self._identities[client_id] = ManagedIdentityCredential(
+                    client_id=client_id or None, connection_timeout=self.keyvault.connect_timeout,
+                    read_timeout=self.keyvault.read_timeout, retry_total=1)
             return self._identities[client_id]
 
     def _vault(self, url: str, client_id: str | None) -> Any:
@@ -129,7 +123,6 @@ class CredentialLoader:
         log.error("client credential from Key Vault failed: %s", message)
         return UpstreamError("keyvault", "The app's credential could not be loaded from Key Vault.", 503)
 
-    # --- sources ------------------------------------------------------------------------------------
     def load_one(self, desc: CredentialDescription) -> MsalCredential:
         source = desc.source_type
         key = f"{desc.key}__SourceType"
@@ -137,29 +130,28 @@ class CredentialLoader:
             return desc.require("ClientSecret")
         if source == "KeyVaultSecret":
             return str(self._read_secret(desc, "KeyVaultSecretName").value)
-        if source == "KeyVault":
-            secret = self._read_secret(desc, "KeyVaultCertificateName")
-            data = secret.value.encode() if secret.properties.content_type == "application/x-pem-file" \
-                else _b64(secret.value, f"{desc.key}__KeyVaultCertificateName")
-            return certificate_credential(data, None, f"{desc.key}__KeyVaultCertificateName", send_x5c=self.send_x5c)
-        if source == "Path":
-            path = desc.require("CertificateDiskPath")
-            try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                raise ConfigurationError(f"{desc.key}__CertificateDiskPath", "names a file that cannot be read") from None
-            return certificate_credential(data, desc.get("CertificatePassword"), f"{desc.key}__CertificateDiskPath",
-                                          send_x5c=self.send_x5c)
-        if source == "Base64Encoded":
-            data = _b64(desc.require("Base64EncodedValue"), f"{desc.key}__Base64EncodedValue")
-            return certificate_credential(data, desc.get("CertificatePassword"), f"{desc.key}__Base64EncodedValue",
-                                          send_x5c=self.send_x5c)
         if source == "SignedAssertionFromManagedIdentity":
             return {"client_assertion": self._federated_assertion(desc)}
-        if source in UNSUPPORTED_HERE:
+        if source == "KeyVault":
+            setting = f"{desc.key}__KeyVaultCertificateName"
+            secret = self._read_secret(desc, "KeyVaultCertificateName")
+            data = secret.value.encode() if secret.properties.content_type == "application/x-pem-file" \
+                else _b64(secret.value, setting)
+        elif source == "Path":
+            setting = f"{desc.key}__CertificateDiskPath"
+            try:
+                data = Path(desc.require("CertificateDiskPath")).read_bytes()
+            except OSError:
+                raise ConfigurationError(setting, "names a file that cannot be read") from None
+        elif source == "Base64Encoded":
+            setting = f"{desc.key}__Base64EncodedValue"
+            data = _b64(desc.require("Base64EncodedValue"), setting)
+        elif source in UNSUPPORTED_HERE:
             raise ConfigurationError(key, "names a Windows certificate store, which Linux Functions do not have")
-        raise ConfigurationError(key, "is not a supported credential source")
+        else:
+            raise ConfigurationError(key, "is not a supported credential source")
+        password = None if source == "KeyVault" else desc.get("CertificatePassword")  # a vault's PFX has none
+        return certificate_credential(data, password, setting, send_x5c=self.send_x5c)
 
     def _federated_assertion(self, desc: CredentialDescription) -> Callable[[], str]:
         identity = self._identity(desc.get("ManagedIdentityClientId") or self.user_assigned_client_id)

@@ -45,10 +45,8 @@ def printable(text: str) -> str:
         return text
     out = []
     for ch in text:
-        if ch == " " or (ch.isprintable() and ch not in "\u2028\u2029"):
-            out.append(ch)
-        elif unicodedata.category(ch) == "Zs":
-            out.append(ch)  # a non-breaking or wide space: harmless, shown as is
+        if (ch.isprintable() and ch not in "\u2028\u2029") or unicodedata.category(ch) == "Zs":
+            out.append(ch)  # Zs: a non-breaking or wide space, harmless, shown as is
         else:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
@@ -62,8 +60,7 @@ def _printable_arg(value: object) -> object:
 
 
 class TraceFilter(logging.Filter):
-    """Prefixes each record with the request's correlation id, and escapes what a record carries
-    (its message and string arguments), so one log call is one line whatever the request held."""
+    """Prefixes each record with the request's correlation id and escapes its message and arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_traced", False):
@@ -74,8 +71,7 @@ class TraceFilter(logging.Filter):
             record.args = tuple(_printable_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _printable_arg(v) for k, v in record.args.items()}
-        trace = _trace.get()
-        if trace:
+        if trace := _trace.get():
             record.msg = f"[trace={trace}] {record.msg}"
         record._traced = True  # type: ignore[attr-defined]
         return True
@@ -84,8 +80,7 @@ class TraceFilter(logging.Filter):
 def install() -> None:
     """Attach the filter to ``middletier`` and every ``middletier.*`` logger (a logger's filters do
     not run for records of its children, so each needs its own)."""
-    names = ["middletier"] + [n for n in logging.root.manager.loggerDict if n.startswith("middletier.")]
-    for name in names:
+    for name in ["middletier"] + [n for n in logging.root.manager.loggerDict if n.startswith("middletier.")]:
         logger = logging.getLogger(name)
         if not any(isinstance(f, TraceFilter) for f in logger.filters):
             logger.addFilter(TraceFilter())

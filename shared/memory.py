@@ -1,15 +1,11 @@
 """What a cached entry really holds in memory, for the caches' byte budgets.
 
-A JSON length undercounts Python objects by ~1.4× for an MSAL partition: every dict, str and
-number carries a header, every dict a hash table, and the allocator rounds each block up.
-``held_bytes`` sums ``sys.getsizeof`` (rounded to the allocator's blocks) over the containers
-and strings of a JSON-like value (an MSAL cache partition's data, a token's claims); the
-constants below add what an entry holds besides that value, measured with tracemalloc on
-CPython 3.11 (bench/cache_memory.py --default-caps and tests/security/test_memory_bounds.py
-re-measure them). A string is counted once per value; one referenced from everywhere (MSAL's
-literal field names) is not counted, since dropping the entry frees none of it. Cost: ~20 µs
-for an OBO partition, paid when a partition is saved or a token first validated, never on a
-cache hit.
+A JSON length undercounts an MSAL partition's Python objects by ~1.4× (object headers, dict hash
+tables, allocator rounding). ``held_bytes`` sums ``sys.getsizeof``, rounded to the allocator's blocks,
+over a JSON-like value (a partition's data, a token's claims); the constants below add what an entry
+holds besides, measured with tracemalloc on CPython 3.11 (bench/cache_memory.py --default-caps and
+tests/security/test_memory_bounds.py re-measure them). Cost: ~20 µs for an OBO partition, paid when a
+partition is saved or a token first validated, never on a cache hit.
 """
 from __future__ import annotations
 
@@ -68,11 +64,10 @@ def held_bytes(value: Any) -> int:
     return leaf(value)
 
 
-# TokenCache__L1MaxBytes bounds everything held per caller token: the L1 partitions and the
-# validator's memo of proven tokens share it, in about the ratio of their entries' sizes.
-VALIDATOR_SHARE = 0.4
+VALIDATOR_SHARE = 0.4  # about the ratio of a validator memo entry's size to an L1 partition's
 
 
 def validator_memo_bytes(l1_max_bytes: int) -> int:
-    """The validator memo's share of the per-token byte budget; the L1 partitions get the rest."""
+    """The validator memo's share of ``TokenCache__L1MaxBytes``, the budget for everything held per caller
+    token; the L1 partitions get the rest."""
     return int(l1_max_bytes * VALIDATOR_SHARE)

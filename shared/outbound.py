@@ -60,10 +60,9 @@ class OutboundSession(requests.Session):
         return response
 
     def throttled_for(self) -> int | None:
-        """The ``Retry-After`` of this thread's last call, if that call failed with 429/5xx: the failing
-        call's own answer, not a process-wide memory fed by every upstream (Graph's 3600 s for one user
-        must never become Entra's answer to another). Replays of a remembered throttle for one caller
-        are ``acquisition``'s business (``shared/throttle.py``)."""
+        """The ``Retry-After`` of this thread's last call, if it failed with 429/5xx: never another upstream's
+        (Graph's 3600 s for one user must not become Entra's answer to another); per-caller memory is
+        ``shared/throttle.py``'s."""
         return getattr(self._last, "retry_after", None)
 
     def remaining(self) -> float | None:

@@ -79,12 +79,11 @@ class SigningKeys:
                     raise UpstreamError("entra", "The v1 OpenID metadata is unavailable.", 503, int(self._v1_retry))
                 try:
                     doc = self._get_json(self.v1_metadata_url, "v1 OpenID metadata")
+                    if not isinstance(doc.get("issuer"), str):
+                        raise UpstreamError("entra", "The v1 OpenID metadata lacks issuer.", 502)
                 except UpstreamError:
                     self._v1_failed_at = self._clock()
                     raise
-                if not isinstance(doc.get("issuer"), str):
-                    self._v1_failed_at = self._clock()
-                    raise UpstreamError("entra", "The v1 OpenID metadata lacks issuer.", 502)
                 self._v1_issuer = doc["issuer"]
         return self._v1_issuer
 

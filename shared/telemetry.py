@@ -1,18 +1,16 @@
 """OpenTelemetry spans and counters for the request path, free when telemetry is off.
 
-One pipeline, the one Azure Functions sets up (its OpenTelemetry guidance): ``host.json`` has
-``"telemetryMode": "OpenTelemetry"`` so the host exports its request telemetry with OpenTelemetry,
-and the app setting ``PYTHON_ENABLE_OPENTELEMETRY=true`` (the worker for Python 3.11;
-``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY`` for the newer library worker) makes the Python worker
-call ``configure_azure_monitor()`` once and run each invocation inside the host's trace context.
-This module never configures an exporter itself: it takes the worker's tracer and meter, so the
-app's spans are children of the host's request and logs are sent once.
+One pipeline, the one Azure Functions sets up (its OpenTelemetry guidance): ``host.json``'s
+``"telemetryMode": "OpenTelemetry"`` makes the host export its requests with OpenTelemetry, and
+``PYTHON_ENABLE_OPENTELEMETRY=true`` (Python 3.11's worker; ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``
+for the newer library worker) makes the worker call ``configure_azure_monitor()`` once and run each
+invocation in the host's trace context. This module never configures an exporter: it takes the worker's
+tracer and meter, so the app's spans are children of the host's request and logs are sent once.
 
-On when the worker's OpenTelemetry is on or ``MiddleTier__Telemetry=otel`` (an SDK set up by the
-process): ``shared.config.TelemetrySettings``. Off otherwise: ``span()`` returns a shared null
-context and OpenTelemetry is never imported. With a connection string but the worker's telemetry off, spans would have nowhere to go
-correlated, so it warns once instead of starting a second exporter. Attributes carry ids and
-outcomes, never a token.
+On when the worker's OpenTelemetry is on or ``MiddleTier__Telemetry=otel`` (an SDK set up by the process;
+``shared.config.TelemetrySettings``); off, ``span()`` returns a shared null context and OpenTelemetry is
+never imported. A connection string with the worker's telemetry off gets one warning (its spans would
+go uncorrelated), not a second exporter. Attributes carry ids and outcomes, never a token.
 """
 from __future__ import annotations
 

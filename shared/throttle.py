@@ -74,9 +74,7 @@ class EntraThrottle:
             self._recent.append((now, key, seconds))
             while self._recent and self._recent[0][0] < now - self.breaker_window:
                 self._recent.popleft()
-            held: dict[str, int] = {}
-            for _, k, s in self._recent:
-                held[k] = s
+            held = {k: s for _, k, s in self._recent}  # each caller's latest
             if len(held) >= self.breaker_callers and self._open_until <= now:
                 self._open_until = now + min(min(held.values()), self.breaker_max_seconds)
                 self._recent.clear()

@@ -56,15 +56,12 @@ class TokenCache:
         return PartitionHandle(self, part, follows_token)
 
     def partition(self, key: str, expires_at: float) -> Partition:
-        part = self.l1.get(key)
-        if part is not None:
+        if (part := self.l1.get(key)) is not None:
             return part
         with self._stripes[int(key[:8], 16) % len(self._stripes)]:
-            part = self.l1.get(key)
-            if part is not None:
+            if (part := self.l1.get(key)) is not None:
                 return part
-            loaded = self._load(key)
-            if loaded is not None:
+            if (loaded := self._load(key)) is not None:
                 data, stored_expiry = loaded
                 return self.l1.put(Partition(key, min(expires_at, stored_expiry), data, size=_size(data)))
             return self.l1.get_or_create(key, expires_at)
