@@ -276,11 +276,14 @@ class FunctionsHost:
             args["context"] = Context(fn.name, fn.directory, trace_context)
         try:
             if fn.is_async:
-                result = await self.telemetry.run_async(trace_context, lambda: fn.entry(**args))
+                with self.telemetry.attached(trace_context):
+                    result = await fn.entry(**args)
             else:
+                def call() -> Any:  # in a worker thread, in a copy of this context (as the worker does)
+                    with self.telemetry.attached(trace_context):
+                        return fn.entry(**args)
                 ctx = contextvars.copy_context()
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, lambda: ctx.run(self.telemetry.run, trace_context, lambda: fn.entry(**args)))
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, call)
         except Exception:
             log.exception("Executed 'Functions.%s' (Failed)", fn.name)
             return 500, [], b""

@@ -19,12 +19,13 @@ span id under the caller's ``traceparent`` (or a new trace), handed to the funct
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Iterator, Mapping
 
 log = logging.getLogger("funchost")
 SETTING = "PYTHON_ENABLE_OPENTELEMETRY"  # what the 4.x worker reads
@@ -51,7 +52,7 @@ def invocation_trace_context(headers: Mapping[str, str]) -> TraceContext:
 
 
 class WorkerTelemetry:
-    """Set up once per host process; ``run`` wraps each invocation."""
+    """Set up once per host process; ``attached`` wraps each invocation."""
 
     def __init__(self, env: Mapping[str, str] = os.environ):
         self.enabled = False
@@ -79,24 +80,15 @@ class WorkerTelemetry:
         log.info("Successfully configured Azure monitor distro.")
         self.enabled = True  # the worker's _azure_monitor_available
 
-    async def run_async(self, trace_context: TraceContext, function: Callable[[], Awaitable[Any]]) -> Any:
-        """Await an async function in the invocation's trace context (the event loop's task)."""
+    @contextlib.contextmanager
+    def attached(self, trace_context: TraceContext) -> Iterator[None]:
+        """The invocation's trace context, attached in the thread or task that runs the function."""
         if not self.enabled:
-            return await function()
+            yield
+            return
         carrier = {"traceparent": trace_context.trace_parent, "tracestate": trace_context.trace_state}
         token = self._context_api.attach(self._propagator.extract(carrier))
         try:
-            return await function()
-        finally:
-            self._context_api.detach(token)
-
-    def run(self, trace_context: TraceContext, function: Callable[[], Any]) -> Any:
-        """Run ``function`` in the invocation's trace context (in the calling thread)."""
-        if not self.enabled:
-            return function()
-        carrier = {"traceparent": trace_context.trace_parent, "tracestate": trace_context.trace_state}
-        token = self._context_api.attach(self._propagator.extract(carrier))
-        try:
-            return function()
+            yield
         finally:
             self._context_api.detach(token)
