@@ -144,14 +144,8 @@ def _parse_parameter(text: str) -> _Param:
     start, end = (2 if text.startswith("**") else 1 if text.startswith("*") else 0), len(text) - 1
     optional = text[end] == "?"
     end -= optional
-    i, name = start, ""
-    while i <= end:
-        if text[i] in ":=" and i != start:
-            name, i = text[start:i], i - 1
-            break
-        if i == end:
-            name = text[start:end + 1]
-        i += 1
+    stop = next((j for j in range(start + 1, end + 1) if text[j] in ":="), end + 1)  # the name's end
+    name, i = text[start:stop], stop - 1 if stop <= end else stop
     constraints, state, mark = [], "start", i
     while state != "end":  # ParseConstraints
         c = text[i] if i <= end else None
@@ -417,8 +411,8 @@ class Route:
         self.template = f"{prefix}/{route}" if prefix else route  # WebJobsRouteBuilder.BuildRouteTemplate
         try:
             self.segments = _parse_template(self.template)
-            self.checks = [(p.name, _constraint(p.name, c, self.template))
-                           for s in self.segments for p in s if isinstance(p, _Param) for c in p.constraints]
+            self._params = [p for s in self.segments for p in s if isinstance(p, _Param)]
+            self.checks = [(p.name, _constraint(p.name, c, self.template)) for p in self._params for c in p.constraints]
         except (_TemplateError, _ConstraintError) as e:
             # RouteBase wraps what TemplateParser (ArgumentException) or the resolver threw; FlattenException.
             inner = f"{e} (Parameter 'routeTemplate')." if isinstance(e, _TemplateError) else str(e)
@@ -454,10 +448,7 @@ class Route:
                 p = parts[0]
                 if len(parts) > 1 or isinstance(p, str) or not (p.catch_all or p.optional or p.default is not None):
                     return None
-        for s in self.segments:
-            for p in s:
-                if isinstance(p, _Param) and p.name not in values and p.default is not None:
-                    values[p.name] = p.default
+        values.update({p.name: p.default for p in self._params if p.name not in values and p.default is not None})
         if not all(check(values[name]) for name, check in self.checks if name in values):
             return None
         return values
