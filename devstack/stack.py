@@ -73,17 +73,14 @@ class Stack:
     def info(self) -> dict[str, Any]:
         tenant = self.directory.default
         instance = self.url("entra")
-        apps = {}
-        for app in tenant.apps:
-            apps[app.name] = {
-                "client_id": app.client_id, "display_name": app.display_name,
-                "identifier_uris": app.identifier_uris, "scopes": app.scopes, "app_roles": app.app_roles,
-                "public": app.public, "secrets": [s.value for s in app.secrets],
-                "certificates": [{"name": c, "pem": str(self.certificates[c].pem_path),
-                                  "pfx": str(self.certificates[c].pfx_path),
-                                  "thumbprint": self.certificates[c].sha1_hex}
-                                 for c in app.certificates],
-            }
+        apps = {app.name: {
+            "client_id": app.client_id, "display_name": app.display_name,
+            "identifier_uris": app.identifier_uris, "scopes": app.scopes, "app_roles": app.app_roles,
+            "public": app.public, "secrets": [s.value for s in app.secrets],
+            "certificates": [{"name": c, "pem": str(self.certificates[c].pem_path),
+                              "pfx": str(self.certificates[c].pfx_path), "thumbprint": self.certificates[c].sha1_hex}
+                             for c in app.certificates],
+        } for app in tenant.apps}
         return {
             "cloud": clouds.active().name,
             "tenant_id": tenant.id, "tenant_domain": tenant.domain,
@@ -106,7 +103,8 @@ class Stack:
             "managed_identities": {m.name: {"client_id": m.client_id, "principal_id": m.principal_id,
                                             "system_assigned": m.system_assigned} for m in tenant.managed_identities},
             "vault": {"name": self.keyvault.vault.name, "url": self.url("keyvault"),
-                      "secrets": sorted(self.keyvault.store.secrets), "certificates": sorted(self.keyvault.store.certificates)},
+                      "secrets": sorted(self.keyvault.store.secrets),
+                      "certificates": sorted(self.keyvault.store.certificates)},
             # Public names: where each emulator really listens, and the mapping to reach it by name.
             "names": {service: list(names) for service, names in self.names.items() if names},
             "loopback": {name: self.loopback_url(name) for name in self.sockets},
@@ -164,12 +162,10 @@ def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None 
     keyvault.url = f"https://{names['keyvault'][0]}" if "keyvault" in names \
         else f"https://{host}:{sockets['keyvault'].getsockname()[1]}"
     _seed_vault(keyvault, directory, certificates)
-    stack_ref: list[Stack] = []
-    admin = Admin(directory, issuer, graph, keyvault, stats, faults, state / "certs", lambda: stack_ref[0].info())
+    admin = Admin(directory, issuer, graph, keyvault, stats, faults, state / "certs", lambda: stack.info())
     orders = Orders(directory, issuer, stats, faults)
     stack = Stack(state, host, directory, tls, sockets, entra, graph, keyvault, identity, orders, admin, certificates,
-                  names)
-    stack_ref.append(stack)
+                  names)  # the lambda above reads it
     return stack
 
 
@@ -202,9 +198,7 @@ async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> Non
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(server.serve(sockets=[stack.sockets[name]]))
              for name, server in servers.items()]
-    while not all(s.started for s in servers.values()):
-        if any(t.done() for t in tasks):
-            break
+    while not all(s.started for s in servers.values()) and not any(t.done() for t in tasks):
         await asyncio.sleep(0.01)
     if all(s.started for s in servers.values()):
         info = stack.info()
