@@ -179,7 +179,6 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        import redis
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -188,7 +187,7 @@ class RedisServer:
             if b"Ready to accept connections" in line:
                 break
         drain(self.proc.stdout, self.folder / "redis.log")
-        redis.Redis.from_url(self.url).ping()
+        self.client().ping()
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -216,11 +215,8 @@ def start_azurite(folder: Path, account: str = AZURITE_ACCOUNT, key: str = AZURI
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "AZURITE_ACCOUNTS": f"{account}:{key}"})
     assert proc.stdout is not None
-    url = None
-    for line in proc.stdout:
-        if "successfully listens on" in line:
-            url = line.strip().rsplit(" ", 1)[-1].rstrip("/")
-            break
+    url = next((line.strip().rsplit(" ", 1)[-1].rstrip("/") for line in proc.stdout
+                if "successfully listens on" in line), None)
     if url is None:
         proc.kill()
         proc.wait()
