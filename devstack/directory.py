@@ -61,22 +61,13 @@ class App:
 
     def access_token_claim(self, name: str) -> dict[str, Any] | None:
         """The optional claim ``name`` this resource requests in its access tokens, or None."""
-        for claim in self.optional_claims.get("access_token", []):
-            if claim.get("name") == name:
-                return claim
-        return None
+        return next((c for c in self.optional_claims.get("access_token", []) if c.get("name") == name), None)
 
     def canonical_scope(self, name: str) -> str | None:
-        for s in self.scopes:
-            if s.lower() == name.lower():
-                return s
-        return None
+        return next((s for s in self.scopes if s.lower() == name.lower()), None)
 
     def secret_matches(self, value: str) -> Secret | None:
-        for s in self.secrets:
-            if hmac.compare_digest(s.value.encode(), value.encode()):
-                return s
-        return None
+        return next((s for s in self.secrets if hmac.compare_digest(s.value.encode(), value.encode())), None)
 
 
 @dataclass
@@ -224,21 +215,15 @@ class Tenant:
     def check_consent(self, client: App, requested: Requested) -> list[str]:
         """Return the scopes to put in the token, or raise AADSTS65001."""
         granted = self.consented_scopes(client, requested.resource)
-        if requested.default:
-            names = sorted(set(granted) | set(requested.scopes))
-        else:
-            names = requested.scopes
-        missing = [s for s in names if s not in granted]
-        if missing:
+        names = sorted(set(granted) | set(requested.scopes)) if requested.default else requested.scopes
+        if any(s not in granted for s in names):
             raise AadError(65001, {"client_id": client.client_id, "client_name": client.display_name},
                            suberror="consent_required")
         return names
 
     def mfa_policy_for(self, user: User, resource: App) -> str | None:
         """The id of the Conditional Access policy that wants MFA for this user and resource."""
-        if resource.name in user.mfa_required_for and self.policy_ids:
-            return self.policy_ids[0]
-        return None
+        return self.policy_ids[0] if resource.name in user.mfa_required_for and self.policy_ids else None
 
 
 @dataclass
@@ -265,15 +250,11 @@ class Directory:
 
 
 def _app(raw: dict[str, Any]) -> App:
-    raw = dict(raw)
-    secrets = [Secret(**s) for s in raw.pop("secrets", [])]
-    return App(secrets=secrets, **raw)
+    return App(**{**raw, "secrets": [Secret(**s) for s in raw.get("secrets", [])]})
 
 
 def _user(raw: dict[str, Any], domain: str) -> User:
-    raw = dict(raw)
-    raw.setdefault("upn", f"{raw['name']}@{domain}")
-    return User(**raw)
+    return User(**{"upn": f"{raw['name']}@{domain}", **raw})
 
 
 def load_directory(path: Path = DEFAULT_TENANT_FILE) -> Directory:

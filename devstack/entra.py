@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import secrets
 import urllib.parse
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,8 +27,7 @@ JSON_HEADERS = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache", "Ex
 # errors (an unknown tenant) are private and uncached, still cross-origin (recorded 90002 answer).
 DISCOVERY_HEADERS = {"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"}
 DISCOVERY_ERROR_HEADERS = {"Cache-Control": "private", "Access-Control-Allow-Origin": "*"}
-
-
+GENERIC_TENANTS = ("common", "organizations", "consumers")
 
 # What https://login.microsoftonline.com/common/discovery/instance?api-version=1.1 lists: one group of
 # aliases per cloud (recorded answers in azure-sdk-for-js's test recordings and MSAL.NET's
@@ -62,6 +61,7 @@ _DOCUMENT_COMMON: dict[str, Any] = {
     "msgraph_host": "graph.microsoft.com",
     "rbac_url": "https://pas.windows.net",
 }
+
 
 class EchoClientRequestId:
     """Entra returns the caller's ``client-request-id`` header when it asked with
@@ -102,7 +102,6 @@ class Entra:
         """Audiences Entra accepts in a client assertion: the token endpoint as the client named it."""
         return {f"{self.instance}/{seg}/oauth2/v2.0/token" for seg in (tenant.id, tenant.domain, segment)}
 
-    # --- helpers ----------------------------------------------------------------------
     def _error(self, err: AadError, request: Request, headers: dict[str, str] = JSON_HEADERS) -> JSON:
         return JSON(err.body(request.headers.get("client-request-id")),
                     status_code=err.http_status, headers=headers)
@@ -128,11 +127,9 @@ class Entra:
                                JSON_HEADERS | fault.retry_headers())
         return None
 
-    # --- metadata ---------------------------------------------------------------------
     def openid_configuration(self, segment: str, tenant: Tenant) -> dict[str, Any]:
-        generic = segment.lower() in ("common", "organizations", "consumers")
-        path = segment if generic else tenant.id
-        base = f"{self.instance}/{path}"
+        generic = segment.lower() in GENERIC_TENANTS
+        base = f"{self.instance}/{segment if generic else tenant.id}"
         issuer = f"{self.instance}/{{tenantid}}/v2.0" if generic else v2_issuer(self.instance, tenant.id)
         return {**_DOCUMENT_COMMON, **({"tenant_region_scope": None} if generic else {}),
             "token_endpoint": f"{base}/oauth2/v2.0/token",
@@ -155,7 +152,7 @@ class Entra:
     def openid_configuration_v1(self, segment: str, tenant: Tenant) -> dict[str, Any]:
         """The v1 document (``/{tenant}/.well-known/openid-configuration``): what middle tiers read
         the v1 issuer from — ``https://sts.windows.net/{tid}/`` in the public cloud."""
-        generic = segment.lower() in ("common", "organizations", "consumers")
+        generic = segment.lower() in GENERIC_TENANTS
         base = f"{self.instance}/{segment if generic else tenant.id}"
         return {**_DOCUMENT_COMMON,
             "token_endpoint": f"{base}/oauth2/token",
@@ -175,31 +172,29 @@ class Entra:
             "kerberos_endpoint": f"{base}/kerberos",
         }
 
-    async def discovery(self, request: Request) -> Response:
-        self.stats.count("entra.discovery")
-        if (r := await self._fault("discovery", request)) is not None:
-            return r
-        segment = request.path_params["tenant"]
-        try:
-            tenant = self.directory.tenant(segment)
-        except AadError as err:
-            return self._error(err, request, DISCOVERY_ERROR_HEADERS)
-        v1 = not request.url.path.endswith("/v2.0/.well-known/openid-configuration")
-        document = self.openid_configuration_v1(segment, tenant) if v1 else self.openid_configuration(segment, tenant)
-        return JSON(document, headers=DISCOVERY_HEADERS)
+    def _keys(self, segment: str, tenant: Tenant) -> dict[str, Any]:
+        return self.issuer.keys.jwks(self.instance, None if segment.lower() in GENERIC_TENANTS else tenant.id)
 
-    async def jwks(self, request: Request) -> Response:
-        self.stats.count("entra.jwks")
-        if (r := await self._fault("jwks", request)) is not None:
+    async def _metadata(self, endpoint: str, request: Request,
+                        document: Callable[[str, Tenant], dict[str, Any]]) -> Response:
+        """A discovery document or the keys: counted, faultable; an unknown tenant is a 90002."""
+        self.stats.count(f"entra.{endpoint}")
+        if (r := await self._fault(endpoint, request)) is not None:
             return r
         segment = request.path_params.get("tenant", "common")
         try:
             tenant = self.directory.tenant(segment)
         except AadError as err:
             return self._error(err, request, DISCOVERY_ERROR_HEADERS)
-        generic = segment.lower() in ("common", "organizations", "consumers")
-        return JSON(self.issuer.keys.jwks(self.instance, None if generic else tenant.id),
-                    headers=DISCOVERY_HEADERS)
+        return JSON(document(segment, tenant), headers=DISCOVERY_HEADERS)
+
+    async def discovery(self, request: Request) -> Response:
+        v2 = request.url.path.endswith("/v2.0/.well-known/openid-configuration")
+        return await self._metadata("discovery", request,
+                                    self.openid_configuration if v2 else self.openid_configuration_v1)
+
+    async def jwks(self, request: Request) -> Response:
+        return await self._metadata("jwks", request, self._keys)
 
     def instance_metadata(self) -> list[dict[str, Any]]:
         """Under a public cloud's name (``up --production-names``) the emulator is that cloud and lists
@@ -249,21 +244,15 @@ class Entra:
         return JSON(body, headers=DISCOVERY_HEADERS)
 
     async def user_realm(self, request: Request) -> Response:
-        upn = request.path_params["upn"]
-        domain = upn.rpartition("@")[2]
+        domain = request.path_params["upn"].rpartition("@")[2]
         return JSON({"ver": "1.0", "account_type": "Managed", "domain_name": domain,
                      "cloud_instance_name": "microsoftonline.com",
                      "cloud_audience_urn": "urn:federation:MicrosoftOnline"})
 
     # --- token and device code -------------------------------------------------------------
     def _spa_origins(self) -> set[str]:
-        origins = set()
-        for t in self.directory.tenants:
-            for app in t.apps:
-                for uri in app.spa_redirect_uris:
-                    parts = urllib.parse.urlsplit(uri)
-                    origins.add(f"{parts.scheme}://{parts.netloc}")
-        return origins
+        uris = (urllib.parse.urlsplit(u) for t in self.directory.tenants for a in t.apps for u in a.spa_redirect_uris)
+        return {f"{parts.scheme}://{parts.netloc}" for parts in uris}
 
     def _cors(self, request: Request) -> dict[str, str]:
         """Entra answers SPAs' cross-origin token requests for origins of registered SPA redirect URIs."""
@@ -362,6 +351,7 @@ class Entra:
             Route("/{tenant}/oauth2/v2.0/authorize", self.signin.authorize, methods=["GET", "POST"]),
             Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["POST"]),
         ])
+
 
 def _login_page(message: str, *, status: int = 200, code: str = "", username: str = "",
                 otp: bool = False) -> HTMLResponse:

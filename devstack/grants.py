@@ -58,7 +58,6 @@ def mfa_challenge(policy_id: str) -> str:
 
 @dataclass
 class DeviceCode:
-    device_code: str
     user_code: str
     tenant: Tenant
     client: App
@@ -67,7 +66,6 @@ class DeviceCode:
     expires_at: float
     user: User | None = None
     auth: AuthContext = field(default_factory=AuthContext)
-    redeemed: bool = False
 
     def needs_mfa(self, user: User) -> bool:
         if demands_mfa(self.claims):
@@ -99,6 +97,12 @@ class Outcome:
     body: dict[str, Any]
     client: App
     user: User | None = None
+
+
+def _drop_expired(codes: dict[str, Any]) -> None:
+    now = time.time()
+    for stale in [c for c, v in codes.items() if v.expires_at < now]:
+        del codes[stale]
 
 
 class Grants:
@@ -153,11 +157,10 @@ class Grants:
         if not assertion:
             raise AadError(900144, {"param": "assertion"})
         user, auth = self._user_assertion(tenant, client, assertion)
-        claims = parse_claims(form.get("claims"))
-        auth = AuthContext(mfa=auth.mfa, capabilities=capabilities(claims) or auth.capabilities, session=auth.session)
-        requested = self._requested(tenant, form)
-        body = self._issue_for_user(tenant, client, user, requested, auth, how, form)
-        return Outcome(body, client, user)
+        cc = capabilities(parse_claims(form.get("claims"))) or auth.capabilities
+        auth = AuthContext(mfa=auth.mfa, capabilities=cc, session=auth.session)
+        return Outcome(self._issue_for_user(tenant, client, user, self._requested(tenant, form), auth, how, form),
+                       client, user)
 
     def _refresh_token(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:
         data = self.issuer.open_refresh(form.get("refresh_token", ""))
@@ -169,8 +172,8 @@ class Grants:
         if user is None or not user.enabled:
             raise AadError(70008)
         auth = AuthContext(mfa=bool(data["m"]), capabilities=list(data.get("cc") or []), session=int(data.get("s", 0)))
-        requested = self._requested(tenant, form)
-        return Outcome(self._issue_for_user(tenant, client, user, requested, auth, how, form), client, user)
+        return Outcome(self._issue_for_user(tenant, client, user, self._requested(tenant, form), auth, how, form),
+                       client, user)
 
     def _password(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:
         user = tenant.user_by_login(form.get("username", ""))
@@ -181,9 +184,7 @@ class Grants:
         return Outcome(self._issue_for_user(tenant, client, user, requested, auth, how, form), client, user)
 
     def issue_code(self, code: AuthCode) -> str:
-        now = time.time()
-        for stale in [c for c, v in self.auth_codes.items() if v.expires_at < now]:
-            del self.auth_codes[stale]
+        _drop_expired(self.auth_codes)
         value = "1." + secrets.token_urlsafe(48)
         self.auth_codes[value] = code
         return value
@@ -212,14 +213,13 @@ class Grants:
     def _device_code(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:
         code = form.get("device_code", "")
         flow = self.device_codes.get(code)
-        if flow is None or flow.client is not client or flow.redeemed:
+        if flow is None or flow.client is not client:
             raise AadError(70019)
         if flow.expires_at < time.time():
             self.device_codes.pop(code, None)
             raise AadError(70019)
         if flow.user is None:
             raise AadError(70016)
-        flow.redeemed = True
         self.device_codes.pop(code, None)
         requested = flow.tenant.resolve_scopes(flow.scope)
         form = dict(form, scope=flow.scope)
@@ -282,11 +282,11 @@ class Grants:
         if not scope.strip():
             raise AadError(70011, {"scope": "(none)"})
         tenant.resolve_scopes(scope)  # unknown resource or scope fails now, as Entra does
-        self._expire_device_codes()
+        _drop_expired(self.device_codes)
         user_code = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(9))
         device_code = secrets.token_urlsafe(48)
         self.device_codes[device_code] = DeviceCode(
-            device_code, user_code, tenant, client, scope, parse_claims(form.get("claims")),
+            user_code, tenant, client, scope, parse_claims(form.get("claims")),
             time.time() + DEVICE_CODE_LIFETIME)
         return {
             "user_code": user_code, "device_code": device_code, "verification_uri": verification_uri,
@@ -294,11 +294,6 @@ class Grants:
             "message": f"To sign in, use a web browser to open the page {verification_uri} and enter "
                        f"the code {user_code} to authenticate.",
         }
-
-    def _expire_device_codes(self) -> None:
-        now = time.time()
-        for code in [c for c, f in self.device_codes.items() if f.expires_at < now]:
-            del self.device_codes[code]
 
     def pending_by_user_code(self, user_code: str) -> DeviceCode | None:
         code = user_code.strip().upper().replace("-", "")

@@ -62,6 +62,12 @@ def is_app_only(claims: dict[str, Any]) -> bool:
     return "scp" not in claims and isinstance(claims.get("oid"), str) and claims.get("oid") == claims.get("sub")
 
 
+def _audience(resource: App) -> str:
+    """v1 tokens name the resource's first App ID URI, v2 ones its client id."""
+    v1 = resource.access_token_version == 1
+    return resource.identifier_uris[0] if v1 and resource.identifier_uris else resource.client_id
+
+
 _serials = itertools.count(1)
 
 
@@ -132,8 +138,7 @@ class Issuer:
         v1 = resource.access_token_version == 1
         cae = resource.continuous_access_evaluation and declares_cp1(auth.capabilities)
         claims: dict[str, Any] = {
-            **self._head(tenant, v1, audience or (resource.identifier_uris[0] if v1 and resource.identifier_uris
-                                                  else resource.client_id),
+            **self._head(tenant, v1, audience or _audience(resource),
                          self._lifetime(cae) if lifetime is None else lifetime, auth.to_aio(next_serial())),
             "name": user.display_name,
             "oid": user.oid,
@@ -164,40 +169,33 @@ class Issuer:
             return self.lifetime
         return self.cae_lifetime if self.cae_lifetime is not None else random.randint(*CAE_LIFETIME)
 
-    def app_access_claims(self, tenant: Tenant, client: App, resource: App, roles: list[str],
-                          client_auth: str) -> dict[str, Any]:
+    def _app_only(self, tenant: Tenant, resource: App, aud: str, lifetime: int, oid: str, app_id: str, acr: str,
+                  *, roles: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+        """An app's or a managed identity's token: ``sub`` = ``oid``, no ``scp``."""
         v1 = resource.access_token_version == 1
         claims: dict[str, Any] = {
-            **self._head(tenant, v1, resource.identifier_uris[0] if v1 and resource.identifier_uris
-                         else resource.client_id, self.lifetime, AuthContext().to_aio()),
-            "oid": client.sp_oid, "sub": client.sp_oid,
-            "rh": "0." + b64url(os.urandom(24)),
-            "tid": tenant.id,
-            "uti": b64url(os.urandom(16)),
-            "ver": "1.0" if v1 else "2.0",
+            **self._head(tenant, v1, aud, lifetime, AuthContext().to_aio()),
+            "oid": oid, "sub": oid, "rh": "0." + b64url(os.urandom(24)), "tid": tenant.id,
+            "uti": b64url(os.urandom(16)), "ver": "1.0" if v1 else "2.0", **extra,
         }
-        claims.update({"appid": client.client_id, "appidacr": client_auth} if v1
-                      else {"azp": client.client_id, "azpacr": client_auth})
+        claims.update({"appid": app_id, "appidacr": acr} if v1 else {"azp": app_id, "azpacr": acr})
         if roles:
             claims["roles"] = roles
         if resource.access_token_claim("idtyp"):  # an optional claim: only when the resource asks for it
             claims["idtyp"] = "app"
         return claims
 
+    def app_access_claims(self, tenant: Tenant, client: App, resource: App, roles: list[str],
+                          client_auth: str) -> dict[str, Any]:
+        return self._app_only(tenant, resource, _audience(resource), self.lifetime, client.sp_oid, client.client_id,
+                              client_auth, roles=roles, extra={})
+
     def identity_claims(self, tenant: Tenant, mi: ManagedIdentity, resource: App, audience: str) -> dict[str, Any]:
         """A managed identity's token: app-only, ``aud`` = the resource string it asked for."""
-        v1 = resource.access_token_version == 1
-        claims: dict[str, Any] = {
-            **self._head(tenant, v1, audience, 24 * 3600, AuthContext().to_aio()),
-            "oid": mi.principal_id, "sub": mi.principal_id, "rh": "0." + b64url(os.urandom(24)), "tid": tenant.id,
-            "uti": b64url(os.urandom(16)), "ver": "1.0" if v1 else "2.0",
-            "xms_mirid": f"/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/"
-                         f"Microsoft.Web/sites/{mi.name}",
-        }
-        claims.update({"appid": mi.client_id, "appidacr": "2"} if v1 else {"azp": mi.client_id, "azpacr": "2"})
-        if resource.access_token_claim("idtyp"):
-            claims["idtyp"] = "app"
-        return claims
+        mirid = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/devstack/providers/"
+                 f"Microsoft.Web/sites/{mi.name}")
+        return self._app_only(tenant, resource, audience, 24 * 3600, mi.principal_id, mi.client_id, "2",
+                              roles=[], extra={"xms_mirid": mirid})
 
     def id_token(self, tenant: Tenant, client: App, user: User, nonce: str | None) -> str:
         claims = {

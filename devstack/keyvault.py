@@ -1,18 +1,11 @@
 """A Key Vault emulator: the secrets and certificates REST API the Azure SDKs call.
 
-The challenge handshake is Key Vault's: a request without a token gets 401 with
-``WWW-Authenticate: Bearer authorization="<instance>/<tenant>", resource="https://vault.azure.net"``;
-tokens are validated (signature, audience, issuer, lifetime) and the caller must be a reader
-of the vault (RBAC "Key Vault Secrets User"). A certificate's secret is its PFX, base64, with
-content type ``application/x-pkcs12``, as Key Vault stores it.
-
-Representations follow Key Vault's recorded responses (tests/conformance/recordings/, held against
-this emulator by tests/conformance/test_keyvault.py): ``tags`` only where Key Vault sends them, a
-certificate-backed secret's ``nbf``/``exp`` from the certificate, the bundle of an *imported*
-certificate (policy issuer ``Unknown``, no pending operation), lists in pages of ``maxresults``
-(at most 25) linked by ``nextLink`` with a ``$skiptoken``, ``application/json; charset=utf-8`` and
-``x-ms-request-id`` on every answer. Writing a secret needs a role no identity here holds ("Key
-Vault Secrets Officer"): it is refused with 403 ForbiddenByRbac, as Key Vault refuses a reader.
+Key Vault's challenge (401, ``WWW-Authenticate: Bearer authorization="<instance>/<tenant>",
+resource="https://vault.azure.net"``), token validation, and RBAC: readers hold "Key Vault Secrets
+User", and no identity here may write (403 ForbiddenByRbac). A certificate's secret is its PFX, base64.
+Answers follow Key Vault's recordings (tests/conformance/recordings/, checked by
+tests/conformance/test_keyvault.py): ``tags`` only where Key Vault sends them, an *imported*
+certificate's bundle, lists paged by ``maxresults`` (at most 25) and ``nextLink`` with a ``$skiptoken``.
 """
 from __future__ import annotations
 
@@ -38,14 +31,14 @@ from .issuer import Issuer, v1_issuer
 from .kit import JSON, BearerRefused, ServiceError, check_bearer
 from .signing import AppCertificate, b64url
 
+PFX = "application/x-pkcs12"
+SERVICE_VERSION = "devstack"  # x-ms-keyvault-service-version: Key Vault sends its build number
+PAGE_SIZE = 25  # Key Vault's default and largest maxresults
 
 
 def resource() -> str:
     """The challenge's resource: https://vault.azure.net in the public cloud, the cloud's domain elsewhere."""
     return clouds.active().keyvault_resource
-PFX = "application/x-pkcs12"
-SERVICE_VERSION = "devstack"  # x-ms-keyvault-service-version: Key Vault sends its build number
-PAGE_SIZE = 25  # Key Vault's default and largest maxresults
 
 
 class KvJSON(JSON):
@@ -126,7 +119,6 @@ class KeyVault:
     def tenant(self) -> Tenant:
         return self.directory.default
 
-    # --- auth ---------------------------------------------------------------------------------
     def challenge(self) -> str:
         return f'Bearer authorization="{self.issuer.instance}/{self.tenant.id}", resource="{resource()}"'
 
@@ -283,8 +275,7 @@ class KeyVault:
         return self._json(request, self._secret_bundle(name, v))
 
     async def set_secret(self, request: Request) -> Response:
-        """PUT /secrets/{name}: Key Vault checks the token, then the caller's role; the identities
-        here hold "Key Vault Secrets User" at most, so a write is refused as Key Vault refuses it."""
+        """PUT /secrets/{name}: the token is checked, then the role, which no identity here holds."""
         try:
             await self._guard(request, "secrets", "secrets/setSecret/action")
         except ServiceError as err:
@@ -296,13 +287,11 @@ class KeyVault:
         name = request.path_params["name"]
         try:
             await self._guard(request, "secrets")
-            versions = self.store.secrets.get(name)
-            if not versions:
-                self.store.secret(name)
+            self.store.secret(name)  # 404 for an unknown name
         except ServiceError as err:
             return self._error(request, err)
         return self._page(request, f"/secrets/{name}/versions",
-                          [self._secret_item(name, v) for v in versions or []])
+                          [self._secret_item(name, v) for v in self.store.secrets[name]])
 
     async def list_secrets(self, request: Request) -> Response:
         try:
