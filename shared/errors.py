@@ -67,8 +67,7 @@ class InvalidRequest(AuthenticationError):
 
 
 class InvalidToken(AuthenticationError):
-    """401 ``invalid_token`` (pyjwt: InvalidTokenError), raised as such only when pyjwt names no more specific
-    failure; ``claim`` names the claim at fault, if one."""
+    """401 ``invalid_token`` (pyjwt: InvalidTokenError) when no subclass fits; ``claim`` names the claim at fault."""
 
     def __init__(self, detail: str, *, claim: str | None = None) -> None:
         super().__init__(detail)
@@ -159,17 +158,12 @@ class ClaimsChallenge(ApiError):
         encoded = base64.b64encode(claims.encode()).decode() if claims else None
         header = bearer_challenge(authorization_uri=authorization_uri, client_id=client_id, error=code,
                                   error_description=detail, claims=encoded)
-        extra: dict[str, Any] = {"reason": reason}
-        if claims:
-            extra["claims"] = claims
-        if aadsts:
-            extra["aadsts"] = aadsts
+        extra = {k: v for k, v in {"reason": reason, "claims": claims, "aadsts": aadsts}.items() if v}
         super().__init__(detail, 401, "Unauthorized", code, {"WWW-Authenticate": header}, extra)
 
 
 class AccessDenied(ApiError):
-    """403: the identity provider will not issue a token for this user, and signing in again won't
-    change that (Conditional Access block, no app-role assignment, disabled account)."""
+    """403: no token for this user, and signing in again won't change that (Conditional Access, disabled account)."""
 
     def __init__(self, detail: str, aadsts: list[int] | None = None) -> None:
         super().__init__(detail, 403, "Forbidden", "access_denied", extra={"aadsts": aadsts or []})
