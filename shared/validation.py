@@ -130,11 +130,8 @@ def _could_be_valid(kid: str, claims: dict[str, Any], settings: AzureAdSettings)
     tid, iss, aud = claims.get("tid"), claims.get("iss"), claims.get("aud")
     if not (isinstance(tid, str) and tid and isinstance(iss, str) and tid in iss and aud in settings.audiences):
         return False
-    if settings.multi_tenant:
-        allowed = {t.lower() for t in settings.allowed_tenants}
-        if allowed and tid.lower() not in allowed:
-            return False
-    elif tid.lower() != settings.tenant_id.lower():
+    allowed = {t.lower() for t in settings.allowed_tenants} if settings.multi_tenant else {settings.tenant_id.lower()}
+    if allowed and tid.lower() not in allowed:
         return False
     now, skew = time.time(), settings.clock_skew_seconds
     exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat"))
