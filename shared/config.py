@@ -1,10 +1,9 @@
-"""Typed settings from the environment, named as Microsoft.Identity.Web names them.
+"""Typed settings from the environment, named as Microsoft.Identity.Web names them (``__`` nests, ``__0`` indexes).
 
-Functions app settings nest with ``__`` (``AzureAd__ClientId``); arrays are ``__0``, ``__1``... Each setting
-is declared once, as a field of its section's options class (like MIW's options bound to a section):
-``option(key, default, reader, bounds)``, typed by the field. Read and validated once per process; a bad one
-raises ``ConfigurationError`` naming the key and never the value, because values are often secrets. The
-README's settings table documents each one (``tests/unit/test_config.py`` holds it equal to the declaration).
+Each setting is declared once, as a field of its section's options class (MIW's options bound to a section):
+``option(key, default, reader, bounds)``, typed by the field; the README's settings table documents it
+(``tests/unit/test_config.py`` holds the two equal). Read once per process; a bad one raises
+``ConfigurationError`` naming the key and never the value, because values are often secrets.
 """
 from __future__ import annotations
 
@@ -183,8 +182,7 @@ class CredentialDescription:
         return self.values.get(name, default)
 
     def require(self, name: str) -> str:
-        value = self.values.get(name)
-        if not value:
+        if not (value := self.values.get(name)):
             raise ConfigurationError(f"{self.key}__{name}", "is required for SourceType " + self.source_type)
         return value
 
