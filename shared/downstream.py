@@ -80,8 +80,7 @@ def request(session: OutboundSession, api: DownstreamApi, token: str, *, method:
     if 200 <= status < 300:
         return DownstreamResponse(status, response.headers.get("Content-Type", "application/json"), body)
     if status == 401:
-        claims = challenge_claims(response.headers.get("WWW-Authenticate", ""))
-        if claims:
+        if claims := challenge_claims(response.headers.get("WWW-Authenticate", "")):
             raise DownstreamChallenge(claims)
         raise UpstreamError(api.name, f"The downstream API {api.name} refused the delegated token.", 502)
     if status == 429 or status == 503:
