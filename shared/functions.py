@@ -1,7 +1,5 @@
 """Azure Functions adapter: the endpoint decorator, every failure as problem+json, safe logs.
-
-The request path itself (authenticate -> authorize -> acquire -> call) is ``pipeline.py``'s.
-"""
+The request path itself (authenticate -> authorize -> acquire -> call) is ``pipeline.py``'s."""
 from __future__ import annotations
 
 import json
