@@ -1,12 +1,11 @@
 """What an Entra error (AADSTS code) means for a middle tier, by whose problem it is.
 
-Entra's token endpoint answers a failed On-Behalf-Of or client-credentials request with an OAuth
-``error`` and ``error_codes``. The OAuth ``error`` alone can't tell "the caller's token is bad"
-from "our own certificate is bad" (both can be ``invalid_grant`` or ``invalid_client``), so the
-code decides, as listed in Entra's published error table (``reference-error-codes.md`` in
-MicrosoftDocs/entra-docs; codes missing from it are noted with their source). Each code belongs to
-exactly one kind; an unknown code falls back to the OAuth ``error``. ``docs/PROTOCOL.md`` has the
-table with the reasons.
+A failed On-Behalf-Of or client-credentials request gets an OAuth ``error`` and ``error_codes``. The
+``error`` alone can't tell "the caller's token is bad" from "our own certificate is bad" (both can be
+``invalid_grant`` or ``invalid_client``), so the code decides, per Entra's published error table
+(``reference-error-codes.md`` in MicrosoftDocs/entra-docs; codes missing from it note their source).
+Each code has exactly one kind; an unknown one falls back to the ``error``. ``docs/PROTOCOL.md`` has
+the table with the reasons.
 """
 from __future__ import annotations
 
@@ -93,20 +92,15 @@ _BY_ERROR = {"invalid_client": Kind.CREDENTIAL, "unauthorized_client": Kind.CONF
 
 
 def classify(error: str, codes: Iterable[int]) -> Kind | None:
-    """The kind of an Entra error answer: by its AADSTS codes, else by its OAuth ``error``.
-
-    When several codes are listed the app's own problems win (credential, then configuration),
-    because no caller can fix them. None means unknown: the caller treats it as an upstream refusal.
-    """
+    """The kind of an Entra error answer: by its AADSTS codes (the app's own problems first, since no
+    caller can fix them), else by its OAuth ``error``; None if unknown (the caller treats it as an upstream refusal)."""
     kinds = {KINDS[c] for c in codes if c in KINDS}
     return next((kind for kind in _PRECEDENCE if kind in kinds), _BY_ERROR.get(error))
 
 
-# CONFIGURATION codes that describe one tenant's directory rather than this app: the resource's
-# service principal is missing (never provisioned, no admin consent) or disabled in the tenant that
-# answered. With a tenant-specific authority (single-tenant) that tenant is ours, so they stay
-# configuration errors; in multi-tenant mode the authority is the caller's tenant, and they are
-# that tenant's state (``TenantNotProvisioned``, 403), which its administrator fixes, not us.
+# CONFIGURATION codes about the answering tenant's directory, not this app: the resource's service
+# principal is missing (no admin consent) or disabled there. Single-tenant, that tenant is ours (a
+# configuration error); multi-tenant, it is the caller's (``TenantNotProvisioned``, 403: its admin fixes it).
 TENANT_STATE = frozenset({500011, 500014})
 
 

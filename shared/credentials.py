@@ -64,10 +64,8 @@ class CredentialLoader:
 
     def __init__(self, descriptions: tuple[CredentialDescription, ...], keyvault: KeyVaultSettings, *,
                  send_x5c: bool = False, user_assigned_client_id: str | None = None):
-        self.descriptions = descriptions
-        self.keyvault = keyvault
-        self.send_x5c = send_x5c
-        self.user_assigned_client_id = user_assigned_client_id
+        self.descriptions, self.keyvault = descriptions, keyvault
+        self.send_x5c, self.user_assigned_client_id = send_x5c, user_assigned_client_id
         self._lock = threading.Lock()
         self._identities: dict[str | None, Any] = {}
         self._vaults: dict[tuple[str, str | None], Any] = {}
@@ -93,22 +91,19 @@ class CredentialLoader:
             return self._vaults[(url, client_id)]
 
     def _read_secret(self, desc: CredentialDescription, name_setting: str) -> Any:
-        url = desc.require("KeyVaultUrl")
-        name = desc.require(name_setting)
+        url, name = desc.require("KeyVaultUrl"), desc.require(name_setting)
         client_id = desc.get("ManagedIdentityClientId") or self.user_assigned_client_id
         try:
             return self._vault(url, client_id).get_secret(name)
         except ResourceNotFoundError:
-            raise self._vault_error(desc, url, name, "was not found") from None
+            reason = "was not found"
         except ClientAuthenticationError as err:
-            raise self._vault_error(desc, url, name, f"could not be read: the managed identity could not "
-                                                     f"authenticate ({type(err).__name__})") from None
+            reason = f"could not be read: the managed identity could not authenticate ({type(err).__name__})"
         except HttpResponseError as err:
             reason = "access denied: grant the identity 'Key Vault Secrets User'" if err.status_code == 403 \
                 else f"answered HTTP {err.status_code}"
-            raise self._vault_error(desc, url, name, reason) from None
         except AzureError as err:  # connection refused, DNS, timeouts
-            raise self._vault_error(desc, url, name, f"could not be reached ({type(err).__name__})") from None
+            reason = f"could not be reached ({type(err).__name__})"
         except ValueError as err:
             # The SDK refused the URL: not https, or (KeyVault__VerifyChallengeResource, on by default) the
             # vault's challenge names a resource this host is not under. It sent no token; nor will we.
@@ -116,12 +111,9 @@ class CredentialLoader:
                       "SDK: %s", url, name, desc.key, str(err)[:300])
             raise ConfigurationError(f"{desc.key}__KeyVaultUrl",
                                      "names a host the Key Vault SDK will not authenticate to") from None
-
-    @staticmethod
-    def _vault_error(desc: CredentialDescription, url: str, name: str, reason: str) -> UpstreamError:
-        message = f"Key Vault {url} secret '{name}' ({desc.key}) {reason}."
-        log.error("client credential from Key Vault failed: %s", message)
-        return UpstreamError("keyvault", "The app's credential could not be loaded from Key Vault.", 503)
+        log.error("client credential from Key Vault failed: Key Vault %s secret '%s' (%s) %s.",
+                  url, name, desc.key, reason)
+        raise UpstreamError("keyvault", "The app's credential could not be loaded from Key Vault.", 503)
 
     def load_one(self, desc: CredentialDescription) -> MsalCredential:
         source = desc.source_type

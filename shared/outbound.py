@@ -1,10 +1,9 @@
 """The process's outbound HTTP session: pooled, bounded, and honest about the last answer.
 
-MSAL turns Entra's 4xx answers into dicts and drops the status line and headers; the session
-remembers, per thread and per request, the last response's status and ``Retry-After`` so a 429
-from Entra can be forwarded as 503 + ``Retry-After`` — that call's own, never another upstream's
-or another request's (``budget()`` starts each request with none). Retries happen only on
-connection failures (nothing was sent), once: never on a token POST that may have been processed.
+MSAL turns Entra's 4xx answers into dicts and drops the status line and headers; the session remembers,
+per thread and request, the last response's status and ``Retry-After`` so Entra's 429 can be forwarded as
+503 + ``Retry-After``, that call's own (``budget()`` starts each request with none). Retries happen only
+on connection failures (nothing was sent), once: never on a token POST that may have been processed.
 """
 from __future__ import annotations
 

@@ -1,15 +1,13 @@
 """The tenant's OIDC metadata and signing keys, cached per process.
 
-Like Microsoft.Identity.Web: keys are refreshed every ``refresh_seconds`` (24 h by default),
-and a token signed with an unknown ``kid`` triggers one refetch, so a key rollover costs one
-JWKS request instead of an outage. Unlike its 5-minute slot, the refetch can't be spent for
-long by someone else: the validator asks for it only for a token that could be valid (a
-well-formed ``kid``, our tenant, issuer and audience, within its lifetime — all checkable before
-the signature), and the slot comes back after ``unknown_kid_interval`` (10 s), so a forged
-token that passes those checks delays recognising a real new key by at most that interval, at a
-cost of at most one JWKS request per interval. When the JWKS endpoint is down, keys already held
-keep serving (a failed refresh is retried after that interval, not on every request); only a
-cold start without keys fails (503).
+Like Microsoft.Identity.Web: keys are refreshed every ``refresh_seconds`` (24 h by default), and a token
+signed with an unknown ``kid`` triggers one refetch, so a key rollover costs one JWKS request instead of
+an outage. Unlike its 5-minute slot, the refetch can't be spent for long by someone else: the validator
+asks for it only for a token that could be valid (a well-formed ``kid``, our tenant, issuer and audience,
+within its lifetime: all checkable before the signature), and the slot comes back after
+``unknown_kid_interval`` (10 s): a forged token delays recognising a real new key by at most that, at
+one JWKS request per interval. While the JWKS endpoint is down, held keys keep serving (a failed refresh
+is retried after that interval, not per request); only a cold start without keys fails (503).
 """
 from __future__ import annotations
 
@@ -44,21 +42,18 @@ class SigningKey:
 class SigningKeys:
     def __init__(self, metadata_url: str, session: requests.Session, *, v1_metadata_url: str | None = None,
                  refresh_seconds: float = default(AzureAdSettings, "metadata_refresh_seconds"),
-                 unknown_kid_interval: float = 10, timeout: float = default(AzureAdSettings, "timeout_seconds"), clock: Callable[[], float] = time.monotonic):
+                 unknown_kid_interval: float = 10, timeout: float = default(AzureAdSettings, "timeout_seconds"),
+                 clock: Callable[[], float] = time.monotonic):
         """``metadata_url`` is the v2 OIDC document; ``v1_metadata_url`` the v1 one, read only for its
         issuer (``https://sts.windows.net/{tenantid}/`` in the public cloud and US Government,
         ``https://sts.chinacloudapi.cn/{tenantid}/`` in China) — the way Microsoft.IdentityModel's
         AadIssuerValidator learns it, so no cloud's issuer is written into the app."""
-        self.metadata_url = metadata_url
-        self.v1_metadata_url = v1_metadata_url
+        self.metadata_url, self.v1_metadata_url = metadata_url, v1_metadata_url
         self._v1_issuer: str | None = None
         self._v1_failed_at = float("-inf")
         self._v1_retry = 30.0
-        self._session = session
-        self._refresh = refresh_seconds
-        self._unknown_interval = unknown_kid_interval
-        self._timeout = timeout
-        self._clock = clock
+        self._session, self._timeout, self._clock = session, timeout, clock
+        self._refresh, self._unknown_interval = refresh_seconds, unknown_kid_interval
         self._lock = threading.Lock()
         self._metadata: Metadata | None = None
         self._keys: dict[str, SigningKey] = {}

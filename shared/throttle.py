@@ -1,18 +1,17 @@
 """Failure isolation between callers for token acquisition.
 
-``EntraThrottle``: what Entra's 429/5xx said, remembered per caller (one user's OBO for one scope
-set, or the app's own token), so that a user who was told ``Retry-After`` does not call Entra again
-before then — and nobody else is answered with it. MSAL's own throttle cache keys OBO by token
-endpoint, client id and scope only (not the assertion), which replays one user's 429 to every user;
-``tokens`` switches that part of it off (``PerCallerHttpCache``) and uses this instead. A
+``EntraThrottle``: what Entra's 429/5xx said, remembered per caller (one user's OBO for one scope set,
+or the app's own token): a user told ``Retry-After`` does not call Entra again before then, and nobody
+else is answered with it. (MSAL's own throttle cache keys OBO by endpoint, client id and scope, not the
+assertion, replaying one user's 429 to every user: ``PerCallerHttpCache`` switches that part off.) A
 genuine outage is seen by many callers: when ``breaker_callers`` distinct callers fail within
-``breaker_window`` seconds, an app-wide breaker answers everyone for the shortest ``Retry-After``
-among them (capped at ``breaker_max_seconds``), then lets requests through again.
+``breaker_window`` seconds, an app-wide breaker answers everyone for the shortest ``Retry-After`` among
+them (at most ``breaker_max_seconds``), then lets requests through again.
 
-``AcquisitionGate``: a bound on token acquisitions that call Entra at once, so requests waiting on
-a slow Entra cannot take every worker thread from requests served from cache. When full, a caller
-waits at most ``queue_seconds`` — and not at all while the running ones are already older than
-that (Entra is slow: waiting would only hold a thread) — then gets a fast 503 with ``Retry-After``.
+``AcquisitionGate``: a bound on token acquisitions that call Entra at once, so requests waiting on a slow
+Entra cannot take every worker thread from requests served from cache. When full, a caller waits at most
+``queue_seconds`` (not at all while the running ones are older than that: waiting would only hold a
+thread), then gets a fast 503 with ``Retry-After``.
 """
 from __future__ import annotations
 

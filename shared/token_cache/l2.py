@@ -127,13 +127,11 @@ class BlobBackend:
 class Breaker:
     """Circuit breaker around a backend. Never raises: a failed call is a miss or a no-op."""
 
-    def __init__(self, backend: Backend, *, failures_to_open: int = 2, open_seconds: float = default(TokenCacheSettings, "l2_retry_seconds"),
+    def __init__(self, backend: Backend, *, failures_to_open: int = 2,
+                 open_seconds: float = default(TokenCacheSettings, "l2_retry_seconds"),
                  clock: Callable[[], float] = time.monotonic):
-        self.backend = backend
-        self.name = backend.name
-        self._failures_to_open = failures_to_open
-        self._open_seconds = open_seconds
-        self._clock = clock
+        self.backend, self.name = backend, backend.name
+        self._failures_to_open, self._open_seconds, self._clock = failures_to_open, open_seconds, clock
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
