@@ -130,8 +130,7 @@ class AadError(Exception):
         return CATALOGUE[self.code][2].format_map(_Blank(self.params))
 
     def body(self, correlation_id: str | None = None) -> dict[str, Any]:
-        now = dt.datetime.now(dt.timezone.utc)
-        stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         trace_id = str(uuid.uuid4())
         correlation = correlation_id or str(uuid.uuid4())
         description = (f"AADSTS{self.code}: {self.message()}\r\nTrace ID: {trace_id}\r\n"

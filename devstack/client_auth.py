@@ -60,16 +60,8 @@ def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
 
 
-
-
-def token_exchange_audience() -> str:
-    """api://AzureADTokenExchange, or the emulated national cloud's (…USGov, …China)."""
-    return clouds.active().token_exchange
-
-
 def authenticate(tenant: Tenant, form: Mapping[str, str], headers: Mapping[str, str],
-                 token_urls: set[str], jtis: JtiCache, keys: KeySet, issuer: str, *,
-                 require: bool = True) -> tuple[App, str]:
+                 token_urls: set[str], jtis: JtiCache, keys: KeySet, issuer: str) -> tuple[App, str]:
     """Return the calling app and how it authenticated ('0' public, '1' secret, '2' cert)."""
     basic = _basic(headers)
     client_id = form.get("client_id") or (basic[0] if basic else "")
@@ -90,9 +82,7 @@ def authenticate(tenant: Tenant, form: Mapping[str, str], headers: Mapping[str, 
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise AadError(900144, {"param": "client_assertion_type"})
         return app, _check_assertion(tenant, app, assertion, token_urls, jtis, keys, issuer)
-    if require:
-        raise AadError(7000218)
-    return app, PUBLIC
+    raise AadError(7000218)
 
 
 def _check_secret(app: App, value: str) -> str:
@@ -150,10 +140,12 @@ def _check_assertion(tenant: Tenant, app: App, assertion: str, token_urls: set[s
 
 
 def _check_federated(tenant: Tenant, app: App, assertion: str, key: SigningKey, issuer: str) -> str:
-    """A federated identity credential: a managed identity's token for api://AzureADTokenExchange."""
+    """A federated identity credential: a managed identity's token for api://AzureADTokenExchange
+    (or the national cloud's audience)."""
+    audience = clouds.active().token_exchange
     try:
         claims = jwt.decode(assertion, key.private_key.public_key(), algorithms=["RS256"],
-                            audience=token_exchange_audience(), issuer=issuer)
+                            audience=audience, issuer=issuer)
     except jwt.ExpiredSignatureError:
         raise AadError(700024) from None
     except jwt.PyJWTError:
@@ -162,5 +154,5 @@ def _check_federated(tenant: Tenant, app: App, assertion: str, key: SigningKey, 
         raise AadError(700229)
     subjects = {mi.principal_id for name in app.federated_identities if (mi := tenant.identity(name=name))}
     if claims.get("sub") not in subjects:
-        raise AadError(70021, {"iss": claims.get("iss"), "sub": claims.get("sub"), "aud": token_exchange_audience()})
+        raise AadError(70021, {"iss": claims.get("iss"), "sub": claims.get("sub"), "aud": audience})
     return CERTIFICATE

@@ -165,7 +165,6 @@ class Tenant:
                 return a
         raise AadError(500011, {"resource": "https://graph.microsoft.com", "tenant": self.id})
 
-    # --- scopes and consent -------------------------------------------------------
     def resolve_scopes(self, scope: str) -> Requested | None:
         """Map a space-separated scope string to one resource, as Entra does.
 

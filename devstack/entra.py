@@ -249,7 +249,6 @@ class Entra:
                      "cloud_instance_name": "microsoftonline.com",
                      "cloud_audience_urn": "urn:federation:MicrosoftOnline"})
 
-    # --- token and device code -------------------------------------------------------------
     def _spa_origins(self) -> set[str]:
         uris = (urllib.parse.urlsplit(u) for t in self.directory.tenants for a in t.apps for u in a.spa_redirect_uris)
         return {f"{parts.scheme}://{parts.netloc}" for parts in uris}
@@ -309,8 +308,8 @@ class Entra:
             return self._error(err, request)
         return JSON(answer, headers=JSON_HEADERS)
 
-    # --- the verification page a user opens for device code sign-in ----------------------------
     async def devicelogin(self, request: Request) -> Response:
+        """The verification page a user opens for device code sign-in."""
         if request.method == "GET":
             return _login_page("Enter the code displayed on your device, then sign in.")
         form = await read_form(request)

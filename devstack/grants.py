@@ -116,7 +116,6 @@ class Grants:
         self.redeemed_codes: set[str] = set()
         self._cross_origin = False  # set per request by the endpoint: did the browser send an Origin?
 
-    # --- entry point --------------------------------------------------------------------
     def token(self, tenant_segment: str, form: Mapping[str, str], headers: Mapping[str, str]) -> Outcome:
         tenant = self.directory.tenant(tenant_segment)
         self._cross_origin = "origin" in headers
@@ -137,7 +136,6 @@ class Grants:
                                                self.jtis, self.issuer.keys, v2_issuer(self.issuer.instance, tenant.id))
         return handler(tenant, client, how, form)
 
-    # --- grants -------------------------------------------------------------------------
     def _client_credentials(self, tenant: Tenant, client: App, how: str, form: Mapping[str, str]) -> Outcome:
         if how == client_auth.PUBLIC:
             raise AadError(7000218)
@@ -226,7 +224,6 @@ class Grants:
         return Outcome(self._issue_for_user(tenant, client, flow.user, requested, flow.auth, how, form),
                        client, flow.user)
 
-    # --- shared steps -------------------------------------------------------------------
     def _requested(self, tenant: Tenant, form: Mapping[str, str]) -> Requested | None:
         scope = form.get("scope", "")
         if not scope.strip():
@@ -271,7 +268,6 @@ class Grants:
             raise AadError(50013, {"reason": "The user in the assertion was not found."})
         return user, AuthContext.from_aio(claims.get("aio"))
 
-    # --- device code --------------------------------------------------------------------
     def start_device_flow(self, tenant_segment: str, form: Mapping[str, str], verification_uri: str) -> dict[str, Any]:
         tenant = self.directory.tenant(tenant_segment)
         client_id = form.get("client_id", "")

@@ -89,7 +89,6 @@ class Graph:
         (self.revoked_tokens if scope == "tokens" else self.revoked_sessions)[user.oid] = event
         return event[1]
 
-    # --- validation --------------------------------------------------------------------------
     def _cae(self, user: User, claims: dict[str, Any]) -> None:
         """Challenge a token issued before a revocation event — only if its client declared cp1 (CAE
         token, ``xms_cc``). A client that did not is never challenged: its token, revoked or not,
@@ -112,7 +111,6 @@ class Graph:
                                challenge=CHALLENGE_BASE + f', error_description="{reason}", '
                                                           f'error="insufficient_claims", claims="{encoded}"')
 
-    # --- endpoints -----------------------------------------------------------------------------
     async def me(self, request: Request) -> Response:
         try:
             tenant, claims = await admit(request, "graph", "me", self.faults, self.issuer, self.directory, audiences())

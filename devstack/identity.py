@@ -57,8 +57,7 @@ class IdentityEndpoint:
         tenant = self.directory.default
         selectors = {k: q.get(k) for k in ("client_id", "object_id", "principal_id", "mi_res_id") if q.get(k)}
         if "mi_res_id" in selectors:
-            name = selectors["mi_res_id"].rstrip("/").rpartition("/")[2]
-            mi = tenant.identity(name=name)
+            mi = tenant.identity(name=selectors["mi_res_id"].rstrip("/").rpartition("/")[2])
         elif selectors:
             mi = tenant.identity(client_id=selectors.get("client_id"),
                                  principal_id=selectors.get("object_id") or selectors.get("principal_id"))
@@ -66,8 +65,7 @@ class IdentityEndpoint:
             mi = tenant.identity()
         if mi is None:
             self.stats.count("identity.token", outcome="400")
-            return _error(400, "Unable to find the managed identity requested; "
-                               "is it assigned to this app?")
+            return _error(400, "Unable to find the managed identity requested; is it assigned to this app?")
         app = tenant.app_by_resource(resource)
         if app is None:
             self.stats.count("identity.token", outcome="400")

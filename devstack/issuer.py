@@ -125,7 +125,6 @@ class Issuer:
         """The token names this Entra's v1 or v2 issuer for the tenant, as resource servers require."""
         return claims.get("iss") in (v2_issuer(self.instance, tenant_id), v1_issuer(tenant_id))
 
-    # --- access tokens --------------------------------------------------------------
     def _head(self, tenant: Tenant, v1: bool, aud: str, lifetime: int, aio: str) -> dict[str, Any]:
         """The claims every token starts with, in Entra's order."""
         now = int(time.time())
@@ -208,7 +207,6 @@ class Issuer:
             claims["nonce"] = nonce
         return self.keys.sign(claims, x5t=False)
 
-    # --- refresh tokens -------------------------------------------------------------
     def seal_refresh(self, tenant: Tenant, client: App, user: User, auth: AuthContext) -> str:
         payload = json.dumps({"t": tenant.id, "c": client.client_id, "u": user.oid, "m": int(auth.mfa),
                               "s": auth.session, "cc": auth.capabilities,
@@ -227,7 +225,6 @@ class Issuer:
             return None
         return data if data.get("x", 0) > time.time() else None
 
-    # --- responses --------------------------------------------------------------------
     def user_response(self, tenant: Tenant, client: App, user: User, requested: Requested | None,
                       scopes: list[str], auth: AuthContext, client_auth: str, *,
                       want_client_info: bool, nonce: str | None = None) -> dict[str, Any]:
@@ -235,11 +232,9 @@ class Issuer:
         oidc = requested.oidc if requested else []
         body: dict[str, Any] = {"token_type": "Bearer"}
         if requested is not None:
-            claims = self.user_access_claims(tenant, client, user, requested.resource, scopes, auth,
-                                             client_auth)
-            scope_out = list(requested.as_requested)
+            claims = self.user_access_claims(tenant, client, user, requested.resource, scopes, auth, client_auth)
             lifetime = claims["exp"] - claims["iat"]
-            body.update(scope=" ".join(scope_out + [s for s in oidc if s != "offline_access"]),
+            body.update(scope=" ".join(requested.as_requested + [s for s in oidc if s != "offline_access"]),
                         expires_in=lifetime, ext_expires_in=lifetime,
                         access_token=self.keys.sign(claims))
         else:  # only OIDC scopes: Entra gives a Graph token for the userinfo endpoint

@@ -173,7 +173,6 @@ class KeyVault:
             raise ServiceError(400, "BadParameter", "The request URI contains an invalid or missing api-version.")
         return self._authorize(request, action)
 
-    # --- representations ----------------------------------------------------------------------------
     def _attributes(self, v: SecretVersion) -> dict[str, Any]:
         return {"enabled": v.enabled, **{k: t for k, t in (("nbf", v.nbf), ("exp", v.exp)) if t is not None},
                 "created": v.created, "updated": v.updated, "recoveryLevel": "Recoverable+Purgeable",
@@ -251,7 +250,6 @@ class KeyVault:
         }
         return bundle
 
-    # --- endpoints ----------------------------------------------------------------------------
     async def get_secret(self, request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version", "")
         try:

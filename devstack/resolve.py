@@ -1,32 +1,22 @@
 """Real host names -> the devstack, inside one Python process; no /etc/hosts, no DNS server.
 
-A run with production settings names Microsoft's hosts (``https://login.microsoftonline.com/``,
-``https://graph.microsoft.com/v1.0``, ``https://<vault>.vault.azure.net/``) with no port. This
-module makes such names connect to the local emulators, in the process that installs it only:
 ``socket.getaddrinfo`` (and ``gethostbyname``) answer a mapped name with the emulator's loopback
 address *and port*, so ``https://login.microsoftonline.com/...`` (port 443) reaches
-``127.0.0.1:<entra port>``. Everything else above the socket is untouched: the URL, the ``Host``
-header, TLS SNI and certificate verification all still use the real name, so the devstack's
-server certificate must name it (``python -m devstack up --name``/``--production-names`` does).
+``127.0.0.1:<entra port>``, while the URL, the ``Host`` header, TLS SNI and certificate verification
+keep the real name (the devstack's certificate names it: ``up --name``/``--production-names``). Every
+client stack in the app resolves through ``socket.getaddrinfo`` at connect time: ``requests`` (urllib3;
+so azure-core's ``RequestsTransport`` and MSAL), ``http.client``, asyncio's ``loop.getaddrinfo``.
 
-Every client stack in the app resolves through ``socket.getaddrinfo`` at connect time:
-``requests`` -> ``urllib3.util.connection.create_connection``; azure-core's ``RequestsTransport``
-is ``requests``; MSAL is given the app's ``requests`` session; ``http.client`` and
-``socket.create_connection`` call the module-level ``getaddrinfo``; asyncio's
-``loop.getaddrinfo`` runs ``socket.getaddrinfo`` in its executor.
-
-The mapping, as text (``DEVSTACK_RESOLVE``; ``python -m devstack info --json`` gives it as
-``resolve`` for a devstack started with public names)::
+The mapping, as text (``DEVSTACK_RESOLVE``; ``python -m devstack info --json`` gives it as ``resolve``)::
 
     login.microsoftonline.com=127.0.0.1:41001,graph.microsoft.com=127.0.0.1:41002,*.vault.azure.net=127.0.0.1:41003
 
-- ``name=address:port``: every connection to ``name``, whatever port the URL has, goes to
-  ``address:port``; ``name=address`` keeps the URL's port (an /etc/hosts line).
-- ``*.suffix`` matches any name ending in ``.suffix`` (one label or more); exact names win.
-- Names are case-insensitive; a trailing dot is ignored. ``address`` may be IPv6 in brackets.
+- ``name=address:port`` sends every connection to ``name`` there; ``name=address`` keeps the URL's port.
+- ``*.suffix`` matches any name ending in ``.suffix``; exact names win. Names are case-insensitive, a
+  trailing dot is ignored; ``address`` may be IPv6 in brackets.
 
-``python -m devstack host`` installs ``DEVSTACK_RESOLVE`` from its environment before it loads
-the app. Mapped names are added to ``NO_PROXY``: a proxy would resolve them for real.
+``python -m devstack host`` installs ``DEVSTACK_RESOLVE`` before it loads the app. Mapped names are
+added to ``NO_PROXY``: a proxy would resolve them for real.
 """
 from __future__ import annotations
 

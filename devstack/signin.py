@@ -54,7 +54,6 @@ class BrowserSignIn:
         self.grants = grants
         self._key = os.urandom(32)
 
-    # --- SSO cookie -----------------------------------------------------------------------------
     def _cookie(self, tenant: Tenant, user: User, auth: AuthContext) -> str:
         body = f"{tenant.id}|{user.oid}|{int(auth.mfa)}|{auth.session}|{int(time.time()) + SESSION_LIFETIME}"
         mac = hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
@@ -71,12 +70,8 @@ class BrowserSignIn:
             return None
         return user, AuthContext(mfa=mfa == "1", session=int(session))
 
-    # --- the endpoint ---------------------------------------------------------------------------
     async def authorize(self, request: Request) -> Response:
-        if request.method == "POST":
-            params = await read_form(request)
-        else:
-            params = dict(request.query_params)
+        params = await read_form(request) if request.method == "POST" else dict(request.query_params)
         try:
             tenant = self.directory.tenant(request.path_params["tenant"])
             client = tenant.app_by_client_id(params.get("client_id", ""))

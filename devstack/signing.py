@@ -116,9 +116,6 @@ class KeySet:
             self._keys.append(_load_key(self._create(index).read_bytes()))
             return self._keys[-1]
 
-    def jwks(self, issuer: str) -> dict[str, Any]:
-        return {"keys": [k.jwk(issuer) for k in self.published]}
-
     def sign(self, claims: dict[str, Any], *, x5t: bool = True, headers: dict[str, Any] | None = None) -> str:
         key = self.current
         base: dict[str, Any] = {"kid": key.kid, "x5t": key.kid} if x5t else {"kid": key.kid}
@@ -182,11 +179,6 @@ class KeyRing:
         self.common = KeySet(folder)
         self.tenants = {tid: KeySet(folder / tid) for tid in own_key_tenants}
 
-    # the common set, for callers that only know one
-    @property
-    def current(self) -> SigningKey:
-        return self.common.current
-
     @property
     def published(self) -> list[SigningKey]:
         return self.common.published
@@ -205,8 +197,8 @@ class KeyRing:
 
     def jwks(self, instance: str, tenant_id: str | None) -> dict[str, Any]:
         """Common keys with the issuer template; a tenant's own keys (all of them for common endpoints)."""
-        keys = self.common.jwks(f"{instance}/{{tenantid}}/v2.0")["keys"]
+        keys = [k.jwk(f"{instance}/{{tenantid}}/v2.0") for k in self.common.published]
         for tid, keyset in self.tenants.items():
             if tenant_id is None or tenant_id == tid:
-                keys += keyset.jwks(f"{instance}/{tid}/v2.0")["keys"]
+                keys += [k.jwk(f"{instance}/{tid}/v2.0") for k in keyset.published]
         return {"keys": keys}

@@ -1,17 +1,12 @@
 """Local certificate authority and server certificate for the devstack's HTTPS endpoints.
 
-Every Microsoft SDK refuses plain-http authorities and bearer tokens over http, so the
-emulators serve TLS with a certificate from a CA generated once per checkout. Clients get
-the CA explicitly: ``ca.pem`` alone, or ``bundle.pem`` (the machine's roots plus ours) for
-processes that also talk to real hosts. ``bundle.pem`` exists because ``requests`` lets
-``REQUESTS_CA_BUNDLE`` override ``Session.verify``: pointing that variable at the combined
-bundle is the one setting that works for MSAL, azure-core and plain ``requests`` at once.
+Microsoft SDKs refuse plain-http authorities and bearer tokens over http, so the emulators serve TLS
+from a CA generated once per checkout. Clients get ``ca.pem``, or ``bundle.pem`` (the machine's roots
+plus ours): ``requests`` lets ``REQUESTS_CA_BUNDLE`` override ``Session.verify``, so pointing that
+variable at the bundle is the one setting that works for MSAL, azure-core and ``requests`` at once.
 
-The server certificate names ``localhost`` and the loopback addresses, plus the public names a
-devstack is started with (``up --name entra=login.microsoftonline.com``...): runs with production
-settings reach the emulators under Microsoft's host names (``devstack/resolve.py``), and TLS
-verification must pass for those names. It is reissued (same CA) whenever the set of names changes,
-so a devstack started without public names serves a certificate that names none.
+The server certificate names ``localhost``, the loopback addresses and the public names the devstack
+is started with (``up --name``; see resolve.py); it is reissued (same CA) whenever those names change.
 """
 from __future__ import annotations
 
