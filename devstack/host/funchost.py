@@ -7,9 +7,8 @@ start-up it refuses what the real host refuses, with its messages (``routes.py``
 A function gets the request as Kestrel and the host's ``ToRpcHttp`` hand it to the worker
 (tests/unit/test_funchost_requests.py, tests/integration/test_funchost_conformance.py).
 
-Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them locally)
-so that ``authLevel: function`` can be tested, and ``Values`` override the environment, so a
-generated settings file fully describes a run.
+Differences from Core Tools, on purpose: function keys are enforced (Core Tools skips them locally) so that
+``authLevel: function`` can be tested; ``Values`` override the environment, so a settings file describes a run.
 """
 from __future__ import annotations
 
@@ -231,8 +230,7 @@ class FunctionsHost:
             return 400, [], b""  # Kestrel: Multiple/Missing/InvalidHostHeader
         qs = scope.get("query_string", b"").decode("latin-1")
         query = query_values(qs)
-        origin = headers.get("origin")
-        cors = self._cors_headers(origin[0] if origin else None)
+        cors = self._cors_headers(headers.get("origin", [""])[0])
         if method == "GET" and path.lower() in ("/admin/host/status", "/admin/host/status/"):
             if not self._authorized("admin", headers, query):  # the host: admin level (master key)
                 return 401, [], b""
@@ -306,8 +304,7 @@ def joined(values: list[str]) -> str:
 
 
 def header_values(raw: list[tuple[bytes, bytes]]) -> dict[str, list[str]]:
-    """Request headers by lower-case name (Kestrel's are case-insensitive; ToRpcHttp lower-cases
-    the names), each with its values in order."""
+    """Request headers by lower-case name (ToRpcHttp lower-cases them), each with its values in order."""
     out: dict[str, list[str]] = {}
     for k, v in raw:
         out.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
@@ -404,11 +401,10 @@ def _remove_dot_segments(path: str) -> str:
     segments = path.split("/")[1:]
     out: list[str] = []
     for n, segment in enumerate(segments):
-        last = n == len(segments) - 1
         if segment in (".", ".."):
             if segment == ".." and out:
                 out.pop()
-            if last:
+            if n == len(segments) - 1:  # a trailing dot segment leaves a trailing '/'
                 out.append("")
         else:
             out.append(segment)
@@ -420,42 +416,31 @@ _PATH_CHARS = frozenset("!$&'()*+,-./0123456789:;=@ABCDEFGHIJKLMNOPQRSTUVWXYZ_ab
 
 def uri_component(path: str) -> str:
     """PathString.ToUriComponent: what is not a path character is escaped, an existing %XX kept."""
-    out, i = [], 0
-    while i < len(path):
-        c = path[i]
-        if c == "%" and re.fullmatch("[0-9A-Fa-f]{2}", path[i + 1:i + 3]):
-            out.append(path[i:i + 3])
-            i += 3
-            continue
-        out.append(c if c in _PATH_CHARS else quote(c, safe=""))
-        i += 1
-    return "".join(out)
+    def escaped(m: re.Match[str]) -> str:
+        return m[0] if len(m[0]) == 3 or m[0] in _PATH_CHARS else quote(m[0], safe="")
+    return re.sub("%[0-9A-Fa-f]{2}|.", escaped, path, flags=re.S)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks, size = [], 0
+    body = bytearray()
     while True:
         message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        body += message.get("body", b"")
+        if len(body) > limit:
             return None
-        chunks.append(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return bytes(body)
 
 
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "information": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR, "critical": logging.CRITICAL, "none": logging.CRITICAL + 10}
 
 
-def log_level(app_dir: Path) -> int:
+def log_level(host: dict[str, Any]) -> int:
     """host.json's logging.logLevel.default, overridable by the app setting
     ``AzureFunctionsJobHost__logging__logLevel__default`` exactly as on Azure."""
-    configured = os.environ.get("AzureFunctionsJobHost__logging__logLevel__default")
-    if not configured:
-        host = read_host_json(app_dir)
-        configured = ((host.get("logging") or {}).get("logLevel") or {}).get("default", "Information")
+    configured = os.environ.get("AzureFunctionsJobHost__logging__logLevel__default") or \
+        ((host.get("logging") or {}).get("logLevel") or {}).get("default", "Information")
     return _LEVELS.get(str(configured).lower(), logging.INFO)
 
 
@@ -475,15 +460,13 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
 
     from ..resolve import install_from_env
     from ..serving import bind, config
-    # DEVSTACK_RESOLVE (process environment, not a setting): real host names -> the devstack, in
-    # this process only, before the app makes a connection (devstack/resolve.py).
-    install_from_env()
+    install_from_env()  # DEVSTACK_RESOLVE (not a setting): real host names -> the devstack, before any connection
     settings = read_local_settings(settings_path or app_dir / "local.settings.json")
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
     try:
-        read_host_json(app_dir)  # before anything else, as the host reads its configuration first
-        logging.basicConfig(level=log_level(app_dir), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
+        host_json = read_host_json(app_dir)  # before anything else, as the host reads its configuration first
+        logging.basicConfig(level=log_level(host_json), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
         telemetry = WorkerTelemetry()  # the worker's init request comes before it loads the functions
         prefix, functions = load_functions(app_dir)
     except (HostConfigurationError, RouteCreationError) as e:
@@ -502,12 +485,9 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
             await super().startup(sockets)
             listing = [{"name": f.name, "route": f"/{prefix}/{f.route}".replace("//", "/"),
                         "methods": sorted(f.methods), "authLevel": f.auth_level} for f in functions]
-            if ready_json:
-                print(json.dumps({"ready": {"url": url, "functions": listing, "keys": keys}}), flush=True)
-            else:
-                print("Functions:", flush=True)
-                for f in listing:
-                    print(f"  {f['name']}: [{','.join(f['methods'])}] {url}{f['route']}", flush=True)
+            lines = [json.dumps({"ready": {"url": url, "functions": listing, "keys": keys}})] if ready_json else \
+                ["Functions:"] + [f"  {f['name']}: [{','.join(f['methods'])}] {url}{f['route']}" for f in listing]
+            print("\n".join(lines), flush=True)
 
     Server(config(app)).run(sockets=[sock])
     return 0
