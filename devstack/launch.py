@@ -1,10 +1,7 @@
-"""Launchers: a devstack, a Functions host, redis-server and Azurite as child processes.
-
-What tests/conftest.py's fixtures and bench/ both start. Each waits for the child's own ready line
-(no sleeps, no fixed ports), then keeps draining its output into a log file so the child never
-blocks on a full pipe. Every secret a launcher learns (client secrets, function keys, minted tokens,
-settings) is told to ``witness``: nobody by default; tests/conftest.py hands it the registry its
-session-end log scan looks for.
+"""Launchers: a devstack, a Functions host, redis-server and Azurite as child processes, for tests/conftest.py
+and bench/. Each waits for the child's own ready line (no sleeps, no fixed ports), then drains its output
+into a log file. Every secret a launcher learns (client secrets, function keys, minted tokens, settings) is
+told to ``witness``: nobody by default; tests/conftest.py hands it the registry its log scan looks for.
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Serving an ASGI app the devstack's way, for the emulators (stack.py) and the Functions host (host/).
-
-The socket is bound before the app is built, so ``port 0`` gets a free port that the app can name;
-uvicorn then serves on it with the same settings everywhere.
-"""
+"""Serving an ASGI app the devstack's way, for the emulators (stack.py) and the Functions host (host/):
+the socket is bound before the app is built, so ``port 0`` gets a free port that the app can name."""
 from __future__ import annotations
 
 import socket

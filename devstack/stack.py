@@ -1,12 +1,10 @@
-"""Assemble the emulators and serve them: one process, one event loop, one port each.
+"""Assemble the emulators and serve them: one process, one event loop, one port each. Ports are bound
+before the apps are built, so ``--port 0`` (tests) gets free ports and issuers name the port served.
 
-Ports are bound before the apps are built, so ``--port 0`` (tests) gets free ports and the
-issuer URLs inside tokens name the port actually served.
-
-Public names (``up --name entra=login.microsoftonline.com`` or ``--production-names``) serve an
-emulator under a real host name on port 443 instead: its URLs, the issuer in tokens and the
-server certificate name it, and ``info()["resolve"]`` is the ``DEVSTACK_RESOLVE`` mapping that
-sends that name to the emulator's loopback port inside a process (``devstack/resolve.py``).
+Public names (``up --name entra=login.microsoftonline.com`` or ``--production-names``) serve an emulator
+under a real host name on port 443 instead: its URLs, the issuer in tokens and the server certificate name
+it, and ``info()["resolve"]`` is the ``DEVSTACK_RESOLVE`` mapping that sends that name to the emulator's
+loopback port inside a process (``devstack/resolve.py``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,3 @@
-"""A local Azure Functions host that runs the function app as `func start` does (``python -m devstack host``).
-
-Apart from the emulators: it emulates no service, it runs the app. ``funchost.py`` serves the functions,
-``routes.py`` holds the host's start-up checks and route templates, ``worker_telemetry.py`` the Python
-worker's OpenTelemetry set-up.
-"""
+"""A local Azure Functions host that runs the function app as `func start` does (``python -m devstack host``):
+``funchost.py`` serves the functions, ``routes.py`` holds the host's start-up checks and route templates,
+``worker_telemetry.py`` the Python worker's OpenTelemetry set-up."""

@@ -1,21 +1,16 @@
 """What the Azure Functions Python worker does for OpenTelemetry, for the local host.
 
-The worker that runs Python 3.11 (the runtime infra/main.bicep deploys) is
-azure-functions-python-worker 4.x (`azure_functions_worker/dispatcher.py`, 4.34.0:
-`_handle__worker_init_request`, `initialize_azure_monitor`, `configure_opentelemetry`, `_run_sync_func`):
-- at its init request, before it loads functions, with ``PYTHON_ENABLE_OPENTELEMETRY=true`` it calls
-  ``configure_azure_monitor(connection_string=APPLICATIONINSIGHTS_CONNECTION_STRING,
-  logger_name=PYTHON_AZURE_MONITOR_LOGGER_NAME or "")`` once; when that raises (no connection
-  string, no distro) it logs and carries on with Azure Monitor unavailable;
-- for every invocation, only if Azure Monitor is available, it extracts ``traceparent``/``tracestate``
-  from the invocation's ``context.trace_context`` (the host's request activity) and attaches that
-  context in the thread that runs the function, so the app's spans are children of the host's request.
-(The newer library worker, for later Python versions, reads ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``
-instead; 4.x ignores it. The template sets both.)
-
-The local host has no request activity of its own to export; it makes one as the host would: a new
-span id under the caller's ``traceparent`` (or a new trace), handed to the function as
-``context.trace_context``.
+The worker for Python 3.11 (infra/main.bicep's runtime) is azure-functions-python-worker 4.x
+(`azure_functions_worker/dispatcher.py`, 4.34.0: `_handle__worker_init_request`, `initialize_azure_monitor`,
+`configure_opentelemetry`, `_run_sync_func`). With ``PYTHON_ENABLE_OPENTELEMETRY=true``:
+- at its init request, before it loads functions, it calls ``configure_azure_monitor(connection_string=
+  APPLICATIONINSIGHTS_CONNECTION_STRING, logger_name=PYTHON_AZURE_MONITOR_LOGGER_NAME or "")`` once; when
+  that raises (no connection string, no distro) it logs and carries on without Azure Monitor;
+- only with Azure Monitor, it attaches each invocation's ``context.trace_context`` (the host's request
+  activity) where the function runs, so the app's spans are children of the host's request.
+The newer library worker (later Pythons) reads ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY`` instead; 4.x
+ignores it; the template sets both. The local host makes the request activity as the host would: a new
+span id under the caller's ``traceparent`` (or a new trace).
 """
 from __future__ import annotations
 
