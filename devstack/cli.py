@@ -30,10 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen[bytes]] = []
 
     def ready(info: dict[str, Any]) -> None:
-        if args.ready_json:
-            print(json.dumps({"ready": info}), flush=True)
-        else:
-            print(stack.describe(info), flush=True)
+        print(json.dumps({"ready": info}) if args.ready_json else stack.describe(info), flush=True)
         if args.no_host:
             return
         settings = PROJECT_ROOT / "local.settings.json"
@@ -55,10 +52,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _public_names(args: argparse.Namespace) -> dict[str, list[str]]:
-    names: dict[str, list[str]] = {}
-    if args.production_names:
-        from .clouds import CLOUDS
-        names = {service: list(hosts) for service, hosts in CLOUDS[args.cloud].production_names().items()}
+    from .clouds import CLOUDS
+    production = CLOUDS[args.cloud].production_names() if args.production_names else {}
+    names: dict[str, list[str]] = {service: list(hosts) for service, hosts in production.items()}
     for item in args.name or []:
         service, sep, host = item.partition("=")
         if not sep or not host.strip():

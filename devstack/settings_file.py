@@ -1,14 +1,11 @@
-"""A ``local.settings.json`` wired to a running devstack, as a user would write one by hand.
+"""A ``local.settings.json`` wired to a running devstack, as a user would write one by hand: only settings,
+the same keys the app uses for Entra ID. ``REQUESTS_CA_BUNDLE`` is the combined bundle (machine roots +
+local CA), so MSAL, azure-core and requests trust the local HTTPS endpoints without code changes.
 
-Only settings: the app reaches the emulators through the same keys it uses for Entra ID.
-``REQUESTS_CA_BUNDLE`` is the combined bundle (machine roots + local CA) so MSAL, azure-core
-and requests all trust the local HTTPS endpoints without code changes.
-
-A devstack under public names (``up --production-names``) gets production values: URLs with
-Microsoft's host names, and neither ``AzureAd__DisableInstanceDiscovery`` (the Entra emulator answers
-instance discovery as ``login.microsoftonline.com``) nor ``KeyVault__VerifyChallengeResource``
-(the vault is under ``*.vault.azure.net``). The host process then needs ``DEVSTACK_RESOLVE``
-(``devstack.resolve.environment(info)``) to reach those names.
+A devstack under public names (``up --production-names``) gets production values: Microsoft's host names,
+and neither ``AzureAd__DisableInstanceDiscovery`` (the Entra emulator answers instance discovery as
+``login.microsoftonline.com``) nor ``KeyVault__VerifyChallengeResource`` (the vault is under
+``*.vault.azure.net``); the host process then needs ``DEVSTACK_RESOLVE`` (``devstack.resolve.environment``).
 """
 from __future__ import annotations
 
@@ -23,26 +20,22 @@ CREDENTIALS = ("keyvault-certificate", "keyvault-secret", "federated", "secret")
 
 
 def credential_settings(info: dict[str, Any], kind: str = "keyvault-certificate") -> dict[str, str]:
-    """``AzureAd__ClientCredentials__0__*`` for one way of loading the middle tier's credential.
-
-    The default reads the certificate from Key Vault with the managed identity: no secret in the file.
-    """
-    prefix = "AzureAd__ClientCredentials__0__"
+    """``AzureAd__ClientCredentials__0__*`` for one way of loading the middle tier's credential; the
+    default reads the certificate from Key Vault with the managed identity: no secret in the file."""
     vault = info["vault"]["url"]
     if kind == "keyvault-certificate":
-        return {prefix + "SourceType": "KeyVault", prefix + "KeyVaultUrl": vault,
-                prefix + "KeyVaultCertificateName": "middletier-cert"}
-    if kind == "keyvault-secret":
-        return {prefix + "SourceType": "KeyVaultSecret", prefix + "KeyVaultUrl": vault,
-                prefix + "KeyVaultSecretName": "middletier-secret"}
-    if kind == "federated":
+        fields = {"SourceType": "KeyVault", "KeyVaultUrl": vault, "KeyVaultCertificateName": "middletier-cert"}
+    elif kind == "keyvault-secret":
+        fields = {"SourceType": "KeyVaultSecret", "KeyVaultUrl": vault, "KeyVaultSecretName": "middletier-secret"}
+    elif kind == "federated":
         exchange = CLOUDS[info.get("cloud", PUBLIC.name)].token_exchange
-        return {prefix + "SourceType": "SignedAssertionFromManagedIdentity",
-                **({prefix + "TokenExchangeUrl": exchange} if exchange != PUBLIC.token_exchange else {})}
-    if kind == "secret":
-        return {prefix + "SourceType": "ClientSecret",
-                prefix + "ClientSecret": info["apps"]["middletier-api"]["secrets"][0]}
-    raise ValueError(f"unknown credential kind {kind!r}; one of {CREDENTIALS}")
+        fields = {"SourceType": "SignedAssertionFromManagedIdentity",
+                  **({"TokenExchangeUrl": exchange} if exchange != PUBLIC.token_exchange else {})}
+    elif kind == "secret":
+        fields = {"SourceType": "ClientSecret", "ClientSecret": info["apps"]["middletier-api"]["secrets"][0]}
+    else:
+        raise ValueError(f"unknown credential kind {kind!r}; one of {CREDENTIALS}")
+    return {"AzureAd__ClientCredentials__0__" + k: v for k, v in fields.items()}
 
 
 def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = "keyvault-certificate",
