@@ -122,8 +122,7 @@ class Admin:
                 AuthContext.signed_in(mfa=bool(data.get("mfa")), capabilities=data.get("capabilities")), "0",
                 lifetime=data.get("lifetime"))
         else:
-            claims = self.issuer.app_access_claims(tenant, client, requested.resource,
-                                                   data.get("roles", []), "1")
+            claims = self.issuer.app_access_claims(tenant, client, requested.resource, data.get("roles", []), "1")
             if data.get("lifetime") is not None:
                 claims["exp"] = claims["iat"] + int(data["lifetime"])
         claims.update(data.get("claims") or {})

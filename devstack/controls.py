@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -96,8 +96,7 @@ class FaultPlan:
 
 
 def fault_from_json(data: dict[str, Any]) -> Fault:
-    allowed = {k: data[k] for k in ("service", "endpoint", "count", "latency_ms", "status",
-                                    "retry_after", "aadsts", "suberror", "claims", "grant") if k in data}
+    allowed = {f.name: data[f.name] for f in fields(Fault) if f.name != "fired" and f.name in data}
     if "service" not in allowed:
         raise ValueError("'service' is required")
     return Fault(**allowed)

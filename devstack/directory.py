@@ -127,16 +127,10 @@ class Tenant:
     def identity(self, *, client_id: str | None = None, principal_id: str | None = None,
                  name: str | None = None) -> ManagedIdentity | None:
         """A managed identity by selector; no selector means the system-assigned one."""
-        for mi in self.managed_identities:
-            if client_id is not None and mi.client_id == client_id:
-                return mi
-            if principal_id is not None and mi.principal_id == principal_id:
-                return mi
-            if name is not None and mi.name == name:
-                return mi
-            if client_id is None and principal_id is None and name is None and mi.system_assigned:
-                return mi
-        return None
+        if client_id is None and principal_id is None and name is None:
+            return next((mi for mi in self.managed_identities if mi.system_assigned), None)
+        return next((mi for mi in self.managed_identities
+                     if client_id == mi.client_id or principal_id == mi.principal_id or name == mi.name), None)
 
     def app_by_client_id(self, client_id: str) -> App | None:
         return next((a for a in self.apps if a.client_id == client_id), None)

@@ -111,10 +111,9 @@ class Entra:
         if fault is None:
             return None
         if fault.aadsts is not None:
-            # The body the emulator's own grants send for the code (grants.py, directory.py): MFA as
-            # interaction_required + basic_action + claims, consent with suberror consent_required, a
-            # CA block with claims; ``suberror``/``claims`` on the fault override (Entra sends 53003
-            # without claims when no sign-in can satisfy the policy).
+            # The body the grants send for the code (MFA: interaction_required + basic_action + claims;
+            # consent: consent_required; CA block: claims); the fault's ``suberror``/``claims`` override
+            # it (Entra sends 53003 without claims when no sign-in can satisfy the policy).
             policy = (self.directory.default.policy_ids or ["00000000-0000-0000-0000-000000000000"])[0]
             wants_claims = fault.claims if fault.claims is not None else fault.aadsts in INTERACTION_CODES
             return self._error(AadError(
@@ -261,8 +260,7 @@ class Entra:
         return {}
 
     async def token_preflight(self, request: Request) -> Response:
-        cors = self._cors(request)
-        if cors:
+        if cors := self._cors(request):
             cors.update({"Access-Control-Allow-Methods": "POST, OPTIONS", "Access-Control-Max-Age": "86400",
                          "Access-Control-Allow-Headers": request.headers.get("access-control-request-headers",
                                                                              "content-type")})

@@ -107,9 +107,7 @@ def _drop_expired(codes: dict[str, Any]) -> None:
 
 class Grants:
     def __init__(self, directory: Directory, issuer: Issuer, token_urls: Callable[[Tenant, str], set[str]]):
-        self.directory = directory
-        self.issuer = issuer
-        self.token_urls = token_urls
+        self.directory, self.issuer, self.token_urls = directory, issuer, token_urls
         self.jtis = client_auth.JtiCache()
         self.device_codes: dict[str, DeviceCode] = {}
         self.auth_codes: dict[str, AuthCode] = {}
@@ -220,7 +218,6 @@ class Grants:
             raise AadError(70016)
         self.device_codes.pop(code, None)
         requested = flow.tenant.resolve_scopes(flow.scope)
-        form = dict(form, scope=flow.scope)
         return Outcome(self._issue_for_user(tenant, client, flow.user, requested, flow.auth, how, form),
                        client, flow.user)
 
@@ -293,7 +290,5 @@ class Grants:
 
     def pending_by_user_code(self, user_code: str) -> DeviceCode | None:
         code = user_code.strip().upper().replace("-", "")
-        for flow in self.device_codes.values():
-            if flow.user_code == code and flow.user is None and flow.expires_at > time.time():
-                return flow
-        return None
+        return next((f for f in self.device_codes.values()
+                     if f.user_code == code and f.user is None and f.expires_at > time.time()), None)

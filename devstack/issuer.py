@@ -111,9 +111,7 @@ class AuthContext:
 
 class Issuer:
     def __init__(self, keys: KeyRing, instance: str, state: Path, lifetime: int = DEFAULT_LIFETIME):
-        self.keys = keys
-        self.instance = instance
-        self.lifetime = lifetime
+        self.keys, self.instance, self.lifetime = keys, instance, lifetime
         self.cae_lifetime: int | None = None  # None: Entra's 20-28 h for CAE tokens; set by /lifetime in tests
         key_file = state / "refresh-token.key"
         if not key_file.is_file():

@@ -303,8 +303,7 @@ class KeyVault:
         name, version = request.path_params["name"], request.path_params.get("version", "")
         try:
             await self._guard(request, "certificates")
-            versions = self.store.certificates.get(name)
-            match = [c for c in versions or [] if not version or c.version == version]
+            match = [c for c in self.store.certificates.get(name, []) if not version or c.version == version]
             if not match:
                 raise ServiceError(404, "CertificateNotFound", f"A certificate with (name/id) {name} was not found in "
                                    "this key vault. If you recently deleted this certificate you may be able to "

@@ -50,8 +50,7 @@ def redirect_allowed(app: App, redirect_uri: str) -> tuple[bool, bool]:
 
 class BrowserSignIn:
     def __init__(self, directory: Directory, grants: Grants):
-        self.directory = directory
-        self.grants = grants
+        self.directory, self.grants = directory, grants
         self._key = os.urandom(32)
 
     def _cookie(self, tenant: Tenant, user: User, auth: AuthContext) -> str:

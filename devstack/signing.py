@@ -29,18 +29,15 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _self_signed(key: rsa.RSAPrivateKey, common_name: str, days: int) -> x509.Certificate:
+def _new_keypair(common_name: str, days: int = 730) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A key and its self-signed certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
-            .sign(key, hashes.SHA256()))
-
-
-def _new_keypair(common_name: str, days: int = 730) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key, _self_signed(key, common_name, days)
+    return key, (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
+                 .sign(key, hashes.SHA256()))
 
 
 @dataclass(frozen=True)
