@@ -1,11 +1,10 @@
 """The app's failures as a small typed hierarchy, each knowing its HTTP answer.
 
 ``problem()`` turns any of them into status + headers + an RFC 9457 ``application/problem+json`` body.
-Messages are written for the caller and never contain a token, secret or assertion.
-
-Refusals of the caller are typed by the check that made them (like pyjwt's ``jwt.exceptions``), so code
-and tests tell them apart by type, never by message text. The type decides nothing on the wire: the HTTP
-answer is the base class's, and the raising check's ``detail`` is the ``error_description`` the client reads::
+Messages are written for the caller and never contain a token, secret or assertion. Refusals of the caller
+are typed by the check that made them (like pyjwt's ``jwt.exceptions``), so code and tests tell them apart
+by type, never by message text. The type decides nothing on the wire: the HTTP answer is the base class's,
+and the raising check's ``detail`` is the ``error_description`` the client reads::
 
     ApiError
     ├── AuthenticationError   401 (bearer.py, validation.py; tokens.py: Entra refused the assertion)
@@ -48,8 +47,8 @@ class AuthenticationError(ApiError):
     """401: the caller's credentials are missing or unusable."""
 
     def __init__(self, detail: str, *, error: str | None = "invalid_token") -> None:
-        super().__init__(detail, 401, "Unauthorized", error or "unauthorized",
-                         {"WWW-Authenticate": bearer_challenge(error=error, error_description=detail if error else None)})
+        challenge = bearer_challenge(error=error, error_description=detail if error else None)
+        super().__init__(detail, 401, "Unauthorized", error or "unauthorized", {"WWW-Authenticate": challenge})
 
 
 class MissingToken(AuthenticationError):
@@ -130,9 +129,8 @@ class InsufficientScope(ApiError):
     """403: a valid token without a required scope or app role."""
 
     def __init__(self, required: tuple[str, ...], detail: str = "The token lacks a required scope or app role.") -> None:
-        super().__init__(detail, 403, "Forbidden", "insufficient_scope",
-                         {"WWW-Authenticate": bearer_challenge(error="insufficient_scope", scope=" ".join(required),
-                                                               error_description=detail)},
+        challenge = bearer_challenge(error="insufficient_scope", scope=" ".join(required), error_description=detail)
+        super().__init__(detail, 403, "Forbidden", "insufficient_scope", {"WWW-Authenticate": challenge},
                          {"required": list(required)})
 
 
