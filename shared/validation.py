@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import jwt
@@ -37,7 +37,6 @@ MAX_LIFETIME_SECONDS = 48 * 3600  # Entra access tokens live at most ~28 h (CAE)
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: enough to authorize, partition caches and log without the token."""
-
     oid: str
     tid: str
     client_id: str            # azp (v2) or appid (v1)
@@ -53,8 +52,7 @@ class _DuplicateMember(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
+    if len(pairs) != len({k for k, _ in pairs}):
         raise _DuplicateMember("duplicate member")
     return dict(pairs)
 
@@ -81,9 +79,8 @@ def _no_constants(name: str) -> Any:
 
 
 def _segment(part: str) -> dict[str, Any]:
-    raw = _base64url(part)
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(_base64url(part), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _DuplicateMember:  # two members of one name: parsers disagree on which one counts
         raise MalformedToken("The token is malformed: a JSON member is duplicated.") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -210,8 +207,7 @@ class TokenValidator:
 
     Validation is a pure function of the token's bytes, the tenant's keys and the clock, so a repeat
     is answered from the memo after re-checking what can change: the time window (with skew) and that
-    the signing key is still published. Entries leave at the token's expiry; failures are never memoized.
-    """
+    the signing key is still published. Entries leave at the token's expiry; failures are never memoized."""
 
     def __init__(self, keys: SigningKeys, settings: AzureAdSettings, *, max_entries: int = 10_000,
                  max_bytes: int | None = None, clock: Callable[[], float] = time.time):
@@ -231,8 +227,7 @@ class TokenValidator:
             now, skew = self._clock(), self.settings.clock_skew_seconds
             if hit.not_before - skew <= now <= hit.expires + skew and self.keys.published(hit.kid):
                 return hit.caller
-        caller = validate(token, self.keys, self.settings)
-        caller = Caller(**{**caller.__dict__, "token_hash": digest})
+        caller = replace(validate(token, self.keys, self.settings), token_hash=digest)
         nbf = caller.claims.get("nbf", caller.claims["iat"])  # a number: _parts refuses any other NumericDate
         entry = _Validated(caller, str(_parts(token)[0].get("kid")), float(nbf), float(caller.claims["exp"]))
         with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
@@ -246,10 +241,8 @@ def _is_app_only(claims: dict[str, Any]) -> bool:
     """App-only (client credentials) or delegated, as Entra documents it, for v1 and v2 tokens alike.
 
     ``idtyp``, when the registration requests it ("the most accurate way"): ``app``, or ``user`` (with
-    ``include_user_token``).
-    Without it, app-only is ``oid`` == ``sub`` (a user's ``sub`` is pairwise, never its ``oid``). ``scp``
-    is "only included for user tokens": app-only with ``scp``, or ``user`` without, is refused.
-    """
+    ``include_user_token``). Without it, app-only is ``oid`` == ``sub`` (a user's ``sub`` is pairwise, never
+    its ``oid``). ``scp`` is "only included for user tokens": app-only with ``scp``, or ``user`` without, is refused."""
     has_scp = "scp" in claims
     if "idtyp" in claims:
         idtyp = claims["idtyp"]
