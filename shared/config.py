@@ -86,9 +86,7 @@ def _raw(env: Mapping[str, str], key: str) -> str | None:
 
 def _list(env: Mapping[str, str], key: str, choices: tuple[str, ...] = ()) -> tuple[str, ...] | None:
     """A list setting: space/comma separated in one value, or indexed ``key__0``, ``key__1``..."""
-    items: list[str] = []
-    if (value := _get(env, key)) is not None:
-        items += [s for s in re.split(r"[\s,]+", value) if s]
+    items = [s for s in re.split(r"[\s,]+", _get(env, key) or "") if s]
     i = 0
     while (value := _get(env, f"{key}__{i}")) is not None:
         items.append(value)
@@ -169,11 +167,9 @@ def _credentials(env: Mapping[str, str], key: str) -> tuple[CredentialDescriptio
 READERS = {"bool": _bool, "int": _number, "float": _number, "tuple[str, ...]": _list}  # by the field's type
 
 
-# --- the sections --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CredentialDescription:
     """One entry of ``AzureAd__ClientCredentials``; tried in order, like MIW."""
-
     source_type: str
     values: Mapping[str, str]
     key: str  # the settings prefix, for error messages
@@ -332,7 +328,6 @@ class TokenCacheSettings:
 @dataclass(frozen=True, kw_only=True)
 class TelemetrySettings:
     """Telemetry on: the Python worker's OpenTelemetry or our own opt-in; read by ``telemetry`` on first use."""
-
     worker: str | None = option("PYTHON_ENABLE_OPENTELEMETRY", None, _raw)
     library_worker: str | None = option("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", None, _raw)
     mode: str | None = option("MiddleTier__Telemetry", None, _raw)
@@ -380,8 +375,7 @@ def redis_url_from(value: str) -> str:
     host, *parts = [p.strip() for p in value.split(",") if p.strip()]
     opts = {k.strip().lower(): v.strip() for k, _, v in (o.partition("=") for o in parts)}
     scheme = "rediss" if opts.get("ssl", "false").lower() == "true" else "redis"
-    password = opts.get("password")
-    auth = f":{quote(password, safe='')}@" if password else ""
+    auth = f":{quote(password, safe='')}@" if (password := opts.get("password")) else ""
     return f"{scheme}://{auth}{host}/0"
 
 
