@@ -88,8 +88,7 @@ class Tokens:
         return self._credential
 
     def _app(self, tenant: str) -> tuple[msal.ConfidentialClientApplication, int]:
-        app = self._apps.get(tenant)
-        if app is not None:
+        if (app := self._apps.get(tenant)) is not None:
             return app, self._generation
         with self._lock:
             if tenant not in self._apps:
@@ -173,8 +172,7 @@ class Tokens:
         with entry.bound(), self._exclusive(entry):
             reply = self._with_credential(tid, lambda app: self._throttled(
                 key, lambda: app.acquire_token_for_client(list(scopes), claims_challenge=claims_challenge)))
-            token = self._token_or_raise(reply.result, tid, scopes, status=reply.status,
-                                         retry_after=reply.retry_after)
+            token = self._token_or_raise(reply.result, tid, scopes, status=reply.status, retry_after=reply.retry_after)
             entry.commit(reply.result, scopes, changed=reply.result.get("token_source") == IDENTITY_PROVIDER)
         return token
 
@@ -253,8 +251,7 @@ class Tokens:
             try:
                 result = self._call_entra(call)
             except UpstreamError as err:
-                status = self._session.last_status()
-                if err.status == 503 and _failed(status):
+                if err.status == 503 and _failed(self._session.last_status()):
                     held = self.throttle.failed(key, self._session.throttled_for())
                     err.headers.setdefault("Retry-After", str(held))  # how long this caller is now held
                 raise
