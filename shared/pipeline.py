@@ -39,7 +39,6 @@ def admit(ctx: AppContext, authorization: str | None, requirement: Requirement, 
 @dataclass(frozen=True)
 class Call:
     """One authenticated, authorized request, as a function body sees it."""
-
     caller: Caller
     trace_id: str
     ctx: AppContext = field(repr=False)
@@ -47,9 +46,8 @@ class Call:
 
     def downstream(self, api: str, *, path: str | None = None, method: str = "GET", body: bytes | None = None,
                    as_app: bool = False) -> downstream.DownstreamResponse:
-        """Call ``DownstreamApis__<api>__*`` on the caller's behalf (OBO), or ``as_app`` (client
-        credentials, the scopes' resource's ``.default``); a CAE claims challenge gets one new token
-        with its claims. The calls share one deadline (``MiddleTier__RequestBudgetSeconds``)."""
+        """Call ``DownstreamApis__<api>__*`` on the caller's behalf (OBO), or ``as_app`` (the scopes' resource's
+        ``.default``); a CAE claims challenge gets one new token. One deadline: ``MiddleTier__RequestBudgetSeconds``."""
         ctx, caller, target = self.ctx, self.caller, self.ctx.settings.downstream_api(api)
         scopes = target.app_scopes() if as_app else target.scopes
 
