@@ -29,10 +29,9 @@ Body = Callable[[func.HttpRequest, Call], func.HttpResponse | DownstreamResponse
 
 def endpoint(requirement: Requirement, *, downstream: tuple[str, ...] = ()) -> Callable[[Body], Callable[
         [func.HttpRequest], func.HttpResponse]]:
-    """Declare what a function requires of its caller and which downstream APIs it calls, next to it
-    (an example: ``shared/__init__.py``). The decorated ``main(req)`` is what the Functions worker binds
-    (its parameter is the trigger's ``name``); the body runs once ``pipeline.admit`` let the request in.
-    A downstream answer is passed on with its content type."""
+    """Declare what a function requires of its caller and which downstream APIs it calls, next to it (an example:
+    ``shared/__init__.py``). The worker binds the decorated ``main(req)`` (its parameter is the trigger's ``name``);
+    the body runs once ``pipeline.admit`` let the request in. A downstream answer keeps its content type."""
     def decorate(body: Body) -> Callable[[func.HttpRequest], func.HttpResponse]:
         def handler(ctx: AppContext, req: func.HttpRequest, trace_id: str) -> func.HttpResponse:
             answer = body(req, admit(ctx, req.headers.get("Authorization"), requirement, downstream, trace_id))
