@@ -48,8 +48,7 @@ class Orders:
             self.stats.count("orders.list", status=str(err.status))
             return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json",
                             headers=err.headers)
-        kind = "app" if is_app_only(claims) else "user"
-        self.stats.count("orders.list", status="200", caller=kind)
+        self.stats.count("orders.list", status="200", caller="app" if is_app_only(claims) else "user")
         return Response(json.dumps(body), media_type="application/json", headers={"request-id": str(uuid.uuid4())})
 
     def _visible(self, tenant: Tenant, claims: dict[str, Any]) -> dict[str, Any]:

@@ -98,11 +98,8 @@ def lookup(host: str | bytes | None, mapping: Mapping[str, Target] | None = None
     name = _norm(host)
     if name in table:
         return table[name]
-    best: tuple[int, Target] | None = None
-    for pattern, target in table.items():
-        if pattern.startswith("*.") and name.endswith(pattern[1:]) and (best is None or len(pattern) > best[0]):
-            best = (len(pattern), target)
-    return best[1] if best else None
+    wildcards = [p for p in table if p.startswith("*.") and name.endswith(p[1:])]
+    return table[max(wildcards, key=len)] if wildcards else None  # the longest suffix wins
 
 
 def _getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,  # noqa: A002

@@ -52,16 +52,18 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey, now: dt.datetime,
+             days: int) -> x509.CertificateBuilder:
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days)))
+
+
 def _issue_ca(now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = _name("middletier devstack local CA")
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
+        _builder(name, name, key, now, 3650)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                      content_commitment=False, key_encipherment=False,
@@ -79,18 +81,13 @@ def server_names(extra: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
 
 
 def _issue_server(ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate,
-                  now: dt.datetime, names: tuple[str, ...] = SERVER_NAMES) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+                  now: dt.datetime, names: tuple[str, ...]) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost")).issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
         # Browsers cap leaf lifetimes; 397 days keeps Chromium (SPA tests) happy.
-        .not_valid_after(now + dt.timedelta(days=397))
+        _builder(_name("localhost"), ca_cert.subject, key, now, 397)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -114,15 +111,14 @@ def system_roots() -> bytes:
         return b""
 
 
-def _leaf_is_current(path: Path, now: dt.datetime, names: tuple[str, ...] = SERVER_NAMES) -> bool:
+def _leaf_is_current(path: Path, now: dt.datetime, names: tuple[str, ...]) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    if set(san.get_values_for_type(x509.DNSName)) != set(names):
-        return False
-    return cert.not_valid_after_utc - now > dt.timedelta(days=7)
+    return set(san.get_values_for_type(x509.DNSName)) == set(names) \
+        and cert.not_valid_after_utc - now > dt.timedelta(days=7)
 
 
 def ensure_tls(folder: Path, names: tuple[str, ...] | list[str] = ()) -> TlsFiles:
@@ -145,9 +141,7 @@ def ensure_tls(folder: Path, names: tuple[str, ...] | list[str] = ()) -> TlsFile
     if not _leaf_is_current(files.server_cert, now, dns_names) or not files.server_key.is_file():
         issue_leaf(folder, list(dns_names), folder)  # server.pem, server-key.pem
     ca_pem = files.ca_cert.read_bytes()
-    roots = system_roots()
-    if ca_pem in roots:  # REQUESTS_CA_BUNDLE already points at our bundle
-        roots = roots.replace(ca_pem, b"")
+    roots = system_roots().replace(ca_pem, b"")  # REQUESTS_CA_BUNDLE may point at our bundle already
     bundle = roots.rstrip(b"\n") + b"\n" + ca_pem if roots.strip() else ca_pem
     if not files.bundle.is_file() or files.bundle.read_bytes() != bundle:
         files.bundle.write_bytes(bundle)
