@@ -1,11 +1,10 @@
 """What an Entra error (AADSTS code) means for a middle tier, by whose problem it is.
 
-A failed On-Behalf-Of or client-credentials request gets an OAuth ``error`` and ``error_codes``. The
-``error`` alone can't tell "the caller's token is bad" from "our own certificate is bad" (both can be
-``invalid_grant`` or ``invalid_client``), so the code decides, per Entra's published error table
-(``reference-error-codes.md`` in MicrosoftDocs/entra-docs; codes missing from it note their source).
-Each code has exactly one kind; an unknown one falls back to the ``error``. ``docs/PROTOCOL.md`` has
-the table with the reasons.
+A failed On-Behalf-Of or client-credentials request gets an OAuth ``error`` and ``error_codes``. The ``error``
+alone can't tell "the caller's token is bad" from "our own certificate is bad" (both can be ``invalid_grant``
+or ``invalid_client``), so the code decides, per Entra's published error table (``reference-error-codes.md``
+in MicrosoftDocs/entra-docs; codes missing from it note their source). Each code has exactly one kind; an
+unknown one falls back to the ``error``. ``docs/PROTOCOL.md`` has the table with the reasons.
 """
 from __future__ import annotations
 
@@ -53,8 +52,7 @@ KINDS: dict[int, Kind] = {
     # This app's own client credential: secret, certificate, assertion or federated credential.
     700024: Kind.CREDENTIAL,     # client assertion not within its valid time range (app clock, expired MI token)
     700027: Kind.CREDENTIAL,     # client assertion failed signature validation
-    700023: Kind.CREDENTIAL,     # client assertion audience does not match the realm (SDK docs; the table
-                                 # names it InvalidResourcelessScope, but Entra sends it for assertions)
+    700023: Kind.CREDENTIAL,     # client assertion audience is not the realm (SDK docs; not InvalidResourcelessScope)
     700021: Kind.CREDENTIAL,     # client assertion application identifier does not match client_id (SDK docs)
     7000215: Kind.CREDENTIAL,    # invalid client secret
     7000222: Kind.CREDENTIAL,    # InvalidClientSecretExpiredKeysProvided

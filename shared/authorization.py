@@ -1,9 +1,8 @@
 """What each function requires of its caller, declared next to the function.
 
-Microsoft.Identity.Web's ``RequiredScope``, ``RequiredScopeOrAppPermission`` and app-role checks
-in one small value: accepted delegated scopes, accepted app permissions (roles), and which kind
-of caller (a user, an app, or either). ``None`` takes the default from settings
-(``AzureAd__Scopes``, ``AzureAd__AppPermissions``).
+Microsoft.Identity.Web's ``RequiredScope``, ``RequiredScopeOrAppPermission`` and app-role checks in one
+small value: accepted delegated scopes, accepted app permissions (roles), and which kind of caller (a
+user, an app, or either). ``None`` takes the default from ``AzureAd__Scopes``, ``AzureAd__AppPermissions``.
 
 A token with neither ``scp`` nor ``roles`` is refused, unless ACL mode (``AzureAd__AllowWebApiToBeAuthorizedByACL``)
 lists its client (``AzureAd__AllowedClientApplications``, matched against ``azp``/``appid``). ACL mode lifts
@@ -40,14 +39,12 @@ class Requirement:
         return scopes, roles
 
     def declares_nothing(self) -> bool:
-        """The function explicitly requires no scope and no role (only a valid token of its kind of
-        caller): the lists that apply to its callers were given as ``()``, not left to settings."""
+        """No scope and no role required, explicitly: the lists that apply to its callers are ``()``, not settings."""
         return (self.callers == "app" or self.scopes == ()) and (self.callers == "user" or self.app_permissions == ())
 
 
 def check(caller: Caller, requirement: Requirement, ad: AzureAdSettings) -> None:
-    """Pass, or raise 403 ``insufficient_scope`` naming what was required, typed by the rule that refused
-    (``NoScopesOrRoles``, ``CallerKindNotAccepted``, ``ScopeNotGranted``: ``shared/errors.py``)."""
+    """Pass, or raise 403 ``insufficient_scope`` naming what was required, typed by the rule that refused."""
     scopes, roles = requirement.resolve(ad)
     acl_listed = ad.allow_acl and caller.client_id in ad.allowed_client_applications
     if not caller.scopes and not caller.roles and not acl_listed:  # the global rule; ACL mode lifts only this

@@ -1,15 +1,14 @@
 """The app's own client credential, in the shape MSAL's ConfidentialClientApplication takes.
 
-Descriptions come from ``AzureAd__ClientCredentials__N__*`` (Microsoft.Identity.Web's names)
-and are tried in order; the first that loads wins:
+Descriptions ``AzureAd__ClientCredentials__N__*`` (Microsoft.Identity.Web's names) are tried in order; the
+first that loads wins:
 
 - ``ClientSecret``: ``ClientSecret`` (local development only)
-- ``KeyVault``: a certificate from Key Vault (``KeyVaultUrl``, ``KeyVaultCertificateName``), read as
-  its secret (the PFX with the private key), through the managed identity
+- ``KeyVault``: a Key Vault certificate (``KeyVaultUrl``, ``KeyVaultCertificateName``) read as its secret, with the key
 - ``KeyVaultSecret``: a client secret stored in Key Vault (``KeyVaultUrl``, ``KeyVaultSecretName``)
 - ``Path`` / ``Base64Encoded``: a PFX or PEM certificate (``CertificateDiskPath`` / ``Base64EncodedValue``)
-- ``SignedAssertionFromManagedIdentity``: no secret at all; the managed identity's token for
-  ``api://AzureADTokenExchange`` is the client assertion (a federated identity credential)
+- ``SignedAssertionFromManagedIdentity``: no secret; the client assertion (a federated identity credential)
+  is the managed identity's token for ``api://AzureADTokenExchange``
 
 Key Vault is reached with unmodified ``azure-identity`` ``ManagedIdentityCredential`` and ``azure-keyvault-secrets``
 ``SecretClient``. Loaded material stays in memory; errors name the setting and the vault object, never a value.
@@ -34,7 +33,6 @@ log = logging.getLogger("middletier.credentials")
 
 MsalCredential = Union[str, dict[str, Any]]
 TOKEN_EXCHANGE = "api://AzureADTokenExchange"
-UNSUPPORTED_HERE = {"StoreWithThumbprint", "StoreWithDistinguishedName"}
 
 
 def certificate_credential(data: bytes, password: str | None, key: str, *, send_x5c: bool = False) -> dict[str, Any]:
@@ -138,7 +136,7 @@ class CredentialLoader:
         elif source == "Base64Encoded":
             setting = f"{desc.key}__Base64EncodedValue"
             data = _b64(desc.require("Base64EncodedValue"), setting)
-        elif source in UNSUPPORTED_HERE:
+        elif source in ("StoreWithThumbprint", "StoreWithDistinguishedName"):
             raise ConfigurationError(key, "names a Windows certificate store, which Linux Functions do not have")
         else:
             raise ConfigurationError(key, "is not a supported credential source")

@@ -1,21 +1,20 @@
 """What a cached entry really holds in memory, for the caches' byte budgets.
 
-A JSON length undercounts an MSAL partition's Python objects by ~1.4× (object headers, dict hash
-tables, allocator rounding). ``held_bytes`` sums ``sys.getsizeof``, rounded to the allocator's blocks,
-over a JSON-like value (a partition's data, a token's claims); the constants below add what an entry
-holds besides, measured with tracemalloc on CPython 3.11 (bench/cache_memory.py --default-caps and
-tests/security/test_memory_bounds.py re-measure them). Cost: ~20 µs for an OBO partition, paid when a
-partition is saved or a token first validated, never on a cache hit.
+A JSON length undercounts an MSAL partition's Python objects by ~1.4× (object headers, dict hash tables,
+allocator rounding). ``held_bytes`` sums ``sys.getsizeof``, rounded to the allocator's blocks, over a JSON-like
+value (a partition's data, a token's claims); the constants below add what an entry holds besides, measured
+with tracemalloc on CPython 3.11 (re-measured by bench/cache_memory.py --default-caps and
+tests/security/test_memory_bounds.py). Cost: ~20 µs per OBO partition, paid on save or first validation, never
+on a cache hit.
 """
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-# A Partition besides its ``data``: the dataclass and its __dict__, its lock, the key string, the
-# ``hot`` memo (a dict, one (token, until) tuple and float; the token string itself is MSAL's
-# access-token secret, shared) and the L1's own bookkeeping per entry (cachetools' TLRUCache:
-# data and size dict slots, an _Item, a heap slot). Measured: ~1.0 KB; rounded up.
+# A Partition besides its ``data``: the dataclass and its __dict__, its lock, the key string, the ``hot`` memo
+# (a dict, one (token, until) tuple and float; the token string is MSAL's, shared) and the L1's bookkeeping
+# per entry (cachetools' TLRUCache: data and size dict slots, an _Item, a heap slot). Measured: ~1.0 KB; rounded up.
 PARTITION_OVERHEAD = 1280
 # Each further scope set remembered in ``hot`` (a dict slot, a tuple, a float, the scopes tuple).
 HOT_ENTRY = 256
@@ -25,8 +24,7 @@ VALIDATOR_OVERHEAD = 1280
 
 _getsizeof = sys.getsizeof
 _refcount = sys.getrefcount
-# A string referenced from more places than this is shared (MSAL's literal field names and
-# credential types, interned by the compiler): dropping one entry frees none of it.
+# A string referenced from more places than this is shared (MSAL's interned field names): dropping one entry frees none.
 SHARED_REFS = 64
 
 

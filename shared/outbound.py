@@ -44,8 +44,7 @@ class OutboundSession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self._last.status, self._last.retry_after = None, None
         timeout = kwargs.get("timeout") or self.default_timeout
-        deadline = getattr(self._last, "deadline", None)
-        if deadline is not None:
+        if (deadline := getattr(self._last, "deadline", None)) is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0.01:
                 raise requests.Timeout("the request's time budget is spent")

@@ -44,10 +44,9 @@ class SigningKeys:
                  refresh_seconds: float = default(AzureAdSettings, "metadata_refresh_seconds"),
                  unknown_kid_interval: float = 10, timeout: float = default(AzureAdSettings, "timeout_seconds"),
                  clock: Callable[[], float] = time.monotonic):
-        """``metadata_url`` is the v2 OIDC document; ``v1_metadata_url`` the v1 one, read only for its
-        issuer (``https://sts.windows.net/{tenantid}/`` in the public cloud and US Government,
-        ``https://sts.chinacloudapi.cn/{tenantid}/`` in China) — the way Microsoft.IdentityModel's
-        AadIssuerValidator learns it, so no cloud's issuer is written into the app."""
+        """``metadata_url`` is the v2 OIDC document; ``v1_metadata_url`` the v1 one, read only for its issuer
+        (``https://sts.windows.net/{tenantid}/``, or ``https://sts.chinacloudapi.cn/{tenantid}/`` in China) as
+        Microsoft.IdentityModel's AadIssuerValidator learns it: no cloud's issuer is written into the app."""
         self.metadata_url, self.v1_metadata_url = metadata_url, v1_metadata_url
         self._v1_issuer: str | None = None
         self._v1_failed_at = float("-inf")
@@ -63,9 +62,8 @@ class SigningKeys:
         self.fetches = 0
 
     def v1_issuer(self) -> str | None:
-        """The v1 issuer template from the v1 document; None when v1 tokens aren't accepted. Read on
-        first need and kept; while the document can't be read, 503 (rate-limited retries), so a
-        v1 outage never refuses a valid token as untrusted nor touches v2 tokens."""
+        """The v1 issuer template (None when v1 tokens aren't accepted), read on first need and kept. A v1 outage
+        is a 503 (retries rate-limited): it never refuses a valid token as untrusted, nor touches v2 tokens."""
         if self.v1_metadata_url is None or self._v1_issuer is not None:
             return self._v1_issuer
         with self._lock:
@@ -94,9 +92,8 @@ class SigningKeys:
         return kid in self._keys
 
     def get(self, kid: str, *, refetch: bool = True) -> SigningKey | None:
-        """The key for ``kid``; None if the tenant does not publish it. An unknown ``kid`` refetches
-        the keys once when ``refetch`` (the caller's token could be valid) and no such refetch
-        happened in the last ``unknown_kid_interval``; the keys held are kept if it fails."""
+        """The key for ``kid``, else None. An unknown ``kid`` refetches the keys if ``refetch`` (the token could be
+        valid) and none was refetched in the last ``unknown_kid_interval``; a failure keeps the held keys."""
         self._ensure_fresh()
         key = self._keys.get(kid)
         if key is not None or not refetch:

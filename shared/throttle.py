@@ -1,12 +1,11 @@
 """Failure isolation between callers for token acquisition.
 
-``EntraThrottle``: what Entra's 429/5xx said, remembered per caller (one user's OBO for one scope set,
-or the app's own token): a user told ``Retry-After`` does not call Entra again before then, and nobody
-else is answered with it. (MSAL's own throttle cache keys OBO by endpoint, client id and scope, not the
-assertion, replaying one user's 429 to every user: ``PerCallerHttpCache`` switches that part off.) A
-genuine outage is seen by many callers: when ``breaker_callers`` distinct callers fail within
-``breaker_window`` seconds, an app-wide breaker answers everyone for the shortest ``Retry-After`` among
-them (at most ``breaker_max_seconds``), then lets requests through again.
+``EntraThrottle``: what Entra's 429/5xx said, remembered per caller (one user's OBO for one scope set, or the
+app's own token): a user told ``Retry-After`` does not call Entra again before then, and nobody else is
+answered with it. (MSAL's own throttle cache keys OBO by endpoint, client id and scope, not the assertion,
+replaying one user's 429 to every user: ``PerCallerHttpCache`` switches that part off.) An outage is seen by
+many callers: when ``breaker_callers`` distinct callers fail within ``breaker_window`` seconds, an app-wide
+breaker answers everyone for their shortest ``Retry-After`` (at most ``breaker_max_seconds``).
 
 ``AcquisitionGate``: a bound on token acquisitions that call Entra at once, so requests waiting on a slow
 Entra cannot take every worker thread from requests served from cache. When full, a caller waits at most
@@ -29,9 +28,8 @@ DEFAULT_SECONDS = 5  # a 429/5xx without Retry-After: MSAL's own default
 
 
 def default_acquisition_limit(pool: int = 0) -> int:
-    """Half the worker's thread pool (``pool``: the setting ``PYTHON_THREADPOOL_THREAD_COUNT``, else Python's
-    default ``min(32, cpus + 4)``, as the Python worker sizes it), at least 2: the other half stays free for
-    requests that need no call to Entra."""
+    """Half the worker's thread pool (``PYTHON_THREADPOOL_THREAD_COUNT``, else the worker's ``min(32, cpus + 4)``),
+    at least 2: the other half stays free for requests that need no call to Entra."""
     return max(2, (pool or min(32, (os.cpu_count() or 1) + 4)) // 2)
 
 
@@ -123,10 +121,8 @@ _NO_ACCOUNT = hashlib.sha256(repr(None).encode("utf-8")).hexdigest()
 
 
 class PerCallerHttpCache(dict):  # type: ignore[type-arg]
-    """MSAL's ``http_cache`` without the replay of 429/5xx answers that are keyed by endpoint, client
-    and scope only (OBO, client credentials: ``hash`` of no account). Those would answer one user's
-    throttle to every user; ``EntraThrottle`` remembers them per caller instead. Per-account entries
-    (refresh token, auth code) and everything else MSAL caches are kept as MSAL keeps them."""
+    """MSAL's ``http_cache`` without its 429/5xx replays keyed by endpoint, client and scope only (OBO, client
+    credentials: ``hash`` of no account); per-account entries and everything else are kept as MSAL keeps them."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if isinstance(key, str) and key.endswith("429/5xx/Retry-After") and f"hash={_NO_ACCOUNT} " in key:

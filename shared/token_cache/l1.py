@@ -19,8 +19,7 @@ class Partition:
     data: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one acquisition at a time per partition
     size: int = PARTITION_OVERHEAD         # bytes held (shared.memory's estimate), for the L1 budget
-    # The last access token MSAL gave per scope set, with the time until which MSAL itself would
-    # return it from cache unchanged: repeat calls skip MSAL's account and token searches.
+    # Per scope set: MSAL's last access token, and until when MSAL would return it unchanged (repeats skip its searches)
     hot: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
 
 

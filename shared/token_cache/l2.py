@@ -1,9 +1,8 @@
 """Distributed (L2) token-cache backends, and the circuit breaker that keeps them optional.
 
-Backends store opaque bytes (already sealed by ``sealing.py``) with a TTL, and offer a short
-lock for cross-instance single-flight. ``Breaker``: every call is bounded by the backend's own
-timeout, failures open it so an outage costs nothing per request, and it half-opens to pick up
-recovery without a restart. One warning per outage.
+Backends store opaque bytes (already sealed by ``sealing.py``) with a TTL, and offer a short lock for
+cross-instance single-flight. ``Breaker``: every call is bounded by the backend's own timeout, failures
+open it so an outage costs nothing per request, and it half-opens to pick up recovery without a restart.
 """
 from __future__ import annotations
 
@@ -58,10 +57,8 @@ class RedisBackend:
 class BlobBackend:
     """Azure Blob Storage (the function app's own storage account; Azurite locally).
 
-    TTL is kept in blob metadata and checked on read (lifecycle rules delete old blobs in Azure);
-    the lock is a blob created with ``If-None-Match: *``, stale after its own expiry.
-    ``clock``: wall-clock seconds for those expiries (time.time; tests inject one).
-    """
+    TTL is kept in blob metadata and checked on read (lifecycle rules delete old blobs in Azure); the lock
+    is a blob created with ``If-None-Match: *``, stale after its expiry (by ``clock``, the wall clock)."""
 
     name = "blob"
 

@@ -1,10 +1,9 @@
 """The token cache's one entry point, as Microsoft.Identity.Web's ``IMsalTokenCacheProvider``.
 
-``TokenCache.open()`` finds a partition in L1, else loads it from the sealed L2, else starts an
-empty one, and returns a ``PartitionHandle``: serve a remembered token, bind MSAL's cache, take the
-single-flight lock (with an L2, one instance calls Entra; the others wait briefly for its entry),
-commit MSAL's result to L1 and L2. ``clock`` is the wall clock (token and partition expiries);
-``monotonic`` and ``sleep`` time the wait for another instance's entry."""
+``TokenCache.open()`` finds a partition in L1, else loads it from the sealed L2, else starts an empty one,
+and returns a ``PartitionHandle``: serve a remembered token, bind MSAL's cache, take the single-flight lock
+(with an L2, one instance calls Entra; the others wait briefly for its entry), commit MSAL's result to L1
+and L2. ``clock`` is the wall clock (expiries); ``monotonic`` and ``sleep`` time the wait for an entry."""
 from __future__ import annotations
 
 import contextlib
@@ -69,11 +68,9 @@ class TokenCache:
     def _load(self, key: str) -> tuple[dict[str, Any], float] | None:
         if self.l2 is None or self.sealer is None:
             return None
-        sealed = self.l2.get(PREFIX + key)
-        if sealed is None:
+        if (sealed := self.l2.get(PREFIX + key)) is None:
             return None
-        plain = self.sealer.open(PREFIX + key, sealed)
-        if plain is None:
+        if (plain := self.sealer.open(PREFIX + key, sealed)) is None:
             log.warning("token cache L2 entry failed authentication; treating it as a miss")
             return None
         try:
@@ -84,8 +81,7 @@ class TokenCache:
 
     def reload(self, part: Partition) -> bool:
         """Refresh ``part`` from L2 (another instance may have filled it). True if it had data."""
-        loaded = self._load(part.key)
-        if loaded is None or not loaded[0]:
+        if (loaded := self._load(part.key)) is None or not loaded[0]:
             return False
         part.data = loaded[0]  # one assignment: readers see the old dict or the new one, never a mix
         part.size = _size(part.data)
@@ -143,9 +139,8 @@ class PartitionHandle:
 
     @contextlib.contextmanager
     def exclusive(self, wait: float, *, across_instances: bool = False) -> Iterator[bool]:
-        """Yield True holding this partition's lock (and, ``across_instances``, the L2 flight: one
-        instance calls Entra, the others reload its entry); False if the lock was not free within
-        ``wait`` seconds."""
+        """Yield True holding this partition's lock (and, ``across_instances``, the L2 flight: one instance
+        calls Entra, the others reload its entry); False if the lock was not free within ``wait`` seconds."""
         if not self.part.lock.acquire(timeout=max(0.0, wait)):
             yield False
             return
@@ -156,9 +151,8 @@ class PartitionHandle:
             self.part.lock.release()
 
     def commit(self, result: dict[str, Any], scopes: tuple[str, ...] | None = None, *, changed: bool = True) -> None:
-        """After MSAL answered with ``result``: write the partition back to L1 and L2 when MSAL
-        ``changed`` it, and remember its access token for ``scopes`` (when given) until 5 minutes
-        before expiry, or half its life for long-lived (CAE) tokens, as MSAL's refresh_in does."""
+        """Save the partition to L1 and L2 if MSAL's ``result`` ``changed`` it; remember its access token for ``scopes``
+        until 5 minutes before expiry, or half its life for long-lived (CAE) tokens, as MSAL's refresh_in does."""
         expires_in = result.get("expires_in")
         now = self.cache._clock()
         if changed:

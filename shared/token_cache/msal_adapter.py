@@ -1,9 +1,8 @@
 """The one ``msal.TokenCache`` MSAL sees, reading and writing whichever partition is current.
 
-MSAL binds a cache to a ConfidentialClientApplication, which should live once per process; so its
-storage is the partition a ``contextvars`` variable names for one acquisition (as MIW's
-``MsalDistributedTokenCacheAdapter`` swaps it). It leans on MSAL's ``TokenCache`` using
-``self._cache`` under ``self._lock``: tests/unit/test_token_cache.py pins that."""
+MSAL binds a cache to a ConfidentialClientApplication, which should live once per process; so its storage
+is the partition a ``contextvars`` variable names for one acquisition (as MIW's ``MsalDistributedTokenCacheAdapter``
+swaps it). It leans on MSAL's ``TokenCache`` using ``self._cache`` under ``self._lock`` (test_token_cache pins that)."""
 from __future__ import annotations
 
 import contextlib

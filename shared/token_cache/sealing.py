@@ -1,8 +1,7 @@
 """Authenticated encryption of cache entries before they leave the process (AES-256-GCM).
 
-The storage key is bound into the ciphertext as associated data, so an entry copied under
-another key, tampered with, or written with another key fails to open: that is a cache miss,
-never an error and never someone else's tokens.
+The storage key is bound into the ciphertext as associated data, so an entry copied under another key,
+tampered with, or written with another key fails to open: a cache miss, never an error nor someone else's tokens.
 """
 from __future__ import annotations
 
