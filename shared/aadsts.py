@@ -52,7 +52,7 @@ KINDS: dict[int, Kind] = {
     # This app's own client credential: secret, certificate, assertion or federated credential.
     700024: Kind.CREDENTIAL,     # client assertion not within its valid time range (app clock, expired MI token)
     700027: Kind.CREDENTIAL,     # client assertion failed signature validation
-    700023: Kind.CREDENTIAL,     # client assertion audience is not the realm (SDK docs; not InvalidResourcelessScope)
+    700023: Kind.CREDENTIAL,     # assertion audience not the realm (SDK docs; the table: InvalidResourcelessScope)
     700021: Kind.CREDENTIAL,     # client assertion application identifier does not match client_id (SDK docs)
     7000215: Kind.CREDENTIAL,    # invalid client secret
     7000222: Kind.CREDENTIAL,    # InvalidClientSecretExpiredKeysProvided

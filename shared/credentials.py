@@ -1,14 +1,14 @@
 """The app's own client credential, in the shape MSAL's ConfidentialClientApplication takes.
 
-Descriptions ``AzureAd__ClientCredentials__N__*`` (Microsoft.Identity.Web's names) are tried in order; the
-first that loads wins:
+Descriptions come from ``AzureAd__ClientCredentials__N__*`` (Microsoft.Identity.Web's names)
+and are tried in order; the first that loads wins:
 
 - ``ClientSecret``: ``ClientSecret`` (local development only)
-- ``KeyVault``: a Key Vault certificate (``KeyVaultUrl``, ``KeyVaultCertificateName``) read as its secret, with the key
+- ``KeyVault``: a Key Vault certificate (``KeyVaultUrl``, ``KeyVaultCertificateName``) read as its secret (PFX + key)
 - ``KeyVaultSecret``: a client secret stored in Key Vault (``KeyVaultUrl``, ``KeyVaultSecretName``)
 - ``Path`` / ``Base64Encoded``: a PFX or PEM certificate (``CertificateDiskPath`` / ``Base64EncodedValue``)
-- ``SignedAssertionFromManagedIdentity``: no secret; the client assertion (a federated identity credential)
-  is the managed identity's token for ``api://AzureADTokenExchange``
+- ``SignedAssertionFromManagedIdentity``: no secret at all; the managed identity's token for
+  ``api://AzureADTokenExchange`` is the client assertion (a federated identity credential)
 
 Key Vault is reached with unmodified ``azure-identity`` ``ManagedIdentityCredential`` and ``azure-keyvault-secrets``
 ``SecretClient``. Loaded material stays in memory; errors name the setting and the vault object, never a value.

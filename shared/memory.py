@@ -1,11 +1,10 @@
 """What a cached entry really holds in memory, for the caches' byte budgets.
 
-A JSON length undercounts an MSAL partition's Python objects by ~1.4× (object headers, dict hash tables,
-allocator rounding). ``held_bytes`` sums ``sys.getsizeof``, rounded to the allocator's blocks, over a JSON-like
-value (a partition's data, a token's claims); the constants below add what an entry holds besides, measured
-with tracemalloc on CPython 3.11 (re-measured by bench/cache_memory.py --default-caps and
-tests/security/test_memory_bounds.py). Cost: ~20 µs per OBO partition, paid on save or first validation, never
-on a cache hit.
+A JSON length undercounts an MSAL partition's Python objects by ~1.4× (object headers, dict hash tables, allocator
+rounding). ``held_bytes`` sums ``sys.getsizeof``, rounded to the allocator's blocks, over a JSON-like value (a
+partition's data, a token's claims); the constants below add what an entry holds besides, measured with tracemalloc
+on CPython 3.11 (re-measured by bench/cache_memory.py --default-caps and tests/security/test_memory_bounds.py).
+Cost: ~20 µs per OBO partition, on save or first validation, never on a cache hit.
 """
 from __future__ import annotations
 

@@ -151,8 +151,9 @@ class PartitionHandle:
             self.part.lock.release()
 
     def commit(self, result: dict[str, Any], scopes: tuple[str, ...] | None = None, *, changed: bool = True) -> None:
-        """Save the partition to L1 and L2 if MSAL's ``result`` ``changed`` it; remember its access token for ``scopes``
-        until 5 minutes before expiry, or half its life for long-lived (CAE) tokens, as MSAL's refresh_in does."""
+        """After MSAL answered with ``result``: write the partition back to L1 and L2 when MSAL
+        ``changed`` it, and remember its access token for ``scopes`` (when given) until 5 minutes
+        before expiry, or half its life for long-lived (CAE) tokens, as MSAL's refresh_in does."""
         expires_in = result.get("expires_in")
         now = self.cache._clock()
         if changed:
@@ -168,6 +169,5 @@ class PartitionHandle:
 
 
 def _size(data: dict[str, Any]) -> int:
-    """Bytes a partition holding ``data`` keeps in memory (not its JSON length), with one ``hot``
-    memo slot per access token beyond the first (``shared/memory.py``)."""
+    """Memory held by a partition with ``data`` (shared/memory.py), a ``hot`` slot per access token after the first."""
     return PARTITION_OVERHEAD + held_bytes(data) + HOT_ENTRY * max(0, len(data.get("AccessToken", ())) - 1)

@@ -35,7 +35,7 @@ class PartitionedTokenCache(msal.TokenCache):
 @contextlib.contextmanager
 def use_partition(part: Partition) -> Iterator[Partition]:
     """Make ``part`` the storage of the shared MSAL cache for this context. Reads need no partition
-    lock (MSAL's guards the data); callers that may call Entra take ``part.lock``: one call per miss."""
+    lock (MSAL's guards the data); callers that may call Entra take ``part.lock``: concurrent misses make one call."""
     token = _current.set(part)
     try:
         yield part
