@@ -24,7 +24,8 @@ def public_client(info: dict[str, Any], app: str = "desktop-client", **kwargs: A
         http_client=session(info["ca_bundle"]), **kwargs)
 
 
-def approve_device_code(info: dict[str, Any], flow: dict[str, Any], user: str, *, otp: bool = True) -> requests.Response:
+def approve_device_code(info: dict[str, Any], flow: dict[str, Any], user: str, *,
+                        otp: bool = True) -> requests.Response:
     """Do what the user does on the verification page: enter the code and sign in."""
     account = info["users"][user]
     form = {"code": flow["user_code"], "username": account["upn"], "password": account["password"]}

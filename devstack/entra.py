@@ -75,7 +75,8 @@ class EchoClientRequestId:
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        echo = headers.get(b"client-request-id") if headers.get(b"return-client-request-id", b"").lower() == b"true" else None
+        asked = headers.get(b"return-client-request-id", b"").lower() == b"true"
+        echo = headers.get(b"client-request-id") if asked else None
 
         async def sending(message: Message) -> None:
             if echo is not None and message["type"] == "http.response.start":

@@ -228,7 +228,8 @@ class Grants:
         return tenant.resolve_scopes(scope)
 
     def _issue_for_user(self, tenant: Tenant, client: App, user: User, requested: Requested | None,
-                        auth: AuthContext, how: str, form: Mapping[str, str], nonce: str | None = None) -> dict[str, Any]:
+                        auth: AuthContext, how: str, form: Mapping[str, str],
+                        nonce: str | None = None) -> dict[str, Any]:
         scopes: list[str] = []
         if requested is not None:
             scopes = tenant.check_consent(client, requested)

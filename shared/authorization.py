@@ -50,7 +50,8 @@ def check(caller: Caller, requirement: Requirement, ad: AzureAdSettings) -> None
     if not caller.scopes and not caller.roles and not acl_listed:  # the global rule; ACL mode lifts only this
         raise NoScopesOrRoles(scopes + roles, "The token carries neither scopes nor app roles.")
     if requirement.callers == "user" and caller.is_app:
-        raise CallerKindNotAccepted(scopes, "This function acts for a signed-in user; app-only tokens are not accepted.")
+        raise CallerKindNotAccepted(scopes,
+                                    "This function acts for a signed-in user; app-only tokens are not accepted.")
     if requirement.callers == "app" and not caller.is_app:
         raise CallerKindNotAccepted(roles, "This function accepts app-only callers only.")
     if caller.scopes & set(scopes) or caller.roles & set(roles):

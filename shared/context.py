@@ -18,7 +18,7 @@ from .memory import validator_memo_bytes
 from .outbound import OutboundSession
 from .signing_keys import SigningKeys
 from .throttle import default_acquisition_limit
-from .token_cache import Backend, BlobBackend, Breaker, PartitionStore, RedisBackend, Sealer, TokenCache
+from .token_cache import Breaker, PartitionStore, Sealer, TokenCache, backend_for
 from .tokens import Tokens
 from .validation import TokenValidator
 
@@ -58,7 +58,8 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
 
 
 def build_token_cache(tc: TokenCacheSettings) -> TokenCache:
-    l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes - validator_memo_bytes(tc.l1_max_bytes))  # one budget, shared
+    # one budget, shared with the validator's memo
+    l1 = PartitionStore(tc.l1_max_entries, tc.l1_max_bytes - validator_memo_bytes(tc.l1_max_bytes))
     if tc.l2 == "none":
         return TokenCache(l1)
     if tc.l2_disabled_reason or tc.encryption_key is None:
@@ -66,17 +67,8 @@ def build_token_cache(tc: TokenCacheSettings) -> TokenCache:
                   "from its in-process cache only and writes nothing outside the process until the setting is "
                   "fixed and the app restarted.", tc.l2_disabled_reason, tc.l2)
         return TokenCache(l1)
-    sealer = Sealer.from_base64(tc.encryption_key)
-    if tc.l2 == "redis":
-        assert tc.redis_url is not None
-        backend: Backend = RedisBackend(tc.redis_url, tc.l2_timeout_seconds)
-    else:
-        assert tc.blob_connection_string is not None
-        try:
-            backend = BlobBackend(tc.blob_connection_string, tc.blob_container, tc.l2_timeout_seconds)
-        except ValueError:
-            raise ConfigurationError("TokenCache__BlobConnectionString", "is not a storage connection string") from None
-    return TokenCache(l1, Breaker(backend, open_seconds=tc.l2_retry_seconds), sealer, lock_ms=tc.lock_milliseconds)
+    l2 = Breaker(backend_for(tc), open_seconds=tc.l2_retry_seconds)
+    return TokenCache(l1, l2, Sealer.from_base64(tc.encryption_key), lock_ms=tc.lock_milliseconds)
 
 
 CONFIGURATION_RETRY_SECONDS = 30.0

@@ -159,7 +159,8 @@ class CredentialLoader:
     def load(self) -> MsalCredential:
         """The first description that loads; the last failure if none does."""
         if not self.descriptions:
-            raise ConfigurationError("AzureAd__ClientCredentials__0__SourceType", "is required (or AzureAd__ClientSecret)")
+            raise ConfigurationError("AzureAd__ClientCredentials__0__SourceType",
+                                     "is required (or AzureAd__ClientSecret)")
         last: ApiError | None = None
         for desc in self.descriptions:
             try:

@@ -128,7 +128,8 @@ class InvalidSubject(InvalidToken):
 class InsufficientScope(ApiError):
     """403: a valid token without a required scope or app role."""
 
-    def __init__(self, required: tuple[str, ...], detail: str = "The token lacks a required scope or app role.") -> None:
+    def __init__(self, required: tuple[str, ...],
+                 detail: str = "The token lacks a required scope or app role.") -> None:
         challenge = bearer_challenge(error="insufficient_scope", scope=" ".join(required), error_description=detail)
         super().__init__(detail, 403, "Forbidden", "insufficient_scope", {"WWW-Authenticate": challenge},
                          {"required": list(required)})

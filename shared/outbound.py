@@ -30,8 +30,9 @@ class OutboundSession(requests.Session):
     """``default_timeout`` applies to every call that names none: MSAL ignores its own ``timeout``
     argument when given an ``http_client``, and no outbound call may go without a deadline."""
 
-    def __init__(self, default_timeout: float | tuple[float, float] = (CONNECT_TIMEOUT, default(AzureAdSettings, "timeout_seconds")),
-                 pool_size: int = 32) -> None:
+    DEFAULT_TIMEOUT = (CONNECT_TIMEOUT, default(AzureAdSettings, "timeout_seconds"))
+
+    def __init__(self, default_timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, pool_size: int = 32) -> None:
         super().__init__()
         self.default_timeout = default_timeout
         self._last = threading.local()

@@ -218,7 +218,8 @@ class Tokens:
     def _obo(self, assertion: str, caller: Caller, tenant: str, scopes: tuple[str, ...], claims: str | None, *,
              loud: bool = False) -> Reply:
         # Entra's throttle for this user (and this scope set), not for everyone who asks for the scope.
-        key = f"obo:{caller.tid}:{caller.oid or caller.token_hash or partition_key(assertion)}:{' '.join(sorted(scopes))}"
+        who = caller.oid or caller.token_hash or partition_key(assertion)
+        key = f"obo:{caller.tid}:{who}:{' '.join(sorted(scopes))}"
 
         def ask(app: msal.ConfidentialClientApplication) -> Reply:
             self.throttle.check(key)
@@ -293,8 +294,8 @@ class Tokens:
             raise ApiError("The app's registration or downstream scopes are not valid: " + summary, 500,
                            "Configuration error", "configuration_error", extra={"aadsts": codes})
         if result.get("claims") or kind is Kind.INTERACTION:
-            reason = "consent_required" if (result.get("suberror") == "consent_required" or {65001, 65004} & set(codes)) \
-                else "interaction_required"
+            consent = result.get("suberror") == "consent_required" or {65001, 65004} & set(codes)
+            reason = "consent_required" if consent else "interaction_required"
             raise ClaimsChallenge(
                 "The user must sign in again to satisfy the identity provider: " + summary,
                 claims=result.get("claims"), reason=reason, aadsts=codes, client_id=self.settings.client_id,

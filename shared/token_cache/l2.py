@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Callable, Protocol
 
 from ..config import TokenCacheSettings, default
+from ..errors import ConfigurationError
 
 log = logging.getLogger("middletier.cache")
 
@@ -119,6 +120,18 @@ class BlobBackend:
         with contextlib.suppress(ResourceNotFoundError):
             if blob.download_blob().readall() == token.encode():
                 blob.delete_blob()
+
+
+def backend_for(tc: TokenCacheSettings) -> Backend:
+    """The backend ``TokenCache__L2`` names (a new backend: a class above, a line here, its settings in config)."""
+    if tc.l2 == "redis" and tc.redis_url:
+        return RedisBackend(tc.redis_url, tc.l2_timeout_seconds)
+    if tc.l2 == "blob" and tc.blob_connection_string:
+        try:
+            return BlobBackend(tc.blob_connection_string, tc.blob_container, tc.l2_timeout_seconds)
+        except ValueError:
+            raise ConfigurationError("TokenCache__BlobConnectionString", "is not a storage connection string") from None
+    raise ConfigurationError("TokenCache__L2", "names no configured backend")
 
 
 class Breaker:

@@ -36,7 +36,8 @@ def partition_key(text: str) -> str:
 class TokenCache:
     def __init__(self, l1: PartitionStore | None = None, l2: Breaker | None = None, sealer: Sealer | None = None, *,
                  lock_ms: int = default(TokenCacheSettings, "lock_milliseconds"), wait_seconds: float = 2.0,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         if l2 is not None and sealer is None:
             raise ValueError("an L2 cache needs an encryption key")
         self.l1, self.l2, self.sealer = PartitionStore() if l1 is None else l1, l2, sealer

@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from shared.token_cache import BlobBackend, Breaker, RedisBackend
+from shared.config import TokenCacheSettings
+from shared.errors import ConfigurationError
+from shared.token_cache import BlobBackend, Breaker, RedisBackend, backend_for
 
 from devstack.launch import AZURITE, AZURITE_ACCOUNT, AZURITE_KEY, RedisServer, start_azurite, stop
 
@@ -111,6 +113,36 @@ def outcome_within(fn: Callable[[], Any], seconds: float) -> BaseException | Non
     threading.Thread(target=run, daemon=True).start()
     assert done.wait(seconds), f"still waiting after {seconds} s: the client has no timeout"
     return box.get("err")
+
+
+# --- backend_for: the backend TokenCache__L2 names ------------------------------------------------------
+def test_backend_for_builds_the_named_backend_with_its_settings(redis_srv: RedisServer, azurite_conn: str) -> None:
+    redis = backend_for(TokenCacheSettings(l2="redis", redis_url=redis_srv.url, l2_timeout_seconds=0.7,
+                                           blob_connection_string=azurite_conn))
+    assert isinstance(redis, RedisBackend)
+    assert redis._redis.connection_pool.connection_kwargs["socket_timeout"] == 0.7
+    blob = backend_for(TokenCacheSettings(l2="blob", blob_connection_string=azurite_conn, blob_container="c-x",
+                                          l2_timeout_seconds=0.7, redis_url=redis_srv.url))
+    assert isinstance(blob, BlobBackend)
+    assert blob._container.container_name == "c-x"
+    transport = blob._container._pipeline._transport
+    while hasattr(transport, "_transport"):
+        transport = transport._transport
+    assert transport.connection_config.read_timeout == 0.7
+
+
+@pytest.mark.parametrize("l2, given, key, problem", [
+    ("blob", {"blob_connection_string": "not a connection string"}, "TokenCache__BlobConnectionString",
+     "is not a storage connection string"),
+    ("blob", {"redis_url": "redis://localhost:1"}, "TokenCache__L2", "names no configured backend"),
+    ("redis", {"blob_connection_string": "UseDevelopmentStorage=true"}, "TokenCache__L2", "names no configured backend"),
+    ("none", {"redis_url": "redis://localhost:1"}, "TokenCache__L2", "names no configured backend"),
+])
+def test_backend_for_refuses_a_backend_without_its_connection(l2: str, given: dict[str, str], key: str,
+                                                              problem: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        backend_for(TokenCacheSettings(l2=l2, **given))  # type: ignore[arg-type]
+    assert err.value.key == key and err.value.detail == f"Setting {key} {problem}."
 
 
 # --- RedisBackend -------------------------------------------------------------------------------------
