@@ -79,8 +79,9 @@ def _no_constants(name: str) -> Any:
 
 
 def _segment(part: str) -> dict[str, Any]:
+    raw = _base64url(part)  # outside the try: its own refusals are the structure check, not a JSON error
     try:
-        value = json.loads(_base64url(part), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _DuplicateMember:  # two members of one name: parsers disagree on which one counts
         raise MalformedToken("The token is malformed: a JSON member is duplicated.") from None
     except (ValueError, UnicodeDecodeError, RecursionError):

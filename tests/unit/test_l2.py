@@ -278,6 +278,34 @@ def test_blob_lock_has_one_holder_and_is_released_only_by_its_token(azurite_conn
     a.release_lock("lock:missing", token)  # nothing to release: no error
 
 
+def test_a_lock_refused_with_412_is_held_as_with_409(azurite_conn: str, container: Any) -> None:
+    """A conditional create can be refused with 412 ConditionNotMet (ResourceModifiedError) rather than
+    409 BlobAlreadyExists; either way the lock is someone else's: no error, and no second holder. The
+    412 is made at the SDK boundary (Azurite answers 409)."""
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+    clock = Clock()
+    holder, us = blob(azurite_conn, container, clock), blob(azurite_conn, container, clock)
+    token = holder.acquire_lock("lock:p", 1500)
+    real_client = us._container.get_blob_client
+
+    class Refuses412:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def upload_blob(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return self._inner.upload_blob(*args, **kwargs)
+            except ResourceExistsError as err:
+                raise ResourceModifiedError("ConditionNotMet", response=err.response) from None
+
+    us._container.get_blob_client = lambda key: Refuses412(real_client(key))  # type: ignore[method-assign]
+    assert us.acquire_lock("lock:p", 1500) is None
+    assert container.download_blob("lock:p").readall() == token.encode()
+
+
 @pytest.mark.parametrize("later,taken", [(1.5, False), (1.5 + 1e-3, True)])
 def test_a_stale_blob_lock_is_taken_over_only_after_its_expiry(azurite_conn: str, container: Any, later: float,
                                                                taken: bool) -> None:
