@@ -1,0 +1,60 @@
+"""The request's one deadline: ``MiddleTier__RequestBudgetSeconds`` over everything a request waits on.
+
+``within()`` starts it at the top of the request path (``shared/functions.py``); every wait below reads it:
+outbound HTTP timeouts (``outbound.py``), the downstream body's chunked read (``downstream.py``), the Key
+Vault and managed-identity SDK calls (``credentials.py``), L2 (``token_cache/l2.py``), the acquisition
+gate's queue (``throttle.py``) and the partition lock (``tokens.py``). It lives in a ``ContextVar``: the
+functions host runs one request per thread, and the var is set in that thread, so no request sees
+another's. Monotonic clock: wall-clock steps never move it.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from typing import Iterator
+
+from .errors import UpstreamError
+
+# Below this many seconds a call could not even connect: treat the budget as spent.
+EPSILON = 0.01
+
+_clock = time.monotonic  # a module attribute: the unit tests move it
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("middletier_deadline", default=None)
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Every wait inside the block shares one deadline, ``seconds`` from now; a nested block keeps the
+    earlier deadline (it can shorten, never lengthen, the request's); the outer one is restored on exit."""
+    start = _clock() + max(0.0, float(seconds))
+    current = _deadline.get()
+    token = _deadline.set(start if current is None else min(current, start))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def remaining() -> float | None:
+    """Seconds left of the request's budget (never negative), or None outside any request."""
+    deadline = _deadline.get()
+    return None if deadline is None else max(0.0, deadline - _clock())
+
+
+def bounded(seconds: float) -> float:
+    """``seconds`` capped by the time left: for timeouts and waits (``seconds`` itself outside a request)."""
+    left = remaining()
+    return seconds if left is None else min(seconds, left)
+
+
+def spent() -> bool:
+    """True when the request has (almost) no time left; False outside any request."""
+    left = remaining()
+    return left is not None and left <= EPSILON
+
+
+def check(service: str) -> None:
+    """Raise 504 when the request's budget is spent: called before each attempt at a slow thing."""
+    if spent():
+        raise UpstreamError(service, f"{service} did not answer within the request's time budget.", 504)
