@@ -143,7 +143,7 @@ class Tokens:
             return token
         tenant = self._tenant(caller.tid)
         with entry.bound():
-            if claims_challenge is None:  # the warm path: no lock; network only if MSAL redeems the RT
+            if claims_challenge is None and entry.answerable(scopes):  # the warm path: no lock, no network
                 with telemetry.span("cache_lookup"):
                     token = self._silent(tenant, scopes, entry)
                 if token is not None:
@@ -152,7 +152,7 @@ class Tokens:
             telemetry.count("cache.misses")
             with self._exclusive(entry, across_instances=True):  # one instance calls Entra; others reload
                 if claims_challenge is None and (token := self._silent(tenant, scopes, entry)) is not None:
-                    return token  # another request filled it while we waited
+                    return token  # from the refresh token, or another request filled it while we waited
                 reply = self._obo(assertion, caller, tenant, scopes, claims_challenge, loud=True)
                 token = self._token_or_raise(reply.result, tenant, scopes, status=reply.status,
                                              retry_after=reply.retry_after)
@@ -193,7 +193,7 @@ class Tokens:
         """A token for a long-running session: cache or refresh token only, never a new OBO."""
         entry = self.cache.open(partition_key("session:" + session_key), lifetime=self.session_lifetime,
                                 follows_token=False)
-        with entry.bound(), self._exclusive(entry):
+        with entry.bound(), self._exclusive(entry, across_instances=True):  # one redemption of the RT
             result = self._silent_result(self._tenant(tid), scopes)
             if not result or "access_token" not in result:
                 raise AuthenticationError("The long-running session has expired; the user must call again.")

@@ -19,6 +19,7 @@ class Partition:
     data: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one acquisition at a time per partition
     size: int = PARTITION_OVERHEAD         # bytes held (shared.memory's estimate), for the L1 budget
+    version: str | None = None             # the L2 write it holds (None: none): a waiter takes only a newer one
     # Per scope set: MSAL's last access token, and until when MSAL would return it unchanged (repeats skip its searches)
     hot: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
 

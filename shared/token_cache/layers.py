@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterator
 
 from ..config import TokenCacheSettings, default
@@ -62,11 +63,12 @@ class TokenCache:
             if (part := self.l1.get(key)) is not None:
                 return part
             if (loaded := self._load(key)) is not None:
-                data, stored_expiry = loaded
-                return self.l1.put(Partition(key, min(expires_at, stored_expiry), data, size=_size(data)))
+                data, stored_expiry, version = loaded
+                return self.l1.put(Partition(key, min(expires_at, stored_expiry), data, size=_size(data),
+                                             version=version))
             return self.l1.get_or_create(key, expires_at)
 
-    def _load(self, key: str) -> tuple[dict[str, Any], float] | None:
+    def _load(self, key: str) -> tuple[dict[str, Any], float, str | None] | None:
         if self.l2 is None or self.sealer is None:
             return None
         if (sealed := self.l2.get(PREFIX + key)) is None:
@@ -76,15 +78,19 @@ class TokenCache:
             return None
         try:
             doc = json.loads(plain)
-            return doc["data"], float(doc["exp"])
+            return doc["data"], float(doc["exp"]), doc.get("v")
         except (ValueError, KeyError, TypeError):
             return None
 
     def reload(self, part: Partition) -> bool:
-        """Refresh ``part`` from L2 (another instance may have filled it). True if it had data."""
-        if (loaded := self._load(part.key)) is None or not loaded[0]:
+        """Refresh ``part`` from L2 when another instance wrote it since ``part`` was loaded or saved:
+        True then. An older entry (the one ``part`` already holds) is not news. The swap happens under
+        MSAL's cache lock, so an MSAL read or write in another thread sees one dict, never two."""
+        loaded = self._load(part.key)
+        if loaded is None or not loaded[0] or loaded[2] is None or loaded[2] == part.version:
             return False
-        part.data = loaded[0]  # one assignment: readers see the old dict or the new one, never a mix
+        with self.msal._lock:
+            part.data, part.version = loaded[0], loaded[2]
         part.size = _size(part.data)
         self.l1.put(part)  # re-accounted: the L1 budget counts what the partition now holds
         return True
@@ -97,7 +103,9 @@ class TokenCache:
         if self.l2 is not None and self.sealer is not None:
             ttl = int(part.expires_at - self._clock())
             if ttl > 0:
-                doc = json.dumps({"exp": part.expires_at, "data": part.data}, separators=(",", ":")).encode()
+                part.version = uuid.uuid4().hex
+                doc = json.dumps({"exp": part.expires_at, "v": part.version, "data": part.data},
+                                 separators=(",", ":")).encode()
                 self.l2.set(PREFIX + part.key, self.sealer.seal(PREFIX + part.key, doc), ttl)
 
     @contextlib.contextmanager
@@ -128,6 +136,16 @@ class PartitionHandle:
 
     def __init__(self, cache: TokenCache, part: Partition, follows_token: bool):
         self.cache, self.part, self.follows_token = cache, part, follows_token
+
+    def answerable(self, scopes: tuple[str, ...]) -> bool:
+        """MSAL would answer ``scopes`` from this partition without a network call: an access token for
+        them more than its 5-minute margin from expiry and not past ``refresh_on`` (MSAL's
+        ``_acquire_token_silent_from_cache_and_possibly_refresh_it``). Else it would redeem the refresh
+        token, which, like an OBO, one request of the partition does (``exclusive``)."""
+        wanted, now = set(scopes), self.cache._clock()
+        with self.cache.msal._lock:
+            entries = list(self.part.data.get("AccessToken", {}).values())
+        return any(wanted <= set(str(at.get("target", "")).split()) and _fresh(at, now) for at in entries)
 
     def remembered(self, scopes: tuple[str, ...]) -> str | None:
         """The access token MSAL last gave for ``scopes``, while MSAL would still return it unchanged."""
@@ -167,6 +185,13 @@ class PartitionHandle:
             until = min(until, now + expires_in / 2)
         if until > now:
             self.part.hot[scopes] = (str(result["access_token"]), until)
+
+
+def _fresh(at: dict[str, Any], now: float) -> bool:
+    try:
+        return int(at["expires_on"]) - now >= REFRESH_MARGIN and not int(at.get("refresh_on", now + 1)) < now
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _size(data: dict[str, Any]) -> int:

@@ -178,7 +178,12 @@ def test_an_l2_entry_is_the_compact_document_sealed_under_its_own_key() -> None:
     assert part.expires_at == T + 600.9 and list(backend.data) == [PREFIX + key]
     assert backend.ttls[PREFIX + key] == 600  # whole seconds left
     plain = Sealer(KEY32).open(PREFIX + key, backend.data[PREFIX + key])
-    assert plain == b'{"exp":' + json.dumps(T + 600.9).encode() + b',"data":{"AccessToken":{"x":{"secret":"at"}}}}'
+    assert part.version is not None and len(part.version) == 32 and int(part.version, 16) >= 0
+    assert plain == (b'{"exp":' + json.dumps(T + 600.9).encode() + b',"v":"' + part.version.encode()
+                     + b'","data":{"AccessToken":{"x":{"secret":"at"}}}}')
+    version = part.version
+    cache.save(part)
+    assert part.version != version  # each write is a new version
 
 
 @pytest.mark.parametrize("left,ttl", [(-10, None), (0.5, None), (0.999, None), (1.0, 1), (1.5, 1), (3600.2, 3600)])
@@ -358,6 +363,51 @@ def test_the_lock_is_taken_for_three_seconds_and_a_follower_waits_two() -> None:
         with follower.flight(follower.partition(key, time.time() + 600)) as follower_leads:
             assert follower_leads  # nobody filled the entry in time: it calls the provider itself
         assert 2.0 <= clock.now < 2.0 + 0.02 + 1e-9 and set(clock.slept) == {0.02}
+
+
+def test_a_waiter_takes_only_an_entry_newer_than_the_one_it_holds() -> None:
+    """Issue 18 item 4: the partition already in L2 (an earlier call's tokens) is not the leader's
+    answer. Before, the follower reloaded it at once, ended its wait and called Entra as well."""
+    backend = MemoryBackend()
+    leader, key = layers(backend), "6" * 64
+    old = leader.partition(key, time.time() + 600)
+    old.data["AccessToken"] = {"graph": {"secret": "old"}}
+    leader.save(old)
+    clock = FakeTime()
+    follower = layers(backend, monotonic=clock.monotonic, sleep=clock.sleep)
+    mine = follower.partition(key, time.time() + 600)
+    assert mine.data == old.data and mine.version == old.version  # loaded from L2
+
+    def leader_answers_on_the_fifth_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.slept) == 5:
+            old.data["AccessToken"]["orders"] = {"secret": "new"}
+            leader.save(old)
+    follower._sleep = leader_answers_on_the_fifth_sleep
+    with leader.flight(old) as leads:
+        assert leads
+        with follower.flight(mine) as follower_leads:
+            assert not follower_leads and mine.data["AccessToken"]["orders"] == {"secret": "new"}
+            assert len(clock.slept) == 5 and mine.version == old.version
+
+
+def test_reload_swaps_the_partition_only_under_msals_cache_lock() -> None:
+    """Issue 18 item 4: MSAL reads and writes a partition under its TokenCache lock; a reload from
+    L2 must not swap the dict in the middle of one of those operations (before, it did not wait)."""
+    backend = MemoryBackend()
+    writer, key = layers(backend), "5" * 64
+    theirs = writer.partition(key, time.time() + 600)
+    theirs.data["AccessToken"] = {"a": {"secret": "theirs"}}
+    writer.save(theirs)
+    cache = layers(backend)
+    mine = cache.l1.put(Partition(key, time.time() + 600, {"AccessToken": {"b": {"secret": "mine"}}}))
+    done = threading.Event()
+    with cache.msal._lock:  # an MSAL operation in progress in this thread
+        reloader = threading.Thread(target=lambda: (cache.reload(mine), done.set()))
+        reloader.start()
+        assert not done.wait(0.3) and mine.data == {"AccessToken": {"b": {"secret": "mine"}}}
+    assert done.wait(5) and mine.data == theirs.data
+    reloader.join(5)
 
 
 def _l2_without_a_key() -> None:
