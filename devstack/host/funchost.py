@@ -42,17 +42,38 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A function as the worker loaded it (the Python worker's ``loader.load_function``)."""
+
+    name: str
+    directory: Path
+    call: Callable[..., Any]
+    wants_context: bool
+    is_async: bool
+
+
 @dataclass
 class Function:
+    """A function as the host knows it from ``function.json`` (HostFunctionMetadataProvider), with its
+    loaded entry when the app runs in this process (FUNCTIONS_WORKER_PROCESS_COUNT=1)."""
+
     name: str
     route: str
     matcher: Route
     methods: frozenset[str]
     auth_level: str
-    entry: Callable[..., Any]
-    wants_context: bool
-    is_async: bool
     directory: Path
+    module: str
+    entry_point: str
+    entry: Entry | None = None
+
+
+def import_entry(name: str, module: str, entry_point: str, directory: Path) -> Entry:
+    """The worker's FunctionLoadRequest: import the function's module (its own module state per process)."""
+    call = getattr(importlib.import_module(module), entry_point)
+    return Entry(name, directory, call, "context" in inspect.signature(call).parameters,
+                 inspect.iscoroutinefunction(call))
 
 
 @dataclass
@@ -122,9 +143,10 @@ def read_host_json(app_dir: Path) -> dict[str, Any]:
     return host
 
 
-def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
+def load_functions(app_dir: Path, import_app: bool = True) -> tuple[str, list[Function]]:
     """The HTTP functions as the host loads them: one it refuses is logged "in error" and not served;
-    RouteCreationError or HostConfigurationError stop the host's start."""
+    RouteCreationError or HostConfigurationError stop the host's start. ``import_app=False``: metadata
+    only, for a host whose worker processes import the app (devstack/host/workers.py)."""
     host = read_host_json(app_dir)
     prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api") or ""
     if str(app_dir) not in sys.path:
@@ -149,12 +171,11 @@ def load_functions(app_dir: Path) -> tuple[str, list[Function]]:
         matcher = Route(name, str(prefix), trigger.route)
         script = spec.get("scriptFile", "__init__.py")
         module_name = name if script == "__init__.py" else f"{name}.{Path(script).stem}"
-        module = importlib.import_module(module_name)
-        entry = getattr(module, spec.get("entryPoint", "main"))
+        entry_point = spec.get("entryPoint", "main")
+        entry = import_entry(name, module_name, entry_point, fj.parent) if import_app else None
         methods = ANY_METHOD if trigger.methods is None else frozenset(m.upper() for m in trigger.methods)
-        params = inspect.signature(entry).parameters
-        functions.append(Function(name, trigger.route, matcher, methods, trigger.auth_level, entry, "context" in params,
-                                  inspect.iscoroutinefunction(entry), fj.parent))
+        functions.append(Function(name, trigger.route, matcher, methods, trigger.auth_level, fj.parent, module_name,
+                                  entry_point, entry))
     return str(prefix), functions
 
 
@@ -168,11 +189,62 @@ def ensure_keys(path: Path) -> dict[str, str]:
     return keys
 
 
+class FunctionRunner:
+    """What the Python worker's Dispatcher does with an invocation: sync functions in its thread pool
+    (PYTHON_THREADPOOL_THREAD_COUNT, per process), async ones on its loop, the trace context attached;
+    the HttpResponse converted back (HttpResponseConverter). In the host process when
+    FUNCTIONS_WORKER_PROCESS_COUNT=1, in each worker process otherwise (devstack/host/worker.py)."""
+
+    def __init__(self, threads: int | None = None, telemetry: WorkerTelemetry | None = None):
+        default = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's own default
+        count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or default
+        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
+        self.telemetry = telemetry or WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
+
+    async def run(self, fn: Entry, request: func.HttpRequest, trace_context: TraceContext) -> Response:
+        args: dict[str, Any] = {"req": request}
+        if fn.wants_context:
+            args["context"] = Context(fn.name, fn.directory, trace_context)
+        try:
+            if fn.is_async:
+                with self.telemetry.attached(trace_context):
+                    result = await fn.call(**args)
+            else:
+                def call() -> Any:  # in a worker thread, in a copy of this context (as the worker does)
+                    with self.telemetry.attached(trace_context):
+                        return fn.call(**args)
+                ctx = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, call)
+        except Exception:
+            log.exception("Executed 'Functions.%s' (Failed)", fn.name)
+            return 500, [], b""
+        if not isinstance(result, func.HttpResponse):
+            log.error("Executed 'Functions.%s' (Failed): returned %s, not an HttpResponse", fn.name,
+                      type(result).__name__)
+            return 500, [], b""
+        headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in result.headers.items()]
+        if not any(k == b"content-type" for k, _ in headers):  # HttpResponseConverter.encode
+            text = result.mimetype.startswith("text/")
+            ctype = f"{result.mimetype}; charset={result.charset}" if text else result.mimetype
+            headers.append((b"content-type", ctype.encode("latin-1")))
+        return result.status_code, headers, result.get_body() or b""
+
+
+class Dispatcher:
+    """Where the host sends an invocation: ``invoke(function name, request fields, trace context)``."""
+
+    async def invoke(self, name: str, request: dict[str, Any], trace_context: TraceContext) -> Response:
+        raise NotImplementedError
+
+
 class FunctionsHost:
-    """An ASGI app that routes to the functions; one instance per host process."""
+    """An ASGI app that routes to the functions; one instance per host process. Everything before the
+    worker (routing, keys, CORS, body limits, request conversion) happens here; the function runs in this
+    process (``runner``) or in a worker process (``workers``, FUNCTIONS_WORKER_PROCESS_COUNT > 1)."""
 
     def __init__(self, functions: list[Function], settings: HostSettings, keys: dict[str, str],
-                 threads: int | None = None, telemetry: WorkerTelemetry | None = None):
+                 threads: int | None = None, telemetry: WorkerTelemetry | None = None,
+                 workers: Dispatcher | None = None):
         # Kestrel's MaxRequestBodySize (ScriptConstants.DefaultMaxRequestBodySize, 100 MiB), replaced by
         # FUNCTIONS_REQUEST_BODY_SIZE_LIMIT when it parses as a number (HttpRequestBodySizeMiddleware).
         try:
@@ -182,10 +254,9 @@ class FunctionsHost:
         self.functions = functions
         self.settings = settings
         self.keys = keys
-        default = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's own default
-        count = threads or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", 0)) or default
-        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="worker")
-        self.telemetry = telemetry or WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
+        self.workers = workers
+        self.runner = None if workers else FunctionRunner(threads, telemetry)
+        self.pool = self.runner.pool if self.runner else None
 
     def _authorized(self, auth_level: str, headers: dict[str, list[str]], query: dict[str, list[str]]) -> bool:
         """The host's key check: ``function`` takes the host or master key; ``admin``, and ``user`` and
@@ -263,38 +334,21 @@ class FunctionsHost:
         url = f"http://{host}{uri_component(path)}" + (f"?{qs}" if qs else "")
         flat = {k: joined(v) for k, v in headers.items()}
         params = {k: joined(v) for k, v in query.items() if joined(v)}
-        request = WorkerHttpRequest(method, url, headers=flat, params=params, route_params=values, body_type="bytes",
-                                    body=body)
-        status, out_headers, out_body = await self._invoke(fn, request, invocation_trace_context(flat))
+        fields = {"method": method, "url": url, "headers": flat, "params": params, "route_params": values,
+                  "body": body}
+        trace_context = invocation_trace_context(flat)
+        if self.workers is not None:
+            status, out_headers, out_body = await self.workers.invoke(fn.name, fields, trace_context)
+        else:
+            assert self.runner is not None and fn.entry is not None
+            status, out_headers, out_body = await self.runner.run(fn.entry, worker_request(fields), trace_context)
         return status, out_headers + cors, out_body
 
-    async def _invoke(self, fn: Function, request: func.HttpRequest, trace_context: TraceContext) -> Response:
-        args: dict[str, Any] = {"req": request}
-        if fn.wants_context:
-            args["context"] = Context(fn.name, fn.directory, trace_context)
-        try:
-            if fn.is_async:
-                with self.telemetry.attached(trace_context):
-                    result = await fn.entry(**args)
-            else:
-                def call() -> Any:  # in a worker thread, in a copy of this context (as the worker does)
-                    with self.telemetry.attached(trace_context):
-                        return fn.entry(**args)
-                ctx = contextvars.copy_context()
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, call)
-        except Exception:
-            log.exception("Executed 'Functions.%s' (Failed)", fn.name)
-            return 500, [], b""
-        if not isinstance(result, func.HttpResponse):
-            log.error("Executed 'Functions.%s' (Failed): returned %s, not an HttpResponse", fn.name,
-                      type(result).__name__)
-            return 500, [], b""
-        headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in result.headers.items()]
-        if not any(k == b"content-type" for k, _ in headers):  # HttpResponseConverter.encode
-            text = result.mimetype.startswith("text/")
-            ctype = f"{result.mimetype}; charset={result.charset}" if text else result.mimetype
-            headers.append((b"content-type", ctype.encode("latin-1")))
-        return result.status_code, headers, result.get_body() or b""
+
+def worker_request(fields: dict[str, Any]) -> func.HttpRequest:
+    """The worker's request object from the host's converted request (ToRpcHttp's fields)."""
+    return WorkerHttpRequest(fields["method"], fields["url"], headers=fields["headers"], params=fields["params"],
+                             route_params=fields["route_params"], body_type="bytes", body=fields["body"])
 
 
 # --- the request as Kestrel and the host's ToRpcHttp hand it to the Python worker ----------------------
@@ -464,24 +518,46 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     settings = read_local_settings(settings_path or app_dir / "local.settings.json")
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
+    from .workers import WorkerPool, WorkerProviderError, WorkerStartError, process_count
     try:
         host_json = read_host_json(app_dir)  # before anything else, as the host reads its configuration first
         logging.basicConfig(level=log_level(host_json), format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
-        telemetry = WorkerTelemetry()  # the worker's init request comes before it loads the functions
-        prefix, functions = load_functions(app_dir)
+        count = process_count(os.environ)  # RpcWorkerConfigFactory, before any function is loaded
+        # N = 1: the worker's work in this process; N > 1: only the metadata here, each worker imports the app
+        telemetry = WorkerTelemetry() if count == 1 else None  # the worker's init request, before the loads
+        prefix, functions = load_functions(app_dir, import_app=count == 1)
     except (HostConfigurationError, RouteCreationError) as e:
         # ScriptHostServiceLoggerExtension.ErrorOccurredDuringStartupOperation; the host stays in
         # error (503 to every request): here it does not start at all, which no test can mistake.
         print(f"A host error has occurred during startup operation '{uuid.uuid4()}'.\n{e}", file=sys.stderr,
               flush=True)
         return 1
+    except WorkerProviderError as e:  # the real host runs on with no Python worker: no function can run
+        print(e, file=sys.stderr, flush=True)
+        return 1
     keys = ensure_keys(state / "functions-keys.json")
-    app = FunctionsHost(functions, settings, keys, telemetry=telemetry)
+    failed: list[str] = []
+
+    def stop_application() -> None:
+        failed.append("worker restarts exhausted")
+        server.should_exit = True
+
+    workers = WorkerPool(app_dir, functions, count, stop_application) if count > 1 else None
+    app = FunctionsHost(functions, settings, keys, telemetry=telemetry, workers=workers)
     sock = bind(host, settings.port if port is None else port)
     url = f"http://{host}:{sock.getsockname()[1]}"
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
+            if workers is not None:
+                try:
+                    await workers.start()
+                except WorkerStartError as e:
+                    print(e, file=sys.stderr, flush=True)
+                    failed.append(str(e))
+                    await workers.close()
+                    self.should_exit = True
+                    return
             await super().startup(sockets)
             listing = [{"name": f.name, "route": f"/{prefix}/{f.route}".replace("//", "/"),
                         "methods": sorted(f.methods), "authLevel": f.auth_level} for f in functions]
@@ -489,5 +565,11 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
                 ["Functions:"] + [f"  {f['name']}: [{','.join(f['methods'])}] {url}{f['route']}" for f in listing]
             print("\n".join(lines), flush=True)
 
-    Server(config(app)).run(sockets=[sock])
-    return 0
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            if workers is not None:
+                await workers.close()
+
+    server = Server(config(app))
+    server.run(sockets=[sock])
+    return 1 if failed else 0
