@@ -145,7 +145,7 @@ class PartitionHandle:
         wanted, now = set(scopes), self.cache._clock()
         with self.cache.msal._lock:
             entries = list(self.part.data.get("AccessToken", {}).values())
-        return any(wanted <= set(str(at.get("target", "")).split()) and _fresh(at, now) for at in entries)
+        return any(_serves(at, wanted, now) for at in entries)
 
     def remembered(self, scopes: tuple[str, ...]) -> str | None:
         """The access token MSAL last gave for ``scopes``, while MSAL would still return it unchanged."""
@@ -187,10 +187,12 @@ class PartitionHandle:
             self.part.hot[scopes] = (str(result["access_token"]), until)
 
 
-def _fresh(at: dict[str, Any], now: float) -> bool:
+def _serves(at: dict[str, Any], wanted: set[str], now: float) -> bool:
+    """MSAL's access-token hit: all ``wanted`` scopes, 5 minutes or more left, not aging (``refresh_on``)."""
     try:
-        return int(at["expires_on"]) - now >= REFRESH_MARGIN and not int(at.get("refresh_on", now + 1)) < now
-    except (KeyError, TypeError, ValueError):
+        return (wanted <= set(at["target"].split()) and int(at["expires_on"]) - now >= REFRESH_MARGIN
+                and ("refresh_on" not in at or int(at["refresh_on"]) >= now))
+    except (AttributeError, KeyError, TypeError, ValueError):
         return False
 
 

@@ -524,3 +524,40 @@ def test_exclusive_holds_the_partition_lock_and_across_instances_the_l2_lock() -
     with entry.exclusive(0.0) as held:
         assert held and entry.part.lock.locked() and lock not in backend.data  # this process only
     assert not entry.part.lock.locked()
+
+
+# --- answerable: MSAL would serve these scopes from the partition, without a network call ------------
+def _at(target: Any = "api://orders/Orders.Read openid", expires_in: Any = 3600, refresh_in: Any = None) -> dict:
+    entry: dict[str, Any] = {"target": target}
+    if expires_in is not None:
+        entry["expires_on"] = str(int(T) + expires_in) if isinstance(expires_in, int) else expires_in
+    if refresh_in is not None:
+        entry["refresh_on"] = str(int(T) + refresh_in) if isinstance(refresh_in, int) else refresh_in
+    return entry
+
+
+@pytest.mark.parametrize("entries,scopes,answerable", [
+    ([_at()], ("api://orders/Orders.Read",), True),
+    ([_at()], ("api://orders/Orders.Read", "openid"), True),
+    ([_at()], ("api://orders/Orders.Write",), False),               # not among its scopes
+    ([_at()], ("api://orders/orders.read",), False),                # MSAL matches scopes exactly
+    ([_at(expires_in=REFRESH_MARGIN)], ("api://orders/Orders.Read",), True),      # MSAL: < 300 s is expired
+    ([_at(expires_in=REFRESH_MARGIN - 1)], ("api://orders/Orders.Read",), False),
+    ([_at(refresh_in=0)], ("api://orders/Orders.Read",), True),     # refresh_on == now: not aging yet
+    ([_at(refresh_in=-1)], ("api://orders/Orders.Read",), False),   # aging: MSAL would try to refresh it
+    ([_at(expires_in=None)], ("api://orders/Orders.Read",), False),  # no expiry: not trusted
+    ([_at(expires_in="soon")], ("api://orders/Orders.Read",), False),
+    ([_at(refresh_in="soon")], ("api://orders/Orders.Read",), False),
+    ([_at(target="")], ("api://orders/Orders.Read",), False),
+    ([{k: v for k, v in _at().items() if k != "target"}], ("api://orders/Orders.Read",), False),
+    ([_at(target=None)], ("api://orders/Orders.Read",), False),
+    ([_at(expires_in=REFRESH_MARGIN - 1), _at()], ("api://orders/Orders.Read",), True),  # any one will do
+    ([], ("api://orders/Orders.Read",), False),
+])
+def test_answerable_is_msals_own_cache_hit_rule(entries: list[dict[str, Any]], scopes: tuple[str, ...],
+                                                answerable: bool) -> None:
+    cache = TokenCache(PartitionStore(), clock=Now())
+    handle = cache.open("4" * 64, expires_at=T + 600)
+    handle.part.data["AccessToken"] = {str(i): entry for i, entry in enumerate(entries)}
+    assert handle.answerable(scopes) is answerable
+    assert cache.open("3" * 64, expires_at=T + 600).answerable(scopes) is False  # no AccessToken section
