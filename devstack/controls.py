@@ -52,6 +52,7 @@ class Fault:
     suberror: str | None = None  # with aadsts: Entra's ``suberror`` (default: the code's own, e.g. consent_required)
     claims: bool | None = None   # with aadsts: a claims challenge or none (default: the code's own)
     grant: str | None = None     # Entra token endpoint only: match one grant type
+    drip_ms: int = 0             # Graph only: the answer's headers at once, then its body a byte per drip_ms
     fired: int = 0
 
     def retry_headers(self) -> dict[str, str]:

@@ -6,16 +6,17 @@ back here sent a token Graph would accept.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from . import clouds
@@ -53,6 +54,7 @@ async def admit(request: Request, service: str, endpoint: str, faults: FaultPlan
     """A fault's status, else the bearer check (kit.check_bearer) for a token of any known tenant, in
     Graph's words (Orders says the same)."""
     fault = await faults.gate(service, endpoint)
+    request.state.drip_ms = fault.drip_ms if fault is not None else 0  # read by the answer (Graph._json)
     if fault is not None and fault.status is not None:
         raise ServiceError.injected(fault, "serviceNotAvailable" if fault.status >= 500 else "TooManyRequests")
     try:
@@ -154,6 +156,9 @@ class Graph:
                        "client-request-id": request.headers.get("client-request-id", request_id),
                        "OData-Version": "4.0", "Cache-Control": "no-cache",
                        **(headers or {})}
+        if drip_ms := getattr(request.state, "drip_ms", 0):  # a slow body: headers now, a byte per drip_ms
+            return StreamingResponse(drip(json.dumps(body).encode(), drip_ms), status_code=status,
+                                     headers=all_headers, media_type=CONTENT_TYPE)
         return Response(json.dumps(body), status_code=status, headers=all_headers, media_type=CONTENT_TYPE)
 
     def _error(self, err: ServiceError, request: Request) -> Response:
@@ -168,6 +173,13 @@ class Graph:
             Route("/v1.0/me", self.me),
             Route("/v1.0/users/{id}", self.user),
         ])
+
+
+async def drip(body: bytes, drip_ms: int) -> AsyncIterator[bytes]:
+    """The body one byte at a time, ``drip_ms`` apart (a fault's ``drip_ms``: an upstream that sends slowly)."""
+    for i in range(len(body)):
+        yield body[i:i + 1]
+        await asyncio.sleep(drip_ms / 1000)
 
 
 def profile(user: User) -> dict[str, Any]:

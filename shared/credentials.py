@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from . import deadline
 from .config import CredentialDescription, KeyVaultSettings
 from .errors import ApiError, ConfigurationError, UpstreamError
 
@@ -57,6 +58,32 @@ def certificate_credential(data: bytes, password: str | None, key: str, *, send_
     return {"private_key": pem_key, "thumbprint": cert.fingerprint(hashes.SHA1()).hex()}
 
 
+def deadline_transport(service: str, connect_timeout: float, read_timeout: float) -> Any:
+    """azure-core's ``RequestsTransport`` under the request's deadline (``deadline.py``), for every SDK call made
+    through it: before each attempt the deadline is checked (``BudgetSpent``, 504), each attempt's connect and
+    read timeouts are capped by the time left, and so is every sleep between attempts (backoff, Retry-After).
+
+    A transport, not per-operation kwargs: the SDKs' kwargs (``connection_timeout``, ``read_timeout``, the
+    RetryPolicy's total ``timeout``) reach ``get_secret``'s own pipeline only; the token its challenge policy
+    fetches from the managed identity, and azure-identity's MSAL-based managed identity client (App Service,
+    Functions), send no per-call kwargs; and the RetryPolicy's ``timeout`` caps a retry's connect timeout, not
+    its read timeout. A transport sees every attempt of every call."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class DeadlineTransport(RequestsTransport):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            deadline.check(service)
+            config = self.connection_config
+            kwargs["connection_timeout"] = deadline.bounded(kwargs.get("connection_timeout") or config.timeout)
+            kwargs["read_timeout"] = deadline.bounded(kwargs.get("read_timeout") or config.read_timeout)
+            return super().send(request, **kwargs)
+
+        def sleep(self, duration: float) -> None:
+            super().sleep(deadline.bounded(duration))
+
+    return DeadlineTransport(connection_timeout=connect_timeout, read_timeout=read_timeout)
+
+
 class CredentialLoader:
     """Loads the first working credential description; keeps SDK clients for reuse."""
 
@@ -73,8 +100,8 @@ class CredentialLoader:
         with self._lock:
             if client_id not in self._identities:
                 self._identities[client_id] = ManagedIdentityCredential(
-                    client_id=client_id or None, connection_timeout=self.keyvault.connect_timeout,
-                    read_timeout=self.keyvault.read_timeout, retry_total=1)
+                    client_id=client_id or None, retry_total=1, transport=deadline_transport(
+                        "identity", self.keyvault.connect_timeout, self.keyvault.read_timeout))
             return self._identities[client_id]
 
     def _vault(self, url: str, client_id: str | None) -> Any:
@@ -84,8 +111,8 @@ class CredentialLoader:
             if (url, client_id) not in self._vaults:
                 self._vaults[(url, client_id)] = SecretClient(
                     url, identity, verify_challenge_resource=self.keyvault.verify_challenge_resource,
-                    connection_timeout=self.keyvault.connect_timeout, read_timeout=self.keyvault.read_timeout,
-                    retry_total=1, retry_backoff_factor=0.2)
+                    retry_total=1, retry_backoff_factor=0.2, transport=deadline_transport(
+                        "keyvault", self.keyvault.connect_timeout, self.keyvault.read_timeout))
             return self._vaults[(url, client_id)]
 
     def _read_secret(self, desc: CredentialDescription, name_setting: str) -> Any:
@@ -96,11 +123,13 @@ class CredentialLoader:
         except ResourceNotFoundError:
             reason = "was not found"
         except ClientAuthenticationError as err:
+            deadline.check("identity")  # out of time while getting the vault's token
             reason = f"could not be read: the managed identity could not authenticate ({type(err).__name__})"
         except HttpResponseError as err:
             reason = "access denied: grant the identity 'Key Vault Secrets User'" if err.status_code == 403 \
                 else f"answered HTTP {err.status_code}"
         except AzureError as err:  # connection refused, DNS, timeouts
+            deadline.check("keyvault")  # a timeout at the request's deadline: 504, the request's lack of time
             reason = f"could not be reached ({type(err).__name__})"
         except ValueError as err:
             # The SDK refused the URL: not https, or (KeyVault__VerifyChallengeResource, on by default) the
@@ -152,6 +181,7 @@ class CredentialLoader:
             try:
                 return str(identity.get_token(scope).token)
             except AzureError as err:
+                deadline.check("identity")
                 log.error("managed identity token for %s (%s) failed: %s", scope, desc.key, type(err).__name__)
                 raise UpstreamError("identity", "The app's managed identity could not get a token.", 503) from None
         return assertion
@@ -167,6 +197,8 @@ class CredentialLoader:
                 credential = self.load_one(desc)
                 log.info("client credential loaded from %s (%s)", desc.key, desc.source_type)
                 return credential
+            except deadline.BudgetSpent:
+                raise  # the request is out of time: the next description could not load either
             except ApiError as err:
                 if len(self.descriptions) > 1:
                     log.warning("client credential %s (%s) did not load: %s", desc.key, desc.source_type, err.detail)

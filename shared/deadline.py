@@ -54,7 +54,16 @@ def spent() -> bool:
     return left is not None and left <= EPSILON
 
 
+class BudgetSpent(UpstreamError):
+    """504: the request's deadline passed while it waited on ``service``. The request's own lack of time, not
+    the service's failure: nothing should remember it beyond this request (a credential backoff, a breaker)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service, f"{service} did not answer within the request's time budget.", 504)
+
+
 def check(service: str) -> None:
-    """Raise 504 when the request's budget is spent: called before each attempt at a slow thing."""
+    """Raise 504 (``BudgetSpent``, an ``UpstreamError``) when the request's budget is spent: called before each
+    attempt at a slow thing."""
     if spent():
-        raise UpstreamError(service, f"{service} did not answer within the request's time budget.", 504)
+        raise BudgetSpent(service)

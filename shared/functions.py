@@ -11,7 +11,7 @@ from typing import Callable
 
 import azure.functions as func
 
-from . import logctx
+from . import deadline, logctx
 from .authorization import Requirement
 from .context import AppContext, app_context
 from .downstream import DownstreamResponse
@@ -69,7 +69,11 @@ def _run(req: func.HttpRequest, handler: Handler, trace_id: str, where: str) -> 
     # the caller's Host header: request text could forge lines). The logger's filter escapes the rest.
     method = req.method if _METHOD.fullmatch(req.method or "") else "?"
     try:
-        return handler(app_context(), req, trace_id)
+        ctx = app_context()
+        # One deadline for everything the request waits on: validation's metadata, Key Vault, managed identity,
+        # L2, the acquisition gate, the partition lock, Entra and the downstream API's whole answer.
+        with deadline.within(ctx.settings.request_budget_seconds):
+            return handler(ctx, req, trace_id)
     except ApiError as err:
         level = logging.ERROR if err.status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d %s: %s", method, where, err.status, err.code, logctx.printable(err.detail))

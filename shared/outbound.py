@@ -2,20 +2,20 @@
 
 MSAL turns Entra's 4xx answers into dicts and drops the status line and headers; the session remembers,
 per thread and request, the last response's status and ``Retry-After`` so Entra's 429 can be forwarded as
-503 + ``Retry-After``, that call's own (``budget()`` starts each request with none). Retries happen only
+503 + ``Retry-After``, that call's own (``forget()`` starts each request with none). Retries happen only
 on connection failures (nothing was sent), once: never on a token POST that may have been processed.
+Every call's timeouts are capped by the request's one deadline (``deadline.py``).
 """
 from __future__ import annotations
 
-import contextlib
 import threading
-import time
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from . import deadline
 from .config import CONNECT_TIMEOUT, AzureAdSettings, default
 
 
@@ -43,15 +43,14 @@ class OutboundSession(requests.Session):
         self.mount("http://", adapter)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Every timeout (connect, read) is capped by the request's deadline (``deadline.py``); a spent
+        budget is a ``requests.Timeout`` before anything is sent."""
         self._last.status, self._last.retry_after = None, None
         timeout = kwargs.get("timeout") or self.default_timeout
-        if (deadline := getattr(self._last, "deadline", None)) is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.01:
-                raise requests.Timeout("the request's time budget is spent")
-            timeout = tuple(min(t, remaining) for t in timeout) if isinstance(timeout, tuple) \
-                else min(float(timeout), remaining)
-        kwargs["timeout"] = timeout
+        if deadline.spent():
+            raise requests.Timeout("the request's time budget is spent")
+        kwargs["timeout"] = tuple(deadline.bounded(t) for t in timeout) if isinstance(timeout, tuple) \
+            else deadline.bounded(float(timeout))
         response = super().request(method, url, *args, **kwargs)
         self._last.status = response.status_code
         self._last.retry_after = parse_retry_after(response.headers.get("Retry-After")) \
@@ -65,21 +64,13 @@ class OutboundSession(requests.Session):
         return getattr(self._last, "retry_after", None)
 
     def remaining(self) -> float | None:
-        """Seconds left of this thread's request budget, or None outside ``budget()``."""
-        deadline = getattr(self._last, "deadline", None)
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        """Seconds left of the request's budget, or None outside a request: ``deadline.remaining()``
+        (kept for callers that ask the session)."""
+        return deadline.remaining()
 
-    @contextlib.contextmanager
-    def budget(self, seconds: float) -> Iterator[None]:
-        """Every call made by this thread inside the block shares one deadline; the block starts and
-        ends with no last answer (a worker thread serves many requests: none may see another's)."""
-        self._last.deadline = time.monotonic() + seconds
+    def forget(self) -> None:
+        """Drop this thread's last answer: a worker thread serves many requests, none may see another's."""
         self._last.status, self._last.retry_after = None, None
-        try:
-            yield
-        finally:
-            self._last.deadline = None
-            self._last.status, self._last.retry_after = None, None
 
     def last_status(self) -> int | None:
         return getattr(self._last, "status", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import downstream, telemetry
+from . import deadline, downstream, telemetry
 from .authorization import Requirement, check
 from .bearer import bearer_token
 from .context import AppContext
@@ -47,7 +47,8 @@ class Call:
     def downstream(self, api: str, *, path: str | None = None, method: str = "GET", body: bytes | None = None,
                    as_app: bool = False) -> downstream.DownstreamResponse:
         """Call ``DownstreamApis__<api>__*`` on the caller's behalf (OBO), or ``as_app`` (the scopes' resource's
-        ``.default``); a CAE claims challenge gets one new token. One deadline: ``MiddleTier__RequestBudgetSeconds``."""
+        ``.default``); a CAE claims challenge gets one new token. The request's one deadline
+        (``MiddleTier__RequestBudgetSeconds``, ``deadline.py``) was started by ``functions.py``."""
         ctx, caller, target = self.ctx, self.caller, self.ctx.settings.downstream_api(api)
         scopes = target.app_scopes() if as_app else target.scopes
 
@@ -62,7 +63,9 @@ class Call:
                 return downstream.request(ctx.session, target, access, method=method, path=path, body=body,
                                           correlation_id=self.trace_id)
 
-        with ctx.session.budget(ctx.settings.request_budget_seconds):
+        # Nested in functions.py's deadline it changes nothing; a body run elsewhere still gets one.
+        with deadline.within(ctx.settings.request_budget_seconds):
+            ctx.session.forget()
             try:
                 return send(acquire())
             except downstream.DownstreamChallenge as challenge:

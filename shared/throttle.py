@@ -9,8 +9,9 @@ breaker answers everyone for their shortest ``Retry-After`` (at most ``breaker_m
 
 ``AcquisitionGate``: a bound on token acquisitions that call Entra at once, so requests waiting on a slow
 Entra cannot take every worker thread from requests served from cache. When full, a caller waits at most
-``queue_seconds`` (not at all while the running ones are older than that: waiting would only hold a
-thread), then gets a fast 503 with ``Retry-After``.
+``queue_seconds`` and never past the request's deadline (not at all while the running ones are older than
+``queue_seconds``: waiting would only hold a thread), then gets a fast 503 with ``Retry-After`` (504 when the
+request's budget is what ran out).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterator
 
+from . import deadline
 from .errors import UpstreamError
 
 DEFAULT_SECONDS = 5  # a 429/5xx without Retry-After: MSAL's own default
@@ -93,15 +95,16 @@ class AcquisitionGate:
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         with self._cond:
-            deadline = self._clock() + self.queue_seconds
+            until = self._clock() + deadline.bounded(self.queue_seconds)  # never past the request's deadline
             while len(self._running) >= self.limit:
                 now = self._clock()
                 slow = now - min(self._running.values()) >= self.queue_seconds
-                if slow or now >= deadline:
+                if slow or now >= until:
                     self.refused += 1
+                    deadline.check("entra")  # the request's budget ran out in the queue: 504, not "retry"
                     raise UpstreamError("entra", "Too many token requests to the identity provider are in "
                                         "progress; retry shortly.", 503, 1)
-                self._cond.wait(deadline - now)
+                self._cond.wait(until - now)
             ticket = object()
             self._running[ticket] = self._clock()
         try:

@@ -1,8 +1,9 @@
 """Distributed (L2) token-cache backends, and the circuit breaker that keeps them optional.
 
 Backends store opaque bytes (already sealed by ``sealing.py``) with a TTL, and offer a short lock for
-cross-instance single-flight. ``Breaker``: every call is bounded by the backend's own timeout, failures
-open it so an outage costs nothing per request, and it half-opens to pick up recovery without a restart.
+cross-instance single-flight. ``Breaker``: every call is bounded by the backend's own timeout, and made only
+while the request has at least that much time left (``deadline.py``); failures open it so an outage costs
+nothing per request, and it half-opens to pick up recovery without a restart.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import uuid
 from typing import Any, Callable, Protocol
 
+from .. import deadline
 from ..config import TokenCacheSettings, default
 from ..errors import ConfigurationError
 
@@ -21,6 +23,7 @@ log = logging.getLogger("middletier.cache")
 
 class Backend(Protocol):
     name: str
+    timeout: float  # seconds one call may take (TokenCache__L2TimeoutSeconds)
 
     def get(self, key: str) -> bytes | None: ...
     def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
@@ -36,6 +39,7 @@ class RedisBackend:
 
     def __init__(self, url: str, timeout: float):
         import redis
+        self.timeout = timeout
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                            retry_on_timeout=False, health_check_interval=30)
         self._release = self._redis.register_script(self._RELEASE)
@@ -66,6 +70,7 @@ class BlobBackend:
     def __init__(self, connection_string: str, container: str, timeout: float, *,
                  clock: Callable[[], float] = time.time):
         from azure.storage.blob import BlobServiceClient
+        self.timeout = timeout
         service = BlobServiceClient.from_connection_string(
             connection_string, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
         self._container = service.get_container_client(container)
@@ -135,7 +140,8 @@ def backend_for(tc: TokenCacheSettings) -> Backend:
 
 
 class Breaker:
-    """Circuit breaker around a backend. Never raises: a failed call is a miss or a no-op."""
+    """Circuit breaker around a backend. Never raises: a failed call is a miss or a no-op. A call that could
+    outlast the request's deadline is not made (a miss or a no-op too; an unreleased lock expires by its TTL)."""
 
     def __init__(self, backend: Backend, *, failures_to_open: int = 2,
                  open_seconds: float = default(TokenCacheSettings, "l2_retry_seconds"),
@@ -154,6 +160,9 @@ class Breaker:
 
     def _allow(self) -> bool:
         with self._lock:
+            if self._short_of_time():
+                self.stats["skipped"] += 1  # not the backend's failure: nothing counted against it
+                return False
             if self._opened_at is None:
                 return True
             if self._clock() - self._opened_at >= self._open_seconds and not self._probing:
@@ -161,6 +170,13 @@ class Breaker:
                 return True
             self.stats["skipped"] += 1
             return False
+
+    def _short_of_time(self) -> bool:
+        """The request's remaining time (``deadline.py``) is below one call's timeout: the call is skipped, as
+        when the breaker is open. Skipped, not shortened: redis-py's socket timeouts belong to pooled
+        connections shared by every thread, so a per-call bound would not be one; L2 is optional anyway."""
+        left = deadline.remaining()
+        return left is not None and left < getattr(self.backend, "timeout", 0.0)
 
     def _succeeded(self) -> None:
         with self._lock:

@@ -28,8 +28,27 @@ class Answer:
 
 
 class SimpleRaw(io.BytesIO):
-    def read(self, n: int = -1, decode_content: bool = False) -> bytes:  # type: ignore[override]
-        return super().read(n)
+    connection = None  # urllib3's connection (its socket): none here
+
+    def read1(self, n: int = -1, decode_content: bool = False) -> bytes:  # type: ignore[override]
+        return super().read1(n)
+
+
+class DripRaw:
+    """A body that arrives one byte per read, each read taking ``seconds`` of the deadline's clock."""
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        self.clock, self.seconds, self.reads = clock, seconds, 0
+        self.connection = type("Conn", (), {"sock": self})()
+        self.timeouts: list[float] = []
+
+    def settimeout(self, value: float) -> None:
+        self.timeouts.append(value)
+
+    def read1(self, n: int = -1, decode_content: bool = False) -> bytes:
+        self.reads += 1
+        self.clock[0] += self.seconds
+        return b"x"
 
 
 class Session:
@@ -88,3 +107,17 @@ def test_a_claims_challenge_is_raised_for_the_pipeline() -> None:
     header = 'Bearer error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnt9fQ=="'
     err, _ = call(Answer(401, **{"WWW-Authenticate": header}))
     assert isinstance(err, downstream.DownstreamChallenge) and err.claims == '{"access_token":{}}'
+
+
+def test_a_drip_fed_body_ends_with_504_at_the_request_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import deadline
+    clock = [100.0]
+    monkeypatch.setattr(deadline, "_clock", lambda: clock[0])
+    answer = Answer(200)
+    answer.raw = DripRaw(clock, 0.25)  # type: ignore[assignment]
+    with deadline.within(2.0):
+        err, _ = call(answer)
+    assert isinstance(err, UpstreamError) and err.status == 504 and err.extra == {"upstream": "Orders"}
+    assert answer.raw.reads == 8  # 2 s of budget, a byte every 0.25 s: it stops at the deadline
+    # each socket read waits no longer than the time left (2.0, 1.75, ... 0.25), never the API's own read timeout
+    assert answer.raw.timeouts == [pytest.approx(2.0 - 0.25 * i) for i in range(8)]

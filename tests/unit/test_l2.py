@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -199,6 +200,24 @@ def test_a_redis_that_never_answers_costs_one_connection_and_the_timeout() -> No
         err = outcome_within(lambda: RedisBackend(f"redis://127.0.0.1:{silent.port}/0", 0.3).get("k"), 5)
         assert isinstance(err, redis.exceptions.TimeoutError)
         assert silent.connections() == 1  # no retry
+    finally:
+        silent.close()
+
+
+def test_the_breaker_skips_a_call_that_could_outlast_the_request_deadline() -> None:
+    from shared import deadline
+    silent = SilentServer()
+    try:
+        g = Breaker(RedisBackend(f"redis://127.0.0.1:{silent.port}/0", 0.3))
+        started = time.monotonic()
+        with deadline.within(0.2):  # less time left than one call may take: not asked, nothing counted
+            assert (g.get("k"), g.set("k", b"v", 60), g.acquire_lock("l", 1000)) == (None, None, "")
+        assert time.monotonic() - started < 0.1
+        assert silent.connections() == 0 and not g.is_open
+        assert g.stats == {"hits": 0, "misses": 1, "writes": 1, "errors": 0, "skipped": 3}
+        with deadline.within(5.0):  # enough time: asked, and the silence is a failure as before
+            assert g.get("k") is None
+        assert silent.connections() == 1 and g.stats["errors"] == 1
     finally:
         silent.close()
 

@@ -106,3 +106,29 @@ def test_the_acquisition_bound_is_half_the_worker_thread_pool(monkeypatch: pytes
     assert build_context(env(PYTHON_THREADPOOL_THREAD_COUNT="10")).tokens.gate.limit == 5
     assert build_context(env(PYTHON_THREADPOOL_THREAD_COUNT="10", MiddleTier__MaxConcurrentTokenAcquisitions="3")
                          ).tokens.gate.limit == 3
+
+
+def test_the_gate_queue_waits_no_longer_than_the_request_budget() -> None:
+    import time
+    from shared import deadline
+    gate = AcquisitionGate(1, queue_seconds=5.0)  # a long queue: the budget is shorter
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate.slot():
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    assert entered.wait(10)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamError) as err, deadline.within(0.3), gate.slot():
+            pass
+    finally:
+        release.set()
+        worker.join(10)
+    waited = time.monotonic() - started
+    assert err.value.status == 504 and gate.refused == 1
+    assert 0.25 <= waited < 1.5, f"queued {waited:.3f}s with a 0.3 s budget and a 5 s queue"
