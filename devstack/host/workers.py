@@ -60,8 +60,10 @@ def process_count(env: Mapping[str, str]) -> int:
     raw = env.get(SETTING, "")
     if raw == "":
         return 1
-    if not _INT.fullmatch(raw) or not -2**31 <= int(raw) < 2**31:  # FormatException, OverflowException
+    if not _INT.fullmatch(raw):  # FormatException
         reason = f"The input string '{raw}' was not in a correct format."
+    elif not -2**31 <= int(raw) < 2**31:  # OverflowException
+        reason = "Value was either too large or too small for an Int32."
     elif int(raw) > MAX_PROCESS_COUNT:
         reason = "ProcessCount must not be greater than MaxProcessCount"
     else:
