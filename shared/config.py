@@ -282,7 +282,7 @@ class TokenCacheSettings:
     blob_container: str = option("TokenCache__BlobContainer", "msal-token-cache")
     encryption_key: str | None = option("TokenCache__EncryptionKey", None, _raw)
     l2_disabled_reason: str | None = None  # why the L2 is off although configured: see checked
-    l2_timeout_seconds: float = option("TokenCache__L2TimeoutSeconds", 0.5, maximum=30)
+    l2_timeout_seconds: float = option("TokenCache__L2TimeoutSeconds", 0.5, maximum=30)  # not made with less left
     l2_retry_seconds: float = option("TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600)
     lock_milliseconds: int = option("TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)
     session_lifetime_seconds: int = option("TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
@@ -346,6 +346,11 @@ class Settings:
     key_vault: KeyVaultSettings = section(KeyVaultSettings)
     downstream: Mapping[str, DownstreamApi] = field(default_factory=dict, metadata={
         "load": lambda env: _downstream_apis(env), "section": DownstreamApi})  # by name
+    # One deadline over everything a request waits on, from its start (shared/deadline.py): the signing keys'
+    # fetch during validation, Key Vault and the managed identity (every SDK attempt, retry and backoff), the L2
+    # cache (a call is skipped when less time is left than TokenCache__L2TimeoutSeconds), the token-acquisition
+    # queue, the per-caller lock, Entra, and the downstream API's whole answer (a body sent slowly too); past
+    # it the answer is 504.
     request_budget_seconds: float = option("MiddleTier__RequestBudgetSeconds", 25.0, maximum=230)
     credential_failure_backoff_seconds: float = option("MiddleTier__CredentialFailureBackoffSeconds", 5.0,
                                                        minimum=0, maximum=600)

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -68,11 +69,13 @@ def _run(req: func.HttpRequest, handler: Handler, trace_id: str, where: str) -> 
     # Logged: ``where``, the function and its route template, never the request's URL (percent-decoded, with
     # the caller's Host header: request text could forge lines). The logger's filter escapes the rest.
     method = req.method if _METHOD.fullmatch(req.method or "") else "?"
+    started = time.monotonic()
     try:
         ctx = app_context()
-        # One deadline for everything the request waits on: validation's metadata, Key Vault, managed identity,
-        # L2, the acquisition gate, the partition lock, Entra and the downstream API's whole answer.
-        with deadline.within(ctx.settings.request_budget_seconds):
+        # One deadline for everything the request waits on, from its start (a first request builds the context):
+        # validation's metadata, Key Vault, managed identity, L2, the acquisition gate, the partition lock, Entra
+        # and the downstream API's whole answer.
+        with deadline.within(ctx.settings.request_budget_seconds - (time.monotonic() - started)):
             return handler(ctx, req, trace_id)
     except ApiError as err:
         level = logging.ERROR if err.status >= 500 else logging.INFO

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,41 @@ def test_a_copied_context_carries_the_deadline(clock: Clock) -> None:
         ctx = contextvars.copy_context()
     assert deadline.remaining() is None
     assert ctx.run(deadline.remaining) == pytest.approx(4.0)
+
+
+def test_check_raises_budget_spent_an_upstream_error(clock: Clock) -> None:
+    with deadline.within(0.0), pytest.raises(deadline.BudgetSpent) as raised:
+        deadline.check("identity")
+    assert isinstance(raised.value, UpstreamError) and raised.value.status == 504
+
+
+def loader(first: Exception) -> tuple[Any, list[int]]:
+    from shared.context import build_context
+    from tests.fakes import env
+    tokens = build_context(env()).tokens
+    calls: list[int] = []
+
+    def load() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise first
+        return "the-secret"
+    tokens._load_credential = load
+    return tokens, calls
+
+
+def test_a_vault_failure_is_remembered_for_the_credential_backoff() -> None:
+    tokens, calls = loader(UpstreamError("keyvault", "The app's credential could not be loaded from Key Vault.", 503))
+    for _ in range(2):
+        with pytest.raises(UpstreamError):
+            tokens._ensure_credential()
+    assert calls == [1]  # the second request was answered from memory: the vault was not asked again
+
+
+@pytest.mark.xfail(strict=True, reason="tokens.py's _ensure_credential remembers every ApiError; it should not "
+                   "remember deadline.BudgetSpent (the request's lack of time, not the vault's failure)")
+def test_a_request_out_of_time_does_not_poison_the_credential_backoff() -> None:
+    tokens, calls = loader(deadline.BudgetSpent("keyvault"))
+    with pytest.raises(deadline.BudgetSpent):
+        tokens._ensure_credential()
+    assert tokens._ensure_credential() == "the-secret" and calls == [1, 1]  # the next request loads it
