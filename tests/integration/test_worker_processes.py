@@ -18,7 +18,7 @@ import pytest
 
 from devstack.launch import Admin, RedisServer, stop
 
-from .test_funchost_conformance import Host, launch, start, trigger, write_app
+from .test_funchost_conformance import BOOM, ECHO, Host, launch, start, trigger, write_app
 from .test_middletier_api import call, obo_count
 from .test_token_cache_scale import UNGATED, l2_settings
 
@@ -95,6 +95,29 @@ def test_a_dead_worker_fails_its_invocation_and_is_replaced(three: tuple[Host, P
     assert worker_pids(host.proc.pid) == survivors | new
     assert f"Language Worker Process exited. Pid={victim}." in host.log.read_text()
     assert {pid_of_answer(host) for _ in range(3)} == survivors | new
+
+
+def test_a_worker_process_answers_exactly_as_the_in_process_host(tmp_path: Path) -> None:
+    """The request crosses the socket as the host converted it and the answer comes back byte for byte."""
+    functions = {"Echo": (trigger("echo/{id}"), ECHO), "Boom": (trigger("boom"), BOOM),
+                 "Keyed": (trigger("keyed", auth="function"), ECHO)}
+    hosts = [start(write_app(tmp_path / f"app{n}", functions, values={"FUNCTIONS_WORKER_PROCESS_COUNT": n}),
+                   tmp_path / f"state{n}") for n in ("1", "2")]
+    try:
+        requests = [("GET", "/api/echo/a%2Fb?k=1&K=2&e=", [("X-Multi", "a"), ("x-multi", "b")], None),
+                    ("POST", "/api/echo/%C3%A9", [("Content-Type", "application/octet-stream")], bytes(range(256))),
+                    ("GET", "/api/boom", [], None), ("GET", "/api/keyed", [], None), ("GET", "/api/none", [], None)]
+        for method, target, headers, body in requests:
+            answers = []
+            for host in hosts:
+                status, got, content = host.request(method, target, headers, body)
+                got.pop("date", None)
+                answers.append((status, got, content.replace(str(host.port).encode(), b"PORT")))
+            assert answers[0] == answers[1], target
+    finally:
+        for host in hosts:
+            stop(host.proc)
+    assert "Executed 'Functions.Boom' (Failed)" in hosts[1].log.read_text()  # logged by the worker process
 
 
 @pytest.mark.parametrize("value", ["abc", "11"])
