@@ -284,7 +284,9 @@ class TokenCacheSettings:
     l2_disabled_reason: str | None = None  # why the L2 is off although configured: see checked
     l2_timeout_seconds: float = option("TokenCache__L2TimeoutSeconds", 0.5, maximum=30)  # not made with less left
     l2_retry_seconds: float = option("TokenCache__L2RetrySeconds", 5.0, minimum=0, maximum=3600)
-    lock_milliseconds: int = option("TokenCache__LockMilliseconds", 3000, minimum=10, maximum=60_000)
+    # Outlasts a holder's queue and Entra call (AzureAd__TimeoutSeconds): a shorter lock expired under a burst of
+    # 200 cold requests on 8 processes and let another process call Entra for the same partition (issue 18).
+    lock_milliseconds: int = option("TokenCache__LockMilliseconds", 15_000, minimum=10, maximum=60_000)
     session_lifetime_seconds: int = option("TokenCache__SessionLifetimeSeconds", 24 * 3600, minimum=60,
                                            maximum=90 * 86400)
 

@@ -16,6 +16,7 @@ import uuid
 from typing import Any, Callable, Iterator
 
 from ..config import TokenCacheSettings, default
+from ..deadline import bounded
 from ..memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
 from .l1 import Partition, PartitionStore
 from .l2 import Breaker
@@ -36,7 +37,7 @@ def partition_key(text: str) -> str:
 
 class TokenCache:
     def __init__(self, l1: PartitionStore | None = None, l2: Breaker | None = None, sealer: Sealer | None = None, *,
-                 lock_ms: int = default(TokenCacheSettings, "lock_milliseconds"), wait_seconds: float = 2.0,
+                 lock_ms: int = default(TokenCacheSettings, "lock_milliseconds"), wait_seconds: float = 10.0,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         if l2 is not None and sealer is None:
@@ -110,23 +111,27 @@ class TokenCache:
 
     @contextlib.contextmanager
     def flight(self, part: Partition) -> Iterator[bool]:
-        """Yield True when this instance should call Entra; False when another instance just did
-        and ``part`` now holds its result."""
+        """Yield True when this instance should call Entra (holding the L2 lock); False when another
+        instance did and ``part`` now holds its entry. A waiter polls for that entry and for the lock:
+        a holder that saved and released, or died (its lock expires after ``lock_ms``), hands over
+        without a second call. ``wait_seconds`` (and the request's deadline) bounds the wait."""
         if self.l2 is None:
             yield True
             return
         lock_key = PREFIX + "lock:" + part.key
-        token = self.l2.acquire_lock(lock_key, self.lock_ms)
-        if token is None:  # another instance holds it: wait for its entry, briefly
-            deadline = self._monotonic() + self.wait_seconds
-            filled = False
-            while not filled and self._monotonic() < deadline:
-                self._sleep(0.02)
-                filled = self.reload(part)
-            yield not filled
-            return
+        deadline = self._monotonic() + bounded(self.wait_seconds)
+        while (token := self.l2.acquire_lock(lock_key, self.lock_ms)) is None:
+            if self.reload(part):
+                yield False
+                return
+            if self._monotonic() >= deadline:
+                yield True  # the holder neither answered nor let go in time: this request goes itself
+                return
+            self._sleep(0.02)
         try:
-            yield True
+            # Free because the last holder just saved? Its entry is the answer, unless this partition
+            # already holds it; a partition read before that save would otherwise call Entra again.
+            yield not self.reload(part)
         finally:
             self.l2.release_lock(lock_key, token)
 

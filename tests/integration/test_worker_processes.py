@@ -173,12 +173,9 @@ def test_a_cached_token_costs_no_obo_on_any_process(burst: dict[str, Any]) -> No
     assert obo_count(burst["admin"]) == before
 
 
-# Measured 51-64 (six runs: 64, 54, 52, 51, 51, 55). Traced (a flight() wrapper in each worker): every
-# duplicate is a second process that took the L2 lock after the first had committed and released it, with
-# a partition read from L2 before that commit; TokenCache.flight yields True on acquiring without reloading
-# from L2, so it calls Entra again. shared/token_cache/layers.py, being fixed separately (not this host's).
-@pytest.mark.xfail(strict=True, reason="cross-process single flight: flight() does not reload the partition "
-                                       "after taking the L2 lock (51-64 OBO calls measured, 50 expected)")
+# Before TokenCache.flight re-read L2 on taking the lock: 51-64 OBO calls (six runs: 64, 54, 52, 51, 51,
+# 55), every duplicate a process that found the lock free just after the leader had saved and released it,
+# with a partition read before that save. test_cache_layers pins the fix.
 def test_the_burst_costs_one_obo_per_assertion(burst: dict[str, Any]) -> None:
     assert burst["statuses"] == [200] * 200
     assert burst["obo"] == 50, f"{burst['obo'] - 50} duplicate OBO calls across processes"
