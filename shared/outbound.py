@@ -63,11 +63,6 @@ class OutboundSession(requests.Session):
         ``shared/throttle.py``'s."""
         return getattr(self._last, "retry_after", None)
 
-    def remaining(self) -> float | None:
-        """Seconds left of the request's budget, or None outside a request: ``deadline.remaining()``
-        (kept for callers that ask the session)."""
-        return deadline.remaining()
-
     def forget(self) -> None:
         """Drop this thread's last answer: a worker thread serves many requests, none may see another's."""
         self._last.status, self._last.retry_after = None, None

@@ -20,7 +20,7 @@ from msal.exceptions import MsalServiceError
 
 from .config import AzureAdSettings, Settings, TokenCacheSettings, default
 from .credentials import MsalCredential
-from . import aadsts
+from . import aadsts, deadline
 from .aadsts import Kind
 from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError,
                      TenantNotProvisioned, UpstreamError)
@@ -80,6 +80,8 @@ class Tokens:
             raise self._failed[1]
         try:
             self._credential = self._load_credential()
+        except deadline.BudgetSpent:
+            raise  # this request's lack of time, not the vault's failure: not remembered
         except ApiError as err:
             self._failed = (self._clock(), err)
             raise
@@ -236,8 +238,7 @@ class Tokens:
     def _exclusive(self, entry: PartitionHandle, *, across_instances: bool = False) -> Iterator[None]:
         """The partition's lock, waited for no longer than one Entra call (and the request's budget):
         a request stuck behind another's slow acquisition answers 503, it does not hold its thread."""
-        remaining = self._session.remaining()
-        wait = self.settings.timeout_seconds if remaining is None else min(self.settings.timeout_seconds, remaining)
+        wait = deadline.bounded(self.settings.timeout_seconds)
         with entry.exclusive(wait, across_instances=across_instances) as held:
             if not held:
                 raise UpstreamError("entra", "Another request of this caller is still waiting for the identity "

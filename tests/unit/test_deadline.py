@@ -126,8 +126,6 @@ def test_a_vault_failure_is_remembered_for_the_credential_backoff() -> None:
     assert calls == [1]  # the second request was answered from memory: the vault was not asked again
 
 
-@pytest.mark.xfail(strict=True, reason="tokens.py's _ensure_credential remembers every ApiError; it should not "
-                   "remember deadline.BudgetSpent (the request's lack of time, not the vault's failure)")
 def test_a_request_out_of_time_does_not_poison_the_credential_backoff() -> None:
     tokens, calls = loader(deadline.BudgetSpent("keyvault"))
     with pytest.raises(deadline.BudgetSpent):
