@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test unit bench fuzz mutate tools services clean
+.PHONY: setup run test unit bench soak fuzz mutate tools services clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: setup tools
 	$(PY) bench/cache_memory.py
 	$(PY) bench/cache_memory.py --default-caps
 	$(PY) bench/middletier.py
+
+# Reliability over time (issue 18): 10 minutes of mixed traffic on two instances under scheduled faults.
+soak: setup
+	$(PY) bench/soak.py
 
 fuzz: setup
 	$(PY) bench/fuzz.py 500000

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from .aadsts import AadError
 from .controls import FaultPlan, Stats, fault_from_json
-from .directory import Directory, Secret
+from .directory import Directory, Secret, User
 from .graph import Graph
 from .issuer import DEFAULT_LIFETIME, AuthContext, Issuer
 from .keyvault import KeyVault
@@ -139,6 +139,20 @@ class Admin:
             target.append(data["uri"])
         return {"redirect_uris": app.redirect_uris, "spa_redirect_uris": app.spa_redirect_uris}
 
+    def add_users(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``count`` more users in the default tenant, ``<prefix>001``... (soak runs want 100+ callers);
+        the same call again returns the same users."""
+        count, prefix = int(data["count"]), str(data.get("prefix", "user"))
+        if not 1 <= count <= 10_000 or not prefix.isalnum():
+            raise ValueError("count must be between 1 and 10000 and prefix alphanumeric")
+        tenant = self.directory.default
+        names = [f"{prefix}{i:03d}" for i in range(1, count + 1)]
+        for name in names:
+            if tenant.user_by_login(name) is None:
+                tenant.users.append(User(name=name, oid=str(uuid.uuid4()), display_name=name.title(),
+                                         upn=f"{name}@{tenant.domain}", password=f"devstack-only~{name}"))
+        return {"users": names}
+
     def set_lifetime(self, data: dict[str, Any]) -> dict[str, Any]:
         """Lifetime (seconds) of access tokens issued from now on, CAE ones included; tests of expiry
         and refresh use it. The default (3599) restores Entra's lifetimes (20-28 h for CAE tokens)."""
@@ -196,6 +210,7 @@ class Admin:
             Route("/graph/revoke", _json_endpoint(self.revoke), methods=["POST"]),
             Route("/mint", _json_endpoint(self.mint), methods=["POST"]),
             Route("/lifetime", _json_endpoint(self.set_lifetime), methods=["POST"]),
+            Route("/users", _json_endpoint(self.add_users), methods=["POST"]),
             Route("/apps/redirect-uri", _json_endpoint(self.add_redirect_uri), methods=["POST"]),
             Route("/apps/optional-claims", _json_endpoint(self.set_optional_claims), methods=["POST"]),
         ])
