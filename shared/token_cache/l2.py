@@ -176,7 +176,7 @@ class Breaker:
         when the breaker is open. Skipped, not shortened: redis-py's socket timeouts belong to pooled
         connections shared by every thread, so a per-call bound would not be one; L2 is optional anyway."""
         left = deadline.remaining()
-        return left is not None and left < getattr(self.backend, "timeout", 0.0)
+        return left is not None and left < self.backend.timeout
 
     def _succeeded(self) -> None:
         with self._lock:

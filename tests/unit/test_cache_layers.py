@@ -16,6 +16,7 @@ from shared.token_cache import PREFIX, REFRESH_MARGIN, Breaker, Partition, Parti
 
 class MemoryBackend:
     name = "memory"
+    timeout = 0.5
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}

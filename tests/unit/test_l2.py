@@ -204,6 +204,42 @@ def test_a_redis_that_never_answers_costs_one_connection_and_the_timeout() -> No
         silent.close()
 
 
+class Recording:
+    """A backend that answers at once and records the calls that reached it."""
+    name, timeout = "recording", 0.3
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def get(self, key: str) -> bytes | None:
+        self.calls.append("get")
+        return None
+
+    def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        self.calls.append("set")
+
+    def acquire_lock(self, key: str, ttl_ms: int) -> str | None:
+        self.calls.append("lock")
+        return "t"
+
+    def release_lock(self, key: str, token: str) -> None:
+        self.calls.append("release")
+
+
+@pytest.mark.parametrize("left,asked", [(0.3, True), (0.2999, False), (5.0, True)])
+def test_the_breaker_asks_while_one_call_s_timeout_is_left(monkeypatch: pytest.MonkeyPatch, left: float,
+                                                           asked: bool) -> None:
+    from shared import deadline
+    monkeypatch.setattr(deadline, "_clock", lambda: 0.0)  # time stands still: remaining() is exactly ``left``
+    backend = Recording()
+    g = Breaker(backend)  # type: ignore[arg-type]
+    with deadline.within(left):
+        g.get("k")
+    assert backend.calls == (["get"] if asked else []) and g.stats["skipped"] == (0 if asked else 1)
+    g.get("k")  # outside any request: always asked
+    assert backend.calls[-1:] == ["get"]
+
+
 def test_the_breaker_skips_a_call_that_could_outlast_the_request_deadline() -> None:
     from shared import deadline
     silent = SilentServer()
@@ -388,7 +424,7 @@ def test_blob_client_is_configured_for_one_bounded_attempt(azurite_conn: str, co
     value = {"connect": lambda: transport.connection_config.timeout,
              "read": lambda: transport.connection_config.read_timeout,
              "retries": lambda: backend._container._config.retry_policy.total_retries}[setting]()
-    assert value == {"connect": 0.75, "read": 0.75, "retries": 0}[setting]
+    assert value == {"connect": 0.75, "read": 0.75, "retries": 0}[setting] and backend.timeout == 0.75
 
 
 def test_a_blob_service_that_never_answers_costs_one_connection_and_the_timeout() -> None:
