@@ -203,7 +203,9 @@ def test_failures_are_logged_with_the_function_and_route_never_the_url(
     import azure.functions as func
 
     from shared import functions
-    monkeypatch.setattr(functions, "app_context", lambda: None)
+    from types import SimpleNamespace
+    context = SimpleNamespace(settings=SimpleNamespace(request_budget_seconds=25.0))  # what run() reads itself
+    monkeypatch.setattr(functions, "app_context", lambda: context)
 
     def refuse(ctx: Any, req: Any, trace_id: str) -> Any:
         raise AuthenticationError("No bearer token was presented.", error=None)
