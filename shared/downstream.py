@@ -70,6 +70,8 @@ def _read_body(response: requests.Response, api: DownstreamApi) -> bytes:
                 break
             chunks.append(chunk)
             size += len(chunk)
+            if getattr(response.raw, "length_remaining", None) == 0:
+                break  # the whole declared Content-Length is in: no read for the end of the body
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
         status = 504 if "timed out" in str(err).lower() else 502
         deadline.check(api.name)  # the budget ran out during the read: say so
