@@ -83,23 +83,18 @@ def test_graph_drip_feeding_its_body(devstack: dict[str, Any], host_factory: Any
     assert fired(admin) == TRIES
 
 
-def test_key_vault_slow(devstack: dict[str, Any], host_factory: Any, admin: Admin) -> None:
-    host = budget_host(devstack, host_factory, credential="keyvault-certificate")
-    fault(admin, service="keyvault", endpoint="secrets")
-    worst_of("Key Vault slow (credential load)", TRIES, lambda: timed(host, admin.mint(user="alice")),
-             upstream="keyvault")
+@pytest.mark.parametrize("label, credential, service, endpoint", [
+    ("Key Vault slow (credential load)", "keyvault-certificate", "keyvault", "secrets"),
+    ("managed identity slow (federated assertion)", "federated", "identity", "token"),
+])
+def test_the_credential_source_slow(devstack: dict[str, Any], host_factory: Any, admin: Admin, label: str,
+                                    credential: str, service: str, endpoint: str) -> None:
+    host = budget_host(devstack, host_factory, credential=credential)
+    fault(admin, service=service, endpoint=endpoint)
+    worst_of(label, TRIES, lambda: timed(host, admin.mint(user="alice")), upstream=service)
     admin.clear_faults()
-    r = call(host, admin.mint(user="alice"))  # the vault is back: the next request loads the credential
+    r = call(host, admin.mint(user="alice"))  # the source is back: the next request loads the credential
     assert r.status_code == 200, r.text
-
-
-def test_managed_identity_slow(devstack: dict[str, Any], host_factory: Any, admin: Admin) -> None:
-    host = budget_host(devstack, host_factory, credential="federated")
-    fault(admin, service="identity", endpoint="token")
-    worst_of("managed identity slow (federated assertion)", TRIES, lambda: timed(host, admin.mint(user="alice")),
-             upstream="identity")
-    admin.clear_faults()
-    assert call(host, admin.mint(user="alice")).status_code == 200
 
 
 def test_jwks_slow_during_validation(devstack: dict[str, Any], host_factory: Any, admin: Admin) -> None:

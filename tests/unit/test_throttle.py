@@ -2,7 +2,9 @@
 the MSAL http_cache that drops MSAL's per-scope 429/5xx replay (pinned against MSAL's own key maker)."""
 from __future__ import annotations
 
+import contextlib
 import threading
+from typing import Iterator
 
 import pytest
 from msal.throttled_http_client import ThrottledHttpClient
@@ -74,9 +76,9 @@ def test_one_callers_retry_after_is_its_own_and_many_failing_callers_open_the_br
     assert t.retry_after("alice") == 3594
 
 
-def test_gate_refuses_fast_when_full_of_slow_acquisitions() -> None:
-    clock = Clock()
-    gate = AcquisitionGate(1, queue_seconds=0.25, clock=clock)
+@contextlib.contextmanager
+def slot_held(gate: AcquisitionGate) -> Iterator[None]:
+    """Another thread holds one of ``gate``'s slots for the block (released, and its thread joined, after it)."""
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -86,14 +88,23 @@ def test_gate_refuses_fast_when_full_of_slow_acquisitions() -> None:
 
     worker = threading.Thread(target=hold)
     worker.start()
-    assert entered.wait(10)
-    clock.now += 1  # the running one is older than the queue time: Entra is slow, no waiting
-    with pytest.raises(UpstreamError) as err:
-        with gate.slot():
-            pass
-    assert err.value.headers["Retry-After"] == "1" and gate.refused == 1
-    release.set()
-    worker.join(10)
+    try:
+        assert entered.wait(10)
+        yield
+    finally:
+        release.set()
+        worker.join(10)
+
+
+def test_gate_refuses_fast_when_full_of_slow_acquisitions() -> None:
+    clock = Clock()
+    gate = AcquisitionGate(1, queue_seconds=0.25, clock=clock)
+    with slot_held(gate):
+        clock.now += 1  # the running one is older than the queue time: Entra is slow, no waiting
+        with pytest.raises(UpstreamError) as err:
+            with gate.slot():
+                pass
+        assert err.value.headers["Retry-After"] == "1" and gate.refused == 1
     with gate.slot():
         assert gate.running == 1
 
@@ -112,23 +123,10 @@ def test_the_gate_queue_waits_no_longer_than_the_request_budget() -> None:
     import time
     from shared import deadline
     gate = AcquisitionGate(1, queue_seconds=5.0)  # a long queue: the budget is shorter
-    entered, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with gate.slot():
-            entered.set()
-            release.wait(10)
-
-    worker = threading.Thread(target=hold)
-    worker.start()
-    assert entered.wait(10)
-    started = time.monotonic()
-    try:
+    with slot_held(gate):
+        started = time.monotonic()
         with pytest.raises(UpstreamError) as err, deadline.within(0.3), gate.slot():
             pass
-    finally:
-        release.set()
-        worker.join(10)
     waited = time.monotonic() - started
     assert err.value.status == 504 and gate.refused == 1
     assert 0.25 <= waited < 1.5, f"queued {waited:.3f}s with a 0.3 s budget and a 5 s queue"
