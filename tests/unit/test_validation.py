@@ -7,6 +7,7 @@ borrowed signatures, duplicate members signed by the real key). Refusals are che
 In-process, no sleeps: time is injected."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -24,7 +25,7 @@ from shared.config import AzureAdSettings, load_settings
 from shared.errors import (AlgorithmNotAccepted, AuthenticationError, ExpiredToken, ImmatureToken, ImplausibleLifetime,
                            InvalidAudience, InvalidIssuer, InvalidSignature, InvalidSubject, InvalidTenant,
                            InvalidToken, MalformedToken, MissingClaim, UnknownSigningKey, VersionNotAccepted, problem)
-from shared.memory import VALIDATOR_OVERHEAD, held_bytes
+from shared.memory import VALIDATOR_OVERHEAD, held_bytes, json_held_bytes
 from shared.signing_keys import SigningKeys
 from shared.validation import MAX_LIFETIME_SECONDS, TokenValidator, validate
 
@@ -404,7 +405,7 @@ def test_without_a_byte_budget_the_memo_counts_entries_not_bytes(keys: SigningKe
 def test_the_memo_is_bounded_to_10000_entries_by_default(keys: SigningKeys) -> None:
     validator = TokenValidator(keys, SETTINGS)
     filler = validator.validate(token())
-    entry = validation._Validated(filler, kid(KEY), 0.0, time.time() + 3600)
+    entry = validation._Validated(filler, kid(KEY), 0.0, time.time() + 3600, 0)
     for i in range(10_000):
         validator._memo[f"filler-{i}"] = entry
     validator.validate(token(oid="user-new"))
@@ -413,9 +414,11 @@ def test_the_memo_is_bounded_to_10000_entries_by_default(keys: SigningKeys) -> N
 
 def test_a_byte_budget_counts_each_entry_as_its_claims_plus_the_overhead(keys: SigningKeys) -> None:
     one = TokenValidator(keys, SETTINGS, max_bytes=10 ** 9)
-    caller = one.validate(token(oid="user-a"))
-    size = VALIDATOR_OVERHEAD + held_bytes(caller.claims)
-    assert one._memo.currsize == size
+    signed = token(oid="user-a")
+    caller = one.validate(signed)
+    payload_json = base64.urlsafe_b64decode(signed.split(".")[1] + "==")
+    size = VALIDATOR_OVERHEAD + json_held_bytes(payload_json, caller.claims)
+    assert one._memo.currsize == size and size >= VALIDATOR_OVERHEAD + held_bytes(caller.claims)
     validator = TokenValidator(keys, SETTINGS, max_bytes=size + size // 2)  # room for one entry, not two
     validator.validate(token(oid="user-a"))
     validator.validate(token(oid="user-b"))
