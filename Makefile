@@ -35,8 +35,9 @@ setup: $(STAMP) services
 tools:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 
+# func start with Azurite, the emulators and the SPA; flags for `python -m devstack up`: make run ARGS="--host-port 7072"
 run: setup
-	$(PY) -m devstack up
+	$(PY) -m devstack up $(ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,33 +20,8 @@ def _running(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from . import stack
-    from .settings_file import write_local_settings
-    ports = {} if args.port is None else {name: args.port for name in stack.DEFAULT_PORTS}
-    state = state_dir(args.state)
-    built = stack.build(state, host=args.host, ports=ports, names=_public_names(args), cloud=args.cloud)
-    children: list[subprocess.Popen[bytes]] = []
-
-    def ready(info: dict[str, Any]) -> None:
-        print(json.dumps({"ready": info}) if args.ready_json else stack.describe(info), flush=True)
-        if args.no_host:
-            return
-        settings = PROJECT_ROOT / "local.settings.json"
-        if write_local_settings(settings, info):
-            print(f"  wrote {settings} (wired to this devstack)", flush=True)
-        from .resolve import environment
-        children.append(subprocess.Popen([sys.executable, "-m", "devstack", "--state", str(state), "host",
-                                          "--app", str(PROJECT_ROOT), "--settings", str(settings)],
-                                         env={**os.environ, **environment(info)}))
-        print(CALL_HINT, flush=True)
-
-    try:
-        stack.run(built, ready)
-    finally:
-        for child in children:
-            child.terminate()
-            child.wait(timeout=15)
-    return 0
+    from .up import Up
+    return Up(args, _public_names(args)).run()
 
 
 def _public_names(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -63,12 +36,6 @@ def _public_names(args: argparse.Namespace) -> dict[str, list[str]]:
         if host.strip().lower() not in hosts:
             hosts.append(host.strip().lower())
     return names
-
-
-CALL_HINT = """
-Call the API as alice (copy-paste):
-  curl -s -H "Authorization: Bearer $(.venv/bin/python -m devstack token --user alice)" http://localhost:7071/api/me
-"""
 
 
 def cmd_host(args: argparse.Namespace) -> int:
@@ -120,9 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local stack in the foreground")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, help="0 = free ports for every service (tests)")
+    up.add_argument("--port", type=int, help="0 = free ports for every service (tests), unless a flag below names one")
+    up.add_argument("--host-port", type=int, help="the Functions host's port (default: Host.LocalHttpPort in "
+                                                  "local.settings.json, or 7071); 0 = a free port")
+    up.add_argument("--spa-port", type=int, help="the SPA's port (default 5173); 0 = a free port")
+    up.add_argument("--azurite-port", type=int, help="Azurite's blob port, queue and table on the next two "
+                                                     "(default: 10000-10002 if free, else free ports); 0 = free ports")
+    up.add_argument("--settings", help="the local.settings.json to write and serve (default: the project's)")
+    up.add_argument("--spa-config", help="where to write the SPA's config.json for `npm run dev` "
+                                         "(default: clients/spa/public/config.json)")
+    up.add_argument("--no-spa", action="store_true", help="do not serve the SPA")
     up.add_argument("--ready-json", action="store_true", help="print one JSON line when ready")
-    up.add_argument("--no-host", action="store_true", help="emulators only, no local Functions host")
+    up.add_argument("--no-host", action="store_true", help="emulators only: no Functions host, Azurite or SPA")
     up.add_argument("--name", action="append", metavar="SERVICE=HOST",
                     help="serve SERVICE (entra, graph, keyvault, orders) under a public host name on port 443; "
                          "repeat for aliases; a process reaches it with DEVSTACK_RESOLVE from `info --json`")

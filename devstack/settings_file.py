@@ -9,12 +9,14 @@ and neither ``AzureAd__DisableInstanceDiscovery`` (the Entra emulator answers in
 """
 from __future__ import annotations
 
+import base64
 import json
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 from .clouds import CLOUDS, PUBLIC
-
 
 CREDENTIALS = ("keyvault-certificate", "keyvault-secret", "federated", "secret")
 
@@ -76,6 +78,63 @@ def local_settings(info: dict[str, Any], *, port: int = 7071, credential: str = 
     if any(n.endswith("." + cloud.keyvault_domain) for n in public.get("keyvault", [])[:1]):
         del settings["Values"]["KeyVault__VerifyChallengeResource"]
     return settings
+
+
+# Points at this machine: an emulator's or Azurite's loopback URL, the development-storage shorthand, a state
+# folder's CA bundle. Such a value is the devstack's to refresh; anything else is the user's to keep.
+_LOCAL = re.compile(r"^(https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/|$)|UseDevelopmentStorage=true$|"
+                    r"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;)")
+
+
+def blob_cache_settings(storage: str) -> dict[str, str]:
+    """The deployed default's token cache (infra/main.bicep): the blob L2 in the Functions storage account
+    (``AzureWebJobsStorage``), encrypted with a key of its own; here a key made once for this machine."""
+    return {"AzureWebJobsStorage": storage, "TokenCache__L2": "blob",
+            "TokenCache__EncryptionKey": base64.b64encode(secrets.token_bytes(32)).decode()}
+
+
+def prepare_local_settings(path: Path, info: dict[str, Any], *, storage: str, port: int = 7071,
+                           cors: str | None = None) -> list[str]:
+    """Write ``path`` for ``up`` (the devstack, Azurite's ``storage`` connection, the encrypted blob L2), or
+    bring an existing file up to date without losing the user's values: the settings that point at this
+    machine follow the running devstack and Azurite, the blob L2 is added when ``TokenCache__L2`` is not set
+    at all (an explicit ``none`` stays), ``cors`` (the SPA's origin) joins ``Host.CORS``. The encryption key is
+    made once and kept. Returns what changed: ``["created"]``, the names updated, or nothing."""
+    fresh = local_settings(info, port=port)
+    fresh["Values"].update(blob_cache_settings(storage))
+    if cors:
+        fresh["Host"]["CORS"] = ",".join(dict.fromkeys(fresh["Host"]["CORS"].split(",") + [cors]))
+    if not path.exists():
+        _write(path, fresh)
+        return ["created"]
+    current = json.loads(path.read_text())
+    values = current.setdefault("Values", {})
+    changed = []
+    for key, value in fresh["Values"].items():
+        old = values.get(key)
+        if key.startswith("TokenCache__") or old == value:
+            continue
+        ours = isinstance(old, str) and (_LOCAL.match(old) or old.endswith("/tls/bundle.pem"))
+        if ours or old is None and key == "AzureWebJobsStorage":
+            values[key] = value
+            changed.append(key)
+    if "TokenCache__L2" not in values:
+        for key in ("TokenCache__L2", "TokenCache__EncryptionKey"):
+            if key not in values:
+                values[key] = fresh["Values"][key]
+                changed.append(key)
+    hosting = current.setdefault("Host", {})
+    if cors and cors not in str(hosting.get("CORS", "")).split(","):
+        hosting["CORS"] = ",".join(filter(None, [hosting.get("CORS", ""), cors]))
+        changed.append("Host.CORS")
+    if changed:
+        _write(path, current)
+    return changed
+
+
+def _write(path: Path, settings: dict[str, Any]) -> None:
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    path.chmod(0o600)
 
 
 def write_local_settings(path: Path, info: dict[str, Any], *, port: int = 7071, overwrite: bool = False) -> bool:

@@ -14,7 +14,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any, Awaitable, Callable, Generator
 
 import uvicorn
 
@@ -28,7 +28,8 @@ from .identity import IdentityEndpoint
 from .issuer import Issuer
 from .keyvault import KeyVault
 from .orders import Orders
-from .serving import bind, config
+from .ports import PortInUse, claim
+from .serving import config
 from .signing import AppCertificate, KeyRing, ensure_app_certificate
 from .state import runtime_file, write_runtime
 from .tls import TlsFiles, ensure_tls
@@ -140,7 +141,15 @@ def build(state: Path, *, host: str = "127.0.0.1", ports: dict[str, int] | None 
             raise ValueError(f"the first name of {service!r} is its URL: a host name, not a wildcard")
     tls = ensure_tls(state / "tls", [n for hosts in names.values() for n in hosts])
     chosen = {**DEFAULT_PORTS, **(ports or {})}
-    sockets = {name: bind(host, port) for name, port in chosen.items()}
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name, port in chosen.items():
+            sockets[name] = claim(host, port, f"the {name} emulator",
+                                  "move every emulator to a free port with --port 0")
+    except PortInUse:
+        for sock in sockets.values():
+            sock.close()
+        raise
     instance = f"https://{names['entra'][0]}" if "entra" in names \
         else f"https://{host}:{sockets['entra'].getsockname()[1]}"
     certificates: dict[str, AppCertificate] = {}
@@ -183,34 +192,55 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
+Companion = Callable[[dict[str, Any]], Awaitable[int] | None]
+
+
+async def serve(stack: Stack, on_ready: Companion, extra: dict[str, tuple[Any, socket.socket]] | None = None) -> int:
+    """Serve the emulators (and ``extra``: name -> (ASGI app, socket), plain http) until SIGINT/SIGTERM.
+    ``on_ready`` may return a coroutine, the companion (``up``'s Functions host): it runs beside the servers;
+    a signal cancels it before the servers stop (its children go first, so no connection is left open to
+    an emulator), and its end stops the servers and gives the exit code."""
     servers = {name: _Server(config(getattr(stack, name).app(), None if name in PLAIN_HTTP else stack.tls))
                for name in DEFAULT_PORTS}
+    sockets = dict(stack.sockets)
+    for name, (app, sock) in (extra or {}).items():
+        servers[name], sockets[name] = _Server(config(app)), sock
     loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        for server in servers.values():
-            server.should_exit = True
-
+    stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(server.serve(sockets=[stack.sockets[name]]))
-             for name, server in servers.items()]
+        loop.add_signal_handler(sig, stopping.set)
+    tasks = [asyncio.create_task(server.serve(sockets=[sockets[name]])) for name, server in servers.items()]
     while not all(s.started for s in servers.values()) and not any(t.done() for t in tasks):
         await asyncio.sleep(0.01)
-    if all(s.started for s in servers.values()):
-        info = stack.info()
-        write_runtime(stack.state, info)
-        on_ready(info)
+    companion: asyncio.Future[int] | None = None
+    code = 0
     try:
+        if all(s.started for s in servers.values()):
+            info = stack.info()
+            write_runtime(stack.state, info)
+            result = on_ready(info)
+            if result is not None:
+                companion = asyncio.ensure_future(result)
+        signalled = asyncio.create_task(stopping.wait())
+        await asyncio.wait([signalled, *tasks, *([companion] if companion else [])],
+                           return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        if companion is not None and not companion.done():
+            companion.cancel()
+        if companion is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                code = await companion
+        for server in servers.values():
+            server.should_exit = True
         await asyncio.gather(*tasks)
     finally:
         runtime_file(stack.state).unlink(missing_ok=True)
+    return code
 
 
-def run(stack: Stack, on_ready: Callable[[dict[str, Any]], None]) -> None:
+def run(stack: Stack, on_ready: Companion, extra: dict[str, tuple[Any, socket.socket]] | None = None) -> int:
     import uvloop
-    uvloop.run(serve(stack, on_ready))
+    return uvloop.run(serve(stack, on_ready, extra))
 
 
 def describe(info: dict[str, Any]) -> str:

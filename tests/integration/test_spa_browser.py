@@ -3,6 +3,8 @@
 alice signs in on the emulator's page, the SPA calls the middle tier and shows her profile (a
 screenshot is kept in test-artifacts/); carol's call gets the middle tier's claims challenge and
 the SPA re-acquires with the claims, which makes the sign-in page ask for her one-time code.
+The first test starts the stack the way ``make run`` does (``python -m devstack up``) and opens the SPA URL
+it prints, editing no file. ``README_IMAGES=1`` also writes the README's screenshots to docs/img/.
 """
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.launch import ROOT, Admin
+from devstack.launch import ROOT, Admin, stop
+from devstack.launch_up import start_local_stack
 
 DIST = ROOT / "clients" / "spa" / "dist"
 ARTIFACTS = ROOT / "test-artifacts"
+README_IMAGES = ROOT / "docs" / "img"
+VIEWPORT = {"width": 720, "height": 420}  # README pictures: small PNGs (< 60 KB)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -51,6 +56,41 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """A small PNG in test-artifacts/ (and docs/img/ with README_IMAGES=1, to refresh the README's pictures)."""
+    import os
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    assert 1000 < path.stat().st_size < 60_000, path.stat().st_size
+    if os.environ.get("README_IMAGES") == "1":
+        README_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, README_IMAGES / name)
+    return path
+
+
+def test_make_run_spa_signs_alice_in_without_editing_a_file(tmp_path: Path, browser: Any) -> None:
+    """From the stack `make run` starts to alice's profile: the printed SPA URL is all the user needs."""
+    if not (DIST / "index.html").exists():
+        pytest.fail("the SPA is not built: `make test` builds it (npm install + vite build in clients/spa)")
+    proc, info = start_local_stack(tmp_path)
+    try:
+        context = browser.new_context(ignore_https_errors=True, viewport=VIEWPORT)  # the devstack's local CA
+        page = context.new_page()
+        page.goto(info["local"]["spa"])
+        page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
+        page.click("#signin")
+        _sign_in(page, info["users"]["alice"])
+        page.wait_for_selector("#displayName", timeout=30_000)
+        assert page.text_content("#displayName") == "Alice Example"
+        assert page.text_content("#id") == info["users"]["alice"]["oid"]
+        screenshot(page, "spa-alice-profile.png")
+        context.close()
+    finally:
+        stop(proc)
+    assert "Traceback" not in (tmp_path / "up.err.log").read_text()
 
 
 def _setup(devstack: dict[str, Any], admin: Admin, host_factory: Any, origin: str, site: Path) -> dict[str, Any]:
@@ -89,8 +129,8 @@ def test_spa_signs_in_and_shows_the_profile(devstack: dict[str, Any], admin: Adm
     assert page.text_content("#displayName") == "Alice Example"
     assert page.text_content("#id") == devstack["users"]["alice"]["oid"]
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "spa-alice-profile.png"))
-    assert (ARTIFACTS / "spa-alice-profile.png").stat().st_size > 1000
+    page.screenshot(path=str(ARTIFACTS / "spa-alice-profile-fixtures.png"))
+    assert (ARTIFACTS / "spa-alice-profile-fixtures.png").stat().st_size > 1000
     context.close()
 
 
@@ -98,14 +138,19 @@ def test_spa_answers_the_claims_challenge(devstack: dict[str, Any], admin: Admin
                                           spa_server: tuple[str, Path], browser: Any) -> None:
     origin, site = spa_server
     _setup(devstack, admin, host_factory, origin, site)
-    context = browser.new_context(ignore_https_errors=True)
+    context = browser.new_context(ignore_https_errors=True, viewport=VIEWPORT)
     page = context.new_page()
     page.goto(origin + "/")
     page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
     page.click("#signin")
     carol = devstack["users"]["carol"]
     _sign_in(page, carol)                 # first sign-in: password only
-    _sign_in(page, carol, otp=True)       # the middle tier's challenge: the page now asks for the code
+    _sign_in(page, carol)                 # the middle tier's challenge: a new sign-in with its claims...
+    page.wait_for_selector("#otp", timeout=30_000)  # ...and the page asks for the code as well
+    screenshot(page, "claims-challenge-sign-in.png")  # before anything is typed
+    page.fill("#password", carol["password"])
+    page.fill("#otp", carol["mfa_code"])
+    page.click("#submit")
     page.wait_for_selector("#displayName", timeout=30_000)
     assert page.text_content("#displayName") == "Carol Example"
     ARTIFACTS.mkdir(exist_ok=True)
