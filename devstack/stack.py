@@ -191,6 +191,17 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Idle keep-alive connections are cut, not closed: closing a TLS one waits for the client's close_notify,
+        which an idle browser never sends, so uvicorn's 2 s grace ran out on every Ctrl-C after a sign-in and
+        logged "Cancel 0 running task(s), timeout graceful shutdown exceeded". A request in flight still ends."""
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            transport = getattr(connection, "transport", None)
+            if transport is not None and (cycle is None or cycle.response_complete):
+                transport.abort()
+        await super().shutdown(sockets)
+
 
 Companion = Callable[[dict[str, Any]], Awaitable[int] | None]
 
