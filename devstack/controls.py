@@ -6,6 +6,7 @@ emulators run on one event loop, so plain dicts are safe without locks.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -38,6 +39,9 @@ class Stats:
         self.by.clear()
 
 
+TRACE_MAX = 1000
+
+
 @dataclass
 class Fault:
     """What to do to the next ``count`` matching requests (``None``: until cleared)."""
@@ -53,7 +57,9 @@ class Fault:
     claims: bool | None = None   # with aadsts: a claims challenge or none (default: the code's own)
     grant: str | None = None     # Entra token endpoint only: match one grant type
     drip_ms: int = 0             # Graph only: the answer's headers at once, then its body a byte per drip_ms
+    trace: bool = False          # record each matched call: [endpoint, arrived, released] (wall-clock seconds)
     fired: int = 0
+    calls: list[list[Any]] = field(default_factory=list)  # with trace: the last TRACE_MAX matched calls
 
     def retry_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
@@ -87,9 +93,13 @@ class FaultPlan:
     async def gate(self, service: str, endpoint: str, *, grant: str | None = None) -> Fault | None:
         """Every emulator's faults come through here: the next matching fault, after its latency.
         The emulator answers a fault's ``status`` (or ``aadsts``) in its own words."""
+        arrived = time.time()
         fault = self.take(service, endpoint, grant=grant)
         if fault is not None and fault.latency_ms > 0:
             await asyncio.sleep(fault.latency_ms / 1000)
+        if fault is not None and fault.trace:  # who waited when: a benchmark reads calls' order and overlap
+            fault.calls.append([endpoint, arrived, time.time()])
+            del fault.calls[:-TRACE_MAX]
         return fault
 
     def describe(self) -> list[dict[str, Any]]:
@@ -97,7 +107,7 @@ class FaultPlan:
 
 
 def fault_from_json(data: dict[str, Any]) -> Fault:
-    allowed = {f.name: data[f.name] for f in fields(Fault) if f.name != "fired" and f.name in data}
+    allowed = {f.name: data[f.name] for f in fields(Fault) if f.name not in ("fired", "calls") and f.name in data}
     if "service" not in allowed:
         raise ValueError("'service' is required")
     return Fault(**allowed)
