@@ -1,6 +1,7 @@
 """Cold start against its critical path: process start -> first 200 from /api/me, with and without +50 ms per call.
 
 Run: .venv/bin/python bench/cold_start.py [--runs 3] [--latency-ms 50] [--code DIR] [--json FILE]
+     .venv/bin/python bench/cold_start.py --imports 9 [--code DIR]   (import time only, issue 19 item 2)
 
 One devstack; per run, a new function host process (``devstack host``) for an app folder whose ``MiddleTierApi``
 and ``shared`` are ``--code``'s (default: this checkout; a ``git worktree`` of an older commit measures that).
@@ -119,13 +120,37 @@ def one_run(app: Path, settings: Path, info: dict[str, Any], admin: Admin, folde
             "spawned_at": t0}
 
 
+def import_ratio(code: Path, runs: int) -> dict[str, Any]:
+    """``import MiddleTierApi`` (from ``code``) against ``import msal, jwt, azure.functions``: medians of ``runs``
+    fresh interpreters each, interleaved; the app's bytecode compiled first, as pip compiled the libraries'."""
+    import compileall
+    import subprocess
+    for package in ("shared", "MiddleTierApi"):
+        compileall.compile_dir(str(code / package), quiet=1)
+    cases = {"app": "import MiddleTierApi", "floor": "import msal, jwt, azure.functions"}
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(runs):
+        for name, statement in cases.items():
+            timed = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+            out = subprocess.run([sys.executable, "-c", timed], cwd=code, capture_output=True, text=True, check=True)
+            samples[name].append(float(out.stdout))
+    app, floor = (statistics.median(samples[k]) for k in cases)
+    return {"import_MiddleTierApi_s": round(app, 3), "import_msal_jwt_azure_functions_s": round(floor, 3),
+            "ratio": round(app / floor, 3), "target": "<= 1.3", "met": app / floor <= 1.3}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--imports", type=int, default=0, metavar="N",
+                        help="only measure the import-time ratio, over N interpreters each")
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose MiddleTierApi/shared to run")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    if args.imports:
+        print(json.dumps(import_ratio(args.code.resolve(), args.imports), indent=1))
+        return 0
     folder = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     ds_proc, info = start_devstack(folder / "devstack")
     try:

@@ -2,6 +2,12 @@
 
 A cold start pays for it once; a warm instance reuses it. A shared token cache whose key is missing
 or an unresolved Key Vault reference is switched off with an operator error, never run unencrypted.
+
+The first request builds it, and starts (``Tokens.prefetch``) the app's credential and MSAL app in the background
+while it validates its caller's token: the cold start waits for the longer of the two chains (signing keys:
+metadata -> JWKS; credential: Key Vault's challenge -> managed identity -> Key Vault), not their sum. The signing
+keys and MSAL's authority read the same OpenID metadata document: the session shares that one answer
+(``OutboundSession.share``). ``bench/cold_start.py`` measures it.
 """
 from __future__ import annotations
 
@@ -41,7 +47,10 @@ def build_context(env: Mapping[str, str] | None = None) -> AppContext:
     settings = load_settings(env)
     ad = settings.azure_ad
     session = OutboundSession(default_timeout=(min(CONNECT_TIMEOUT, ad.timeout_seconds), ad.timeout_seconds))
-    keys = SigningKeys(f"{ad.authority}/v2.0/.well-known/openid-configuration", session,
+    metadata_url = f"{ad.authority}/v2.0/.well-known/openid-configuration"
+    # MSAL's tenant discovery (msal.authority.Authority) GETs this same URL for the app's authority: one call
+    session.share(metadata_url)
+    keys = SigningKeys(metadata_url, session,
                        v1_metadata_url=ad.v1_metadata_url, refresh_seconds=ad.metadata_refresh_seconds,
                        timeout=ad.timeout_seconds)
     loader = CredentialLoader(ad.credentials, settings.key_vault, send_x5c=ad.send_x5c,
@@ -83,16 +92,20 @@ def app_context(clock: Callable[[], float] = time.monotonic) -> AppContext:
     global _context, _failure
     if _context is not None:
         return _context
+    started = time.monotonic()
     with _lock:
         if _context is None:
             if _failure is not None and clock() - _failure[0] < CONFIGURATION_RETRY_SECONDS:
                 raise _failure[1]
             try:
-                _context = build_context()
+                context = build_context()
             except ConfigurationError as err:
                 log.error("configuration error: %s", err.detail)
                 _failure = (clock(), err)
                 raise
             _failure = None
+            if context.settings.downstream:  # tokens will be needed: load the credential beside validation
+                context.tokens.prefetch(context.settings.request_budget_seconds - (time.monotonic() - started))
+            _context = context
         return _context
 

@@ -16,19 +16,17 @@ Key Vault is reached with unmodified ``azure-identity`` ``ManagedIdentityCredent
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Union
-
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import deadline
 from .config import CredentialDescription, KeyVaultSettings
 from .errors import ApiError, ConfigurationError, UpstreamError
+from .outbound import SharedTlsContext, with_shared_tls
 
 log = logging.getLogger("middletier.credentials")
 
@@ -36,10 +34,29 @@ MsalCredential = Union[str, dict[str, Any]]
 TOKEN_EXCHANGE = "api://AzureADTokenExchange"
 
 
+@functools.cache
+def azure_sdk() -> SimpleNamespace:
+    """azure-identity, azure-keyvault-secrets and azure-core, imported once, by the first credential description
+    that reaches Key Vault or the managed identity (``CredentialLoader._identity``), never at import: an app whose
+    credential is a secret or a certificate file never loads them (issue 19: import only what the settings use)."""
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+    return SimpleNamespace(AzureError=AzureError, ClientAuthenticationError=ClientAuthenticationError,
+                           HttpResponseError=HttpResponseError, ResourceNotFoundError=ResourceNotFoundError,
+                           RequestsTransport=RequestsTransport, ManagedIdentityCredential=ManagedIdentityCredential,
+                           SecretClient=SecretClient)
+
+
 def certificate_credential(data: bytes, password: str | None, key: str, *, send_x5c: bool = False) -> dict[str, Any]:
     """PFX or PEM bytes -> MSAL's credential dict, whose shape picks the assertion's (MSAL 1.39): a SHA-1
     ``thumbprint`` gives RS256 + ``x5t``; a ``public_certificate`` gives PS256 + ``x5t#S256`` and sends the
     chain (``x5c``, for subject-name/issuer authentication)."""
+    from cryptography import x509  # the certificate sources only, once per credential load
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     pw = password.encode() if password else None
     try:
         if data.lstrip().startswith(b"-----"):
@@ -51,11 +68,14 @@ def certificate_credential(data: bytes, password: str | None, key: str, *, send_
         raise ConfigurationError(key, "is not a readable certificate with its private key") from None
     if private_key is None or cert is None:
         raise ConfigurationError(key, "must contain both the certificate and its private key")
-    pem_key = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()).decode()
+    # The loaded key object, not its PEM: MSAL hands ``private_key`` to its JwtAssertionCreator as it is (as it does
+    # with the key it loads itself for a ``passphrase``), and pyjwt signs with a key object directly. A PEM string
+    # would be parsed and its RSA key checked again for every client assertion MSAL signs (each ~10 minutes, and
+    # the cold start's first): 30-90 ms of CPU each, the largest step between Key Vault's answer and the OBO call.
     if send_x5c:
-        return {"private_key": pem_key, "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode()}
-    return {"private_key": pem_key, "thumbprint": cert.fingerprint(hashes.SHA1()).hex()}
+        return {"private_key": private_key,
+                "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode()}
+    return {"private_key": private_key, "thumbprint": cert.fingerprint(hashes.SHA1()).hex()}
 
 
 def deadline_transport(service: str, connect_timeout: float, read_timeout: float) -> Any:
@@ -68,9 +88,7 @@ def deadline_transport(service: str, connect_timeout: float, read_timeout: float
     fetches from the managed identity, and azure-identity's MSAL-based managed identity client (App Service,
     Functions), send no per-call kwargs; and the RetryPolicy's ``timeout`` caps a retry's connect timeout, not
     its read timeout. A transport sees every attempt of every call."""
-    from azure.core.pipeline.transport import RequestsTransport
-
-    class DeadlineTransport(RequestsTransport):
+    class DeadlineTransport(azure_sdk().RequestsTransport):  # type: ignore[misc, name-defined]
         def send(self, request: Any, **kwargs: Any) -> Any:
             deadline.check(service)
             config = self.connection_config
@@ -80,6 +98,14 @@ def deadline_transport(service: str, connect_timeout: float, read_timeout: float
 
         def sleep(self, duration: float) -> None:
             super().sleep(deadline.bounded(duration))
+
+        def _init_session(self, session: Any) -> None:
+            """azure-core's session set-up, then its adapters with one TLS context per CA bundle (``outbound.py``):
+            the Key Vault connection of a cold start does not parse the CA bundle again."""
+            super()._init_session(session)
+            for adapter in session.adapters.values():  # one instance for http:// and https://
+                if not isinstance(adapter, SharedTlsContext):
+                    adapter.__class__ = with_shared_tls(type(adapter))
 
     return DeadlineTransport(connection_timeout=connect_timeout, read_timeout=read_timeout)
 
@@ -96,20 +122,19 @@ class CredentialLoader:
         self._vaults: dict[tuple[str, str | None], Any] = {}
 
     def _identity(self, client_id: str | None) -> Any:
-        from azure.identity import ManagedIdentityCredential
+        sdk = azure_sdk()
         with self._lock:
             if client_id not in self._identities:
-                self._identities[client_id] = ManagedIdentityCredential(
+                self._identities[client_id] = sdk.ManagedIdentityCredential(
                     client_id=client_id or None, retry_total=1, transport=deadline_transport(
                         "identity", self.keyvault.connect_timeout, self.keyvault.read_timeout))
             return self._identities[client_id]
 
     def _vault(self, url: str, client_id: str | None) -> Any:
-        from azure.keyvault.secrets import SecretClient
         identity = self._identity(client_id)
         with self._lock:
             if (url, client_id) not in self._vaults:
-                self._vaults[(url, client_id)] = SecretClient(
+                self._vaults[(url, client_id)] = azure_sdk().SecretClient(
                     url, identity, verify_challenge_resource=self.keyvault.verify_challenge_resource,
                     retry_total=1, retry_backoff_factor=0.2, transport=deadline_transport(
                         "keyvault", self.keyvault.connect_timeout, self.keyvault.read_timeout))
@@ -118,17 +143,18 @@ class CredentialLoader:
     def _read_secret(self, desc: CredentialDescription, name_setting: str) -> Any:
         url, name = desc.require("KeyVaultUrl"), desc.require(name_setting)
         client_id = desc.get("ManagedIdentityClientId") or self.user_assigned_client_id
+        sdk = azure_sdk()
         try:
             return self._vault(url, client_id).get_secret(name)
-        except ResourceNotFoundError:
+        except sdk.ResourceNotFoundError:
             reason = "was not found"
-        except ClientAuthenticationError as err:
+        except sdk.ClientAuthenticationError as err:
             deadline.check("identity")  # out of time while getting the vault's token
             reason = f"could not be read: the managed identity could not authenticate ({type(err).__name__})"
-        except HttpResponseError as err:
+        except sdk.HttpResponseError as err:
             reason = "access denied: grant the identity 'Key Vault Secrets User'" if err.status_code == 403 \
                 else f"answered HTTP {err.status_code}"
-        except AzureError as err:  # connection refused, DNS, timeouts
+        except sdk.AzureError as err:  # connection refused, DNS, timeouts
             deadline.check("keyvault")  # a timeout at the request's deadline: 504, the request's lack of time
             reason = f"could not be reached ({type(err).__name__})"
         except ValueError as err:
@@ -175,12 +201,13 @@ class CredentialLoader:
     def _federated_assertion(self, desc: CredentialDescription) -> Callable[[], str]:
         identity = self._identity(desc.get("ManagedIdentityClientId") or self.user_assigned_client_id)
         scope = (desc.get("TokenExchangeUrl") or TOKEN_EXCHANGE).rstrip("/") + "/.default"
+        azure_error = azure_sdk().AzureError
 
         def assertion() -> str:
             """Called by MSAL whenever it needs a client assertion; azure-identity caches the MI token."""
             try:
                 return str(identity.get_token(scope).token)
-            except AzureError as err:
+            except azure_error as err:
                 deadline.check("identity")
                 log.error("managed identity token for %s (%s) failed: %s", scope, desc.key, type(err).__name__)
                 raise UpstreamError("identity", "The app's managed identity could not get a token.", 503) from None

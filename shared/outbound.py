@@ -4,16 +4,28 @@ MSAL turns Entra's 4xx answers into dicts and drops the status line and headers;
 per thread and request, the last response's status and ``Retry-After`` so Entra's 429 can be forwarded as
 503 + ``Retry-After``, that call's own (``forget()`` starts each request with none). Retries happen only
 on connection failures (nothing was sent), once: never on a token POST that may have been processed.
-Every call's timeouts are capped by the request's one deadline (``deadline.py``).
+Every call's timeouts are capped by the request's one deadline (``deadline.py``). A static document several
+readers fetch on a cold start (the tenant's OpenID metadata: the signing keys and MSAL's authority) can be
+``share``d: one GET answers all who ask within a minute. New TLS connections share one verifying ``SSLContext``
+per CA bundle (``SharedTlsContext``), as requests < 2.32 shared its default one: requests 2.34 and urllib3 2 build a
+context and parse the whole CA bundle for every new connection (60-120 ms of CPU here, four times on a cold start).
 """
 from __future__ import annotations
 
+import copy
+import functools
+import os
+import ssl
 import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util.retry import Retry
+from urllib3.util.ssl_ import create_urllib3_context
 
 from . import deadline
 from .config import CONNECT_TIMEOUT, AzureAdSettings, default
@@ -26,6 +38,70 @@ def parse_retry_after(value: object) -> int | None:
     return min(int(value), 3600)
 
 
+SHARE_SECONDS = 60.0
+
+
+_tls_lock = threading.Lock()
+_tls_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def tls_context(ca_location: str) -> ssl.SSLContext:
+    """The verifying context for a CA bundle file (or folder), built once per process (two first connections at once
+    wait for one build): what urllib3 builds for each connection (``create_urllib3_context``: CERT_REQUIRED,
+    hostname checked), loaded with the bundle requests names."""
+    if (context := _tls_contexts.get(ca_location)) is not None:
+        return context
+    with _tls_lock:
+        if (context := _tls_contexts.get(ca_location)) is None:
+            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+            if os.path.isdir(ca_location):
+                context.load_verify_locations(capath=ca_location)
+            else:
+                context.load_verify_locations(cafile=ca_location)
+            _tls_contexts[ca_location] = context
+        return context
+
+
+class SharedTlsContext(HTTPAdapter):
+    """An ``HTTPAdapter`` whose verified HTTPS pools share ``tls_context(bundle)``: the same bundle requests'
+    ``cert_verify`` picks (``verify``'s path, else certifi's), the same checks; only parsed once. A client
+    certificate (``cert``) or ``verify=False`` keeps requests' own handling."""
+
+    @staticmethod
+    def _bundle(url: str, verify: Any, cert: Any) -> str | None:
+        if cert or not verify or not url.lower().startswith("https"):
+            return None
+        return verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if (bundle := self._bundle(str(request.url), verify, cert)) is not None:
+            pool_kwargs.pop("ca_certs", None)
+            pool_kwargs.pop("ca_cert_dir", None)
+            pool_kwargs["ssl_context"] = tls_context(bundle)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # its checks (the bundle exists) and settings, then:
+        if self._bundle(url, verify, cert) is not None:
+            conn.ca_certs = conn.ca_cert_dir = None  # in the pool's context already: not parsed again per connection
+
+
+@functools.cache
+def with_shared_tls(adapter: type[HTTPAdapter]) -> type[HTTPAdapter]:
+    """``adapter`` (an SDK's own ``HTTPAdapter`` subclass) with ``SharedTlsContext``'s pools."""
+    return type(f"SharedTls{adapter.__name__}", (SharedTlsContext, adapter), {})
+
+
+@dataclass
+class _Shared:
+    """One shared URL: its last 200 answer (content read) and when; the lock makes concurrent askers one GET."""
+    seconds: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    response: requests.Response | None = None
+    at: float = float("-inf")
+
+
 class OutboundSession(requests.Session):
     """``default_timeout`` applies to every call that names none: MSAL ignores its own ``timeout``
     argument when given an ``http_client``, and no outbound call may go without a deadline."""
@@ -36,7 +112,8 @@ class OutboundSession(requests.Session):
         super().__init__()
         self.default_timeout = default_timeout
         self._last = threading.local()
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
+        self._shared: dict[str, _Shared] = {}
+        adapter = SharedTlsContext(pool_connections=8, pool_maxsize=pool_size,
                               max_retries=Retry(total=1, connect=1, read=False, status=0, other=0, redirect=0,
                                                 backoff_factor=0.1, backoff_jitter=0.1, raise_on_status=False))
         self.mount("https://", adapter)
@@ -51,11 +128,36 @@ class OutboundSession(requests.Session):
             raise requests.Timeout("the request's time budget is spent")
         kwargs["timeout"] = tuple(deadline.bounded(t) for t in timeout) if isinstance(timeout, tuple) \
             else deadline.bounded(float(timeout))
-        response = super().request(method, url, *args, **kwargs)
+        shared = self._shared.get(str(url)) if method == "GET" and not args and not kwargs.get("params") else None
+        response = super().request(method, url, *args, **kwargs) if shared is None \
+            else self._shared_get(shared, str(url), kwargs)
         self._last.status = response.status_code
         self._last.retry_after = parse_retry_after(response.headers.get("Retry-After")) \
             if response.status_code == 429 or response.status_code >= 500 else None
         return response
+
+    def share(self, url: str, seconds: float = SHARE_SECONDS) -> None:
+        """GETs of ``url`` (no query parameters) share one answer: askers at once wait for one call (no longer
+        than their own timeout), askers within ``seconds`` of a 200 get a copy of it. For a document that does not
+        change per caller (Entra serves the OpenID metadata with a day's Cache-Control), never for a token call.
+        Failures are not shared: the next asker calls again."""
+        self._shared[url] = _Shared(seconds)
+
+    def _shared_get(self, shared: _Shared, url: str, kwargs: dict[str, Any]) -> requests.Response:
+        timeout = kwargs["timeout"]
+        wait = sum(timeout) if isinstance(timeout, tuple) else timeout
+        if not shared.lock.acquire(timeout=max(0.0, wait)):
+            raise requests.Timeout("another request's fetch of the same document did not finish in time")
+        try:
+            if shared.response is not None and time.monotonic() - shared.at < shared.seconds:
+                return copy.copy(shared.response)
+            response = super().request("GET", url, **kwargs)
+            if response.status_code == 200:
+                _ = response.content  # read now: copies are served from it
+                shared.response, shared.at = response, time.monotonic()
+            return response
+        finally:
+            shared.lock.release()
 
     def throttled_for(self) -> int | None:
         """The ``Retry-After`` of this thread's last call, if it failed with 429/5xx: never another upstream's

@@ -7,6 +7,7 @@ Entra's answers become the app's error types here: the rest of the app never see
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import secrets
@@ -38,6 +39,19 @@ TENANT_NOTICE_MAX = 1024
 _tenant_notices: dict[tuple[str, tuple[int, ...]], float] = {}
 _tenant_notices_lock = threading.Lock()
 IDENTITY_PROVIDER = "identity_provider"  # MSAL's token_source when it called Entra (the cache changed)
+# How long past its own deadline a request waits for the cold-start prefetch to finish its last step (the prefetch
+# is bounded by the same deadline; this covers the work after its last wait, e.g. parsing the certificate).
+PREFETCH_GRACE_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class Prefetch:
+    """The first request's background load of the credential and the MSAL app (``Tokens.prefetch``)."""
+    owner: int                      # the thread of the request that started it: the one to inherit its failure
+    until: float                    # its deadline (time.monotonic), the starting request's
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    service: str = "keyvault"       # what it waits on now (for a 504 if it outlives a request's deadline)
+    error: BaseException | None = None
 
 
 class Reply(NamedTuple):
@@ -67,6 +81,7 @@ class Tokens:
         self._failure_backoff = failure_backoff
         self._clock = clock  # monotonic (credential backoff); the cache keeps the wall clock
         self._lock = threading.Lock()
+        self._prefetch: Prefetch | None = None
         # Entra's 429/5xx remembered per caller (not per scope, as MSAL does), a breaker, a bound on calls.
         self.throttle = throttle or EntraThrottle()
         self.gate = AcquisitionGate(max_concurrent, queue_seconds)
@@ -89,12 +104,75 @@ class Tokens:
         self._generation += 1
         return self._credential
 
+    def prefetch(self, budget_seconds: float) -> None:
+        """Start loading the app's credential (Key Vault: the vault's challenge, the managed identity, the read) and,
+        single-tenant, building the MSAL app (its authority's metadata) in a background thread, so that a cold first
+        request waits for the longer of that and its own token's validation (signing keys), not their sum.
+
+        Called once, by the first request (``context.app_context``), never at import. The thread runs in a copy of the
+        request's context (its trace id) under the same deadline, ``budget_seconds`` from now, so it ends when the
+        request would have: every wait in it is bounded (``deadline.py``). Its outcome reaches requests through
+        ``_app``, which waits for it (bounded): a failure is remembered for the backoff exactly as a load in the
+        request's own thread (``_ensure_credential``), and the request that started it raises that same error; a
+        failure nobody asks for is still logged (its type and status: never its text)."""
+        if self._prefetch is not None or self._credential is not None:
+            return
+        job = self._prefetch = Prefetch(threading.get_ident(), time.monotonic() + max(0.0, budget_seconds))
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(self._prefetch_work, job),
+                                  name="middletier-prefetch", daemon=True)
+        thread.start()
+
+    def _prefetch_work(self, job: Prefetch) -> None:
+        try:
+            with deadline.within(job.until - time.monotonic()):
+                if self.settings.multi_tenant:  # the tenants' apps wait for their callers
+                    with self._lock:
+                        self._ensure_credential()
+                else:
+                    self._build_app(self.settings.tenant_id, job)
+        except BaseException as err:  # noqa: BLE001 - handed to the request that started it (``_join_prefetch``)
+            job.error = err
+            status = getattr(err, "status", None)
+            log.log(logging.INFO if isinstance(err, ApiError) else logging.ERROR,
+                    "the cold-start load of the app's credential failed: %s%s", type(err).__name__,
+                    f" ({status})" if status else "")
+        finally:
+            job.done.set()
+        if job.error is None:
+            self._prefetch = None  # nothing to hand on
+
+    def _join_prefetch(self) -> None:
+        """Wait for the cold-start prefetch, if one runs: no longer than this request's deadline (and the grace for
+        the prefetch's last step). The request that started it raises its failure, once; other requests go on as
+        they would have behind a load in another request's thread (a remembered failure, or their own attempt)."""
+        job = self._prefetch
+        if job is None:
+            return
+        if not job.done.is_set():
+            left = deadline.remaining()
+            limit = max(0.0, job.until - time.monotonic()) if left is None else left
+            if not job.done.wait(limit + PREFETCH_GRACE_SECONDS):
+                raise deadline.BudgetSpent(job.service)
+        if job.error is not None and time.monotonic() <= job.until + PREFETCH_GRACE_SECONDS:
+            if job.owner != threading.get_ident():
+                return  # kept for the request that started it, until its deadline
+            error, job.error = job.error, None
+            self._prefetch = None
+            raise error
+        self._prefetch = None  # done with: later requests skip it
+
     def _app(self, tenant: str) -> tuple[msal.ConfidentialClientApplication, int]:
         if (app := self._apps.get(tenant)) is not None:
             return app, self._generation
+        self._join_prefetch()
+        return self._build_app(tenant)
+
+    def _build_app(self, tenant: str, job: Prefetch | None = None) -> tuple[msal.ConfidentialClientApplication, int]:
         with self._lock:
             if tenant not in self._apps:
                 credential = self._ensure_credential()
+                if job is not None:
+                    job.service = "entra"
                 authority = dataclasses.replace(self.settings, tenant_id=tenant).authority
                 self._apps[tenant] = self._call_entra(lambda: msal.ConfidentialClientApplication(
                     self.settings.client_id, client_credential=credential, authority=authority,

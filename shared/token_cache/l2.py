@@ -69,7 +69,13 @@ class BlobBackend:
 
     def __init__(self, connection_string: str, container: str, timeout: float, *,
                  clock: Callable[[], float] = time.time):
+        # azure-storage-blob and azure-core, imported here, once, by the app whose TokenCache__L2 is blob
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.storage.blob import BlobServiceClient
+        self._if_not_modified = MatchConditions.IfNotModified
+        self._exists, self._modified = ResourceExistsError, ResourceModifiedError
+        self._not_found = ResourceNotFoundError
         self.timeout = timeout
         service = BlobServiceClient.from_connection_string(
             connection_string, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
@@ -78,18 +84,16 @@ class BlobBackend:
         self._clock = clock
 
     def _ensure_container(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
         if not self._created:
-            with contextlib.suppress(ResourceExistsError):
+            with contextlib.suppress(self._exists):
                 self._container.create_container()
             self._created = True
 
     def get(self, key: str) -> bytes | None:
-        from azure.core.exceptions import ResourceNotFoundError
         self._ensure_container()
         try:
             download = self._container.download_blob(key)
-        except ResourceNotFoundError:
+        except self._not_found:
             return None
         expires = float((download.properties.metadata or {}).get("expires", "0"))
         return None if expires < self._clock() else download.readall()
@@ -100,29 +104,26 @@ class BlobBackend:
                                     metadata={"expires": str(int(self._clock()) + max(1, ttl_seconds))})
 
     def acquire_lock(self, key: str, ttl_ms: int) -> str | None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         self._ensure_container()
         token = uuid.uuid4().hex
         blob = self._container.get_blob_client(key)
         expires = str(self._clock() + ttl_ms / 1000)
-        with contextlib.suppress(ResourceExistsError, ResourceModifiedError):
+        with contextlib.suppress(self._exists, self._modified):
             blob.upload_blob(token.encode(), overwrite=False, metadata={"expires": expires})
             return token
         try:  # a holder that died leaves a stale lock: take it over once it has expired
             props = blob.get_blob_properties()
             if float((props.metadata or {}).get("expires", "0")) < self._clock():
                 blob.upload_blob(token.encode(), overwrite=True, metadata={"expires": expires},
-                                 etag=props.etag, match_condition=MatchConditions.IfNotModified)
+                                 etag=props.etag, match_condition=self._if_not_modified)
                 return token
         except Exception:  # noqa: BLE001 - lost the race or the lock vanished: not ours
             return None
         return None
 
     def release_lock(self, key: str, token: str) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
         blob = self._container.get_blob_client(key)
-        with contextlib.suppress(ResourceNotFoundError):
+        with contextlib.suppress(self._not_found):
             if blob.download_blob().readall() == token.encode():
                 blob.delete_blob()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -76,12 +77,13 @@ def test_a_configuration_error_is_retried_after_a_while(monkeypatch: pytest.Monk
         with pytest.raises(ConfigurationError):
             context.app_context(clock=lambda: now[0])
     assert len(calls) == 1
-    outcome[0] = "the context"
+    built = SimpleNamespace(settings=SimpleNamespace(downstream={}))  # no downstream API: no credential prefetch
+    outcome[0] = built
     now[0] += context.CONFIGURATION_RETRY_SECONDS - 1
     with pytest.raises(ConfigurationError):
         context.app_context(clock=lambda: now[0])
     now[0] += 2
-    assert context.app_context(clock=lambda: now[0]) == "the context"
+    assert context.app_context(clock=lambda: now[0]) is built
     assert len(calls) == 2
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
+import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from shared import deadline
 from shared import tokens as acquisition
 from shared.tokens import Reply, Tokens, _is_invalid_client
 from shared.config import load_settings
@@ -280,3 +284,153 @@ def test_the_notice_memory_forgets_old_tenants_and_is_bounded(notices: list[floa
         _not_provisioned("b")                       # forgotten, so noticed again
         _not_provisioned("a")                       # remembered: not
     assert [r.levelno for r in caplog.records if r.name == "middletier.tokens"] == [logging.WARNING, logging.DEBUG]
+
+
+# --- the cold-start prefetch (Tokens.prefetch): the credential and the MSAL app, loaded beside validation -------
+class FakeMsalApp:
+    built: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, client_id: str, **kwargs: Any) -> None:
+        FakeMsalApp.built.append({"thread": threading.current_thread().name, **kwargs})
+
+
+@pytest.fixture
+def no_entra(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """MSAL apps built without their authority's metadata (no network): the ones built, with their thread."""
+    FakeMsalApp.built = []
+    monkeypatch.setattr(acquisition.msal, "ConfidentialClientApplication", FakeMsalApp)
+    return FakeMsalApp.built
+
+
+class Loader:
+    """A credential load that records its thread and deadline, waits for ``release`` and then does ``outcome``."""
+
+    def __init__(self, outcome: BaseException | None = None, *, blocked: bool = False) -> None:
+        self.outcome, self.calls = outcome, []  # type: list[tuple[str, float | None]]
+        self.release = threading.Event()
+        if not blocked:
+            self.release.set()
+
+    def __call__(self) -> str:
+        self.calls.append((threading.current_thread().name, deadline.remaining()))
+        self.release.wait(10)
+        if self.outcome is not None:
+            raise self.outcome
+        return "secret"
+
+
+def _prefetching(loader: Loader, budget: float = 5.0, **env: str) -> Tokens:
+    acquirer = make_tokens(load_settings({**ENV, **env}).azure_ad, loader, None,  # type: ignore[arg-type]
+                           failure_backoff=60.0)
+    acquirer.prefetch(budget)
+    return acquirer
+
+
+def _in_thread(call: Callable[[], Any]) -> Any:
+    """``call``'s outcome (value or exception) in another request's thread."""
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(_outcome(call)))
+    worker.start()
+    worker.join(10)
+    return out[0]
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except BaseException as err:  # noqa: BLE001 - the test compares it
+        return err
+
+
+def test_the_first_request_loads_the_credential_and_builds_the_app_in_the_background(
+        no_entra: list[dict[str, Any]]) -> None:
+    loader = Loader(blocked=True)
+    acquirer = _prefetching(loader, budget=5.0)
+    assert acquirer._prefetch is not None and not acquirer._prefetch.done.is_set()  # started, waiting on the vault
+    loader.release.set()
+    with deadline.within(5.0):
+        app, generation = acquirer._app(TENANT)
+    assert isinstance(app, FakeMsalApp) and generation == 1
+    assert [name for name, _ in loader.calls] == ["middletier-prefetch"]   # loaded once, in the background
+    assert [b["thread"] for b in no_entra] == ["middletier-prefetch"]      # and the app (its discovery) there too
+    left = loader.calls[0][1]
+    assert left is not None and 4.0 < left <= 5.0                          # under the starting request's deadline
+    assert acquirer._app(TENANT)[0] is app and len(no_entra) == 1
+    assert acquirer._prefetch is None
+
+
+def test_multi_tenant_prefetch_loads_the_credential_only(no_entra: list[dict[str, Any]]) -> None:
+    loader = Loader(blocked=True)
+    acquirer = _prefetching(loader, AzureAd__TenantId="organizations")
+    job = acquirer._prefetch
+    loader.release.set()
+    assert job is not None and job.done.wait(5)
+    assert len(loader.calls) == 1 and acquirer._credential == "secret" and no_entra == []  # apps wait for tenants
+
+
+def test_a_failed_prefetch_is_its_requests_error_and_remembered_for_the_backoff(
+        no_entra: list[dict[str, Any]]) -> None:
+    failure = UpstreamError("keyvault", "The app's credential could not be loaded from Key Vault.", 503)
+    loader = Loader(failure)
+    acquirer = _prefetching(loader)
+    with pytest.raises(UpstreamError) as raised:
+        acquirer._app(TENANT)
+    assert raised.value is failure and raised.value.status == 503          # the same error as a load in-thread
+    assert _in_thread(lambda: acquirer._app(TENANT)) is failure            # others: from memory, as today
+    with pytest.raises(UpstreamError) as again:
+        acquirer._app(TENANT)
+    assert again.value is failure and len(loader.calls) == 1 and no_entra == []  # one vault read per backoff
+
+
+def test_a_prefetch_out_of_time_is_not_remembered(no_entra: list[dict[str, Any]]) -> None:
+    loader = Loader(deadline.BudgetSpent("identity"))
+    acquirer = _prefetching(loader)
+    with pytest.raises(deadline.BudgetSpent) as raised:
+        acquirer._app(TENANT)
+    assert raised.value.status == 504 and raised.value.extra["upstream"] == "identity"
+    assert acquirer._failed is None                                        # the request's lack of time only
+    loader.outcome = None
+    assert isinstance(acquirer._app(TENANT)[0], FakeMsalApp) and len(loader.calls) == 2
+
+
+def test_an_unexpected_prefetch_failure_reaches_its_request_and_the_log_without_its_text(
+        no_entra: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+    loader = Loader(RuntimeError("s3cret-in-the-message"))
+    with caplog.at_level(logging.INFO, logger="middletier.tokens"):
+        acquirer = _prefetching(loader)
+        assert acquirer._prefetch is not None and acquirer._prefetch.done.wait(5)
+    logged = [r for r in caplog.records if "cold-start" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR and "RuntimeError" in logged[0].getMessage()
+    assert "s3cret" not in caplog.text
+    other = _in_thread(lambda: acquirer._app(TENANT))                     # not the starting request: loads itself
+    assert isinstance(other, RuntimeError) and len(loader.calls) == 2
+    with pytest.raises(RuntimeError, match="s3cret"):                      # the starting request: the very error
+        acquirer._app(TENANT)
+    assert len(loader.calls) == 2 and acquirer._prefetch is None
+
+
+def test_waiting_for_the_prefetch_is_bounded_by_the_requests_deadline(
+        no_entra: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(acquisition, "PREFETCH_GRACE_SECONDS", 0.05)
+    loader = Loader(blocked=True)
+    acquirer = _prefetching(loader, budget=30.0)
+    started = time.monotonic()
+    with deadline.within(0.2), pytest.raises(deadline.BudgetSpent) as raised:
+        acquirer._app(TENANT)
+    assert time.monotonic() - started < 1.0 and raised.value.extra["upstream"] == "keyvault"
+    job = acquirer._prefetch
+    loader.release.set()
+    assert job is not None and job.done.wait(5)
+    assert isinstance(acquirer._app(TENANT)[0], FakeMsalApp) and len(loader.calls) == 1
+
+
+def test_prefetch_starts_once_and_not_after_a_credential_is_loaded(no_entra: list[dict[str, Any]]) -> None:
+    loader = Loader(blocked=True)
+    acquirer = _prefetching(loader)
+    first = acquirer._prefetch
+    acquirer.prefetch(5.0)
+    assert acquirer._prefetch is first
+    loader.release.set()
+    acquirer._app(TENANT)
+    acquirer.prefetch(5.0)
+    assert acquirer._prefetch is None and len(loader.calls) == 1
