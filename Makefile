@@ -50,6 +50,7 @@ bench: setup tools
 	$(PY) bench/cache_memory.py
 	$(PY) bench/cache_memory.py --default-caps
 	$(PY) bench/middletier.py
+	$(PY) bench/inprocess.py
 
 # Reliability over time (issue 18): 10 minutes of mixed traffic on two instances under scheduled faults.
 soak: setup
