@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from .config import CONNECT_TIMEOUT, Settings, TokenCacheSettings, load_settings
-from .credentials import CredentialLoader
 from .errors import ConfigurationError
 from .memory import validator_memo_bytes
 from .outbound import OutboundSession
 from .signing_keys import SigningKeys
 from .throttle import default_acquisition_limit
-from .token_cache import Breaker, PartitionStore, Sealer, TokenCache, backend_for
+from .token_cache import PartitionStore, TokenCache
 from .tokens import Tokens
 from .validation import TokenValidator
 
@@ -44,6 +43,7 @@ class AppContext:
 
 
 def build_context(env: Mapping[str, str] | None = None) -> AppContext:
+    from .credentials import CredentialLoader  # the credential's code (and its SDKs, on their first use): at build
     settings = load_settings(env)
     ad = settings.azure_ad
     session = OutboundSession(default_timeout=(min(CONNECT_TIMEOUT, ad.timeout_seconds), ad.timeout_seconds))
@@ -76,6 +76,7 @@ def build_token_cache(tc: TokenCacheSettings) -> TokenCache:
                   "from its in-process cache only and writes nothing outside the process until the setting is "
                   "fixed and the app restarted.", tc.l2_disabled_reason, tc.l2)
         return TokenCache(l1)
+    from .token_cache import Breaker, Sealer, backend_for  # the L2 layer: imported by the apps that configure one
     l2 = Breaker(backend_for(tc), open_seconds=tc.l2_retry_seconds)
     return TokenCache(l1, l2, Sealer.from_base64(tc.encryption_key), lock_ms=tc.lock_milliseconds)
 

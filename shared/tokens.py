@@ -13,14 +13,13 @@ import logging
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import msal
 import requests
 from msal.exceptions import MsalServiceError
 
 from .config import AzureAdSettings, Settings, TokenCacheSettings, default
-from .credentials import MsalCredential
 from . import aadsts, deadline
 from .aadsts import Kind
 from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError,
@@ -30,6 +29,9 @@ from . import telemetry
 from .throttle import DEFAULT_SECONDS, AcquisitionGate, EntraThrottle, PerCallerHttpCache
 from .token_cache import PartitionHandle, TokenCache, partition_key
 from .validation import Caller
+
+if TYPE_CHECKING:
+    from .credentials import MsalCredential
 
 log = logging.getLogger("middletier.tokens")
 # A tenant lacking a downstream API fails every request of its users alike: one WARNING per (tenant, codes)

@@ -13,15 +13,17 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..config import TokenCacheSettings, default
 from ..deadline import bounded
 from ..memory import HOT_ENTRY, PARTITION_OVERHEAD, held_bytes
 from .l1 import Partition, PartitionStore
-from .l2 import Breaker
 from .msal_adapter import PartitionedTokenCache, use_partition
-from .sealing import Sealer
+
+if TYPE_CHECKING:  # an L2 and its sealing load with the settings that configure them (context.build_token_cache)
+    from .l2 import Breaker
+    from .sealing import Sealer
 
 log = logging.getLogger("middletier.cache")
 
