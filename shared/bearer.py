@@ -5,12 +5,13 @@ characters only, bounded size. Tokens in the query string or the body are not ac
 """
 from __future__ import annotations
 
-import re
-
 from .errors import InvalidRequest, MissingToken
 
 MAX_TOKEN_BYTES = 16 * 1024
-_CREDENTIALS = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
+_SCHEME = "bearer"
+# token68's characters (RFC 7235 §2.1) before its trailing "=": deleting them all must leave nothing. One C pass
+# (bytes.translate) instead of a regex a character at a time: the header is read on every request, warm or not.
+_TOKEN68 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -19,7 +20,9 @@ def bearer_token(authorization: str | None) -> str:
         raise MissingToken("No bearer token was presented.")
     if len(authorization) > MAX_TOKEN_BYTES + 16:
         raise InvalidRequest("The Authorization header is too large.")
-    match = _CREDENTIALS.fullmatch(authorization.strip())
-    if match is None:
+    value = authorization.strip()
+    token = value[len(_SCHEME):].lstrip(" ")
+    if value[:len(_SCHEME)].lower() != _SCHEME or len(token) == len(value) - len(_SCHEME) or not token.isascii() \
+            or token.rstrip("=").encode().translate(None, _TOKEN68) or token.startswith("="):
         raise InvalidRequest("The Authorization header must carry exactly one Bearer token.")
-    return match.group(1)
+    return token

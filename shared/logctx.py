@@ -7,13 +7,12 @@ control characters in what the record carries (``printable``): request text can'
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import re
 import unicodedata
 import uuid
-from typing import Iterator, Mapping
+from typing import Mapping
 
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -28,13 +27,19 @@ def trace_id_from(headers: Mapping[str, str]) -> str:
     return str(uuid.uuid4())
 
 
-@contextlib.contextmanager
-def tracing(trace_id: str) -> Iterator[str]:
-    token = _trace.set(trace_id)
-    try:
-        yield trace_id
-    finally:
-        _trace.reset(token)
+class tracing:  # noqa: N801 - used as a function: ``with logctx.tracing(trace_id) as trace_id:``
+    """Log lines written inside the block carry ``trace_id`` (a class: ``@contextmanager`` costs twice as much)."""
+    __slots__ = ("_trace_id", "_token")
+
+    def __init__(self, trace_id: str) -> None:
+        self._trace_id = trace_id
+
+    def __enter__(self) -> str:
+        self._token = _trace.set(self._trace_id)
+        return self._trace_id
+
+    def __exit__(self, *exc: object) -> None:
+        _trace.reset(self._token)
 
 
 def printable(text: str) -> str:

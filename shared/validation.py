@@ -34,7 +34,7 @@ from .config import AzureAdSettings
 from .errors import (AlgorithmNotAccepted, ExpiredToken, ImmatureToken, ImplausibleLifetime, InvalidAudience,
                      InvalidIssuer, InvalidSignature, InvalidSubject, InvalidTenant, InvalidToken, MalformedToken,
                      MissingClaim, UnknownSigningKey, VersionNotAccepted)
-from .memory import VALIDATOR_OVERHEAD, json_held_bytes
+from .memory import VALIDATOR_OVERHEAD, held_bytes, json_held_bytes
 from .signing_keys import SigningKeys
 
 ALGORITHMS = ["RS256"]
@@ -262,11 +262,14 @@ class _Validated:
 
 
 class TokenValidator:
-    """``validate`` with a memo of tokens already proven good, keyed by SHA-256 of the token; bounded.
+    """``validate`` with a memo of tokens already proven good, keyed by the token itself; bounded.
 
     Validation is a pure function of the token's bytes, the tenant's keys and the clock, so a repeat
     is answered from the memo after re-checking what can change: the time window (with skew) and that
-    the signing key is still published. Entries leave at the token's expiry; failures are never memoized."""
+    the signing key is still published. Entries leave at the token's expiry; failures are never memoized.
+    The key is the whole token, compared byte for byte on a hit (a digest would cost a warm request a SHA-256
+    of the token, ~40k instructions: bench/inprocess.py); its SHA-256, the cache partition's key, is computed
+    once, at first sight, and kept in the ``Caller``. The memo's byte budget counts the token it keeps."""
 
     def __init__(self, keys: SigningKeys, settings: AzureAdSettings, *, max_entries: int = 10_000,
                  max_bytes: int | None = None, clock: Callable[[], float] = time.time):
@@ -280,20 +283,20 @@ class TokenValidator:
         self._lock = threading.Lock()
 
     def validate(self, token: str) -> Caller:
-        digest = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:
-            hit = self._memo.get(digest)
+            hit = self._memo.get(token)
         if hit is not None:
             now, skew = self._clock(), self.settings.clock_skew_seconds
             if hit.not_before - skew <= now <= hit.expires + skew and self.keys.published(hit.kid):
                 return hit.caller
         parsed = _parts(token)
-        caller = _validate(parsed, self.keys, self.settings, digest)
+        caller = _validate(parsed, self.keys, self.settings, hashlib.sha256(token.encode()).hexdigest())
         nbf = caller.claims.get("nbf", caller.claims["iat"])  # a number: _parts refuses any other NumericDate
-        size = VALIDATOR_OVERHEAD + json_held_bytes(parsed.payload_json, caller.claims) if self._sized else 0
+        size = (VALIDATOR_OVERHEAD + held_bytes(token) + json_held_bytes(parsed.payload_json, caller.claims)
+                if self._sized else 0)
         entry = _Validated(caller, parsed.header["kid"], float(nbf), float(caller.claims["exp"]), size)
         with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
-            self._memo[digest] = entry
+            self._memo[token] = entry
             while len(self._memo) > self._max_entries:
                 self._memo.popitem()
         return caller

@@ -412,13 +412,14 @@ def test_the_memo_is_bounded_to_10000_entries_by_default(keys: SigningKeys) -> N
     assert len(validator._memo) == 10_000
 
 
-def test_a_byte_budget_counts_each_entry_as_its_claims_plus_the_overhead(keys: SigningKeys) -> None:
+def test_a_byte_budget_counts_each_entry_as_its_token_and_claims_plus_the_overhead(keys: SigningKeys) -> None:
     one = TokenValidator(keys, SETTINGS, max_bytes=10 ** 9)
     signed = token(oid="user-a")
     caller = one.validate(signed)
     payload_json = base64.urlsafe_b64decode(signed.split(".")[1] + "==")
-    size = VALIDATOR_OVERHEAD + json_held_bytes(payload_json, caller.claims)
-    assert one._memo.currsize == size and size >= VALIDATOR_OVERHEAD + held_bytes(caller.claims)
+    size = VALIDATOR_OVERHEAD + held_bytes(signed) + json_held_bytes(payload_json, caller.claims)
+    assert one._memo.currsize == size and size >= VALIDATOR_OVERHEAD + held_bytes(signed) + held_bytes(caller.claims)
+    assert held_bytes(signed) >= len(signed)  # the token, the memo's key, is counted
     validator = TokenValidator(keys, SETTINGS, max_bytes=size + size // 2)  # room for one entry, not two
     validator.validate(token(oid="user-a"))
     validator.validate(token(oid="user-b"))
@@ -521,6 +522,17 @@ def test_token_whose_idtyp_contradicts_its_scp_is_401(keys: SigningKeys, version
 
 
 # --- the memo re-checks time and key; failures are never memoized --------------------------------------
+def test_the_memo_is_keyed_by_the_whole_token_and_the_caller_carries_its_sha256(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, SETTINGS)
+    good = token()
+    first = validator.validate(good)
+    assert first.token_hash == hashlib.sha256(good.encode()).hexdigest() and list(validator._memo) == [good]
+    again = validator.validate("".join(good))  # an equal token in another string object: a hit
+    assert again is first and again.token_hash == first.token_hash
+    other = token(oid="user-2")
+    assert validator.validate(other).token_hash == hashlib.sha256(other.encode()).hexdigest() != first.token_hash
+
+
 def test_memoized_validation_rechecks_time_and_key(idp: FakeIdP, keys: SigningKeys) -> None:
     now = [time.time()]
     settings = load_settings(env()).azure_ad
