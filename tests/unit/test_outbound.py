@@ -1,6 +1,7 @@
 """shared/outbound.py: what the app makes of an upstream's Retry-After, a shared document, shared TLS contexts."""
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 import time
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 from shared import deadline, outbound
-from shared.outbound import OutboundSession, parse_retry_after
+from shared.outbound import OutboundSession, environment_once, parse_retry_after
 
 
 @pytest.mark.parametrize("value,expected", [("120", 120), ("0", 0), ("99999", 3600), ("²", None), ("", None),
@@ -141,3 +142,44 @@ def test_a_new_connection_does_not_parse_the_bundle_again() -> None:
     plain = SimpleNamespace(ca_certs=None, ca_cert_dir=None, cert_reqs=None)
     requests.adapters.HTTPAdapter().cert_verify(plain, "https://h/x", True, None)
     assert plain.ca_certs  # requests alone would load it into every new connection's context
+
+
+# --- the environment, read once --------------------------------------------------------------------------
+def _no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+
+
+def test_without_a_proxy_the_session_reads_the_environment_once_and_keeps_its_ca_bundle(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_proxy_settings(monkeypatch)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "bundle.pem"))
+    monkeypatch.setenv("NO_PROXY", "localhost")  # without a proxy, NO_PROXY changes nothing
+    session = OutboundSession()
+    assert session.trust_env is False and session.verify == str(tmp_path / "bundle.pem")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(tmp_path / "curl.pem"))
+    assert environment_once() == (False, str(tmp_path / "curl.pem"))
+    monkeypatch.delenv("CURL_CA_BUNDLE")
+    assert environment_once() == (False, True)
+
+
+def test_with_a_proxy_requests_keeps_reading_the_environment_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_proxy_settings(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    session = OutboundSession()
+    assert session.trust_env is True and session.verify is True  # requests' own handling, NO_PROXY included
+    settings = session.merge_environment_settings("https://graph.example/v1.0/me", {}, None, None, None)
+    assert settings["proxies"]["https"] == "http://proxy.example:3128"
+
+
+def test_a_netrc_entry_never_replaces_a_calls_authorization(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_proxy_settings(monkeypatch)
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine graph.example login user password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    request = requests.Request("GET", "https://graph.example/v1.0/me", headers={"Authorization": "Bearer t"})
+    trusting = requests.Session()
+    assert trusting.prepare_request(request).headers["Authorization"].startswith("Basic ")  # what requests does
+    assert OutboundSession().prepare_request(request).headers["Authorization"] == "Bearer t"
