@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .children import die_with_parent
 from .ports import PortInUse, is_free
 from .state import PROJECT_ROOT
 
@@ -82,16 +83,21 @@ def start(location: Path, log: Path, host: str = "127.0.0.1", ports: dict[str, i
          "--queuePort", str(ports["queue"]), "--tableHost", host, "--tablePort", str(ports["table"]),
          "--location", str(location), "--skipApiVersionCheck", "--disableTelemetry"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if k != "AZURITE_ACCOUNTS"})  # the well-known account
+        preexec_fn=die_with_parent, env={k: v for k, v in os.environ.items() if k != "AZURITE_ACCOUNTS"})
     assert proc.stdout is not None
     urls: dict[str, str] = {}
     seen: list[str] = []
-    for line in proc.stdout:
-        seen.append(line)
-        if match := _LISTENING.search(line):
-            urls[match.group(1).lower()] = match.group(2).rstrip("/")
-            if len(urls) == len(STANDARD_PORTS):
-                break
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if match := _LISTENING.search(line):
+                urls[match.group(1).lower()] = match.group(2).rstrip("/")
+                if len(urls) == len(STANDARD_PORTS):
+                    break
+    except BaseException:  # Ctrl-C while it starts: it is in a session of its own and would run on
+        proc.kill()
+        proc.wait()
+        raise
     if len(urls) < len(STANDARD_PORTS):
         proc.kill()
         proc.wait()

@@ -23,6 +23,7 @@ from typing import Any, Awaitable
 
 from . import azurite as azurite_mod
 from . import spa, stack
+from .children import die_with_parent
 from .ports import PortInUse, claim, is_free
 from .settings_file import prepare_local_settings
 from .state import PROJECT_ROOT, state_dir, write_runtime
@@ -147,7 +148,8 @@ class Up:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "devstack", "--state", str(self.state), "host", "--app", str(PROJECT_ROOT),
             "--settings", str(self.settings), "--host", args.host, "--port", str(self.host_port), "--ready-json",
-            stdout=asyncio.subprocess.PIPE, env={**os.environ, **environment(info)}, start_new_session=True)
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, **environment(info)}, start_new_session=True,
+            preexec_fn=die_with_parent)
         assert proc.stdout is not None
         try:
             line = await proc.stdout.readline()

@@ -116,3 +116,24 @@ def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, ho
             assert s.connect_ex(("127.0.0.1", port)) != 0, url
     if proc.poll() is None:
         stop(proc)
+
+
+def test_children_do_not_outlive_a_killed_make_run(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives ``up`` no chance to stop Azurite and the host, which run in sessions
+    of their own: the kernel ends them (PR_SET_PDEATHSIG)."""
+    import os
+    import select
+    proc, _ = start_local_stack(tmp_path)
+    children = [int(pid) for f in Path(f"/proc/{proc.pid}/task").glob("*/children") for pid in f.read_text().split()]
+    names = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1].rsplit(b"/", 1)[-1] for pid in children)
+    assert names == [b"-m", b"azurite"]  # the host (python -m devstack host) and Azurite (node .../azurite)
+    exits = [os.pidfd_open(pid) for pid in children]
+    proc.kill()
+    proc.wait(timeout=10)
+    try:
+        for fd in exits:
+            ended, _, _ = select.select([fd], [], [], 20)  # readable when that process has ended
+            assert ended, "a child of the killed devstack is still running"
+    finally:
+        for fd in exits:
+            os.close(fd)
