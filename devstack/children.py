@@ -9,10 +9,12 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+# Looked up here, in the parent: between fork and exec the child calls it and nothing else (no dlopen there).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def die_with_parent() -> None:
     """A ``preexec_fn``: runs in the child between fork and exec (a spawning thread's exit counts as the
     parent's death, so only the main thread starts these children)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
