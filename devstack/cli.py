@@ -53,6 +53,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"authority {info['authority']}\nCA bundle {info['ca_bundle']}")
         for name, url in info["endpoints"].items():
             print(f"{name:22} {url}")
+        local = info.get("local") or {}  # up's Functions host and SPA, once the host is ready
+        for name in ("host", "spa"):
+            if local.get(name):
+                print(f"{'functions host' if name == 'host' else 'SPA':22} {local[name]}")
     return 0
 
 

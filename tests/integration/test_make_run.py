@@ -102,6 +102,9 @@ def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, ho
         for entry in entries:
             assert not JWT.search(entry) and info["users"]["alice"]["upn"].encode() not in entry
         assert json.loads((tmp_path / "config.json").read_text())["apiUrl"] == local["host"] + "/api/me"
+        listing = subprocess.run([sys.executable, "-m", "devstack", "--state", info["state"], "info"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60, check=True).stdout
+        assert f"SPA                    {local['spa']}" in listing.splitlines()
         browser_like = requests.Session()  # an idle TLS keep-alive to Entra, as a browser keeps after sign-in
         browser_like.get(info["endpoints"]["openid_configuration"], verify=info["ca_cert"], timeout=10)
     finally:
