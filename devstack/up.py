@@ -179,9 +179,10 @@ class Up:
         origin = self._spa_origin()
         local = {"host": api, "spa": origin and origin + "/", "settings": str(self.settings),
                  "azurite": {**self.azurite.urls, "connection": "AzureWebJobsStorage"} if self.azurite else None}
+        config = spa.spa_config(info, api)  # served, and written for `npm run dev` (beside `up --no-spa` too)
+        spa.write_public_config(self.spa_config_path, config)
         if self.spa_site is not None:
-            self.spa_site.config = spa.spa_config(info, api)
-            spa.write_public_config(self.spa_config_path, self.spa_site.config)
+            self.spa_site.config = config
         write_runtime(self.state, {**info, "local": local})  # `info --json` names the host and the SPA too
         if self.args.ready_json:
             print(json.dumps({"ready": {**info, "local": local}}), flush=True)

@@ -86,9 +86,11 @@ def _sealed_entries(connection: str) -> list[bytes]:
             if b.name.startswith("msal-tc:")]
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, how: signal.Signals) -> None:
-    proc, info = start_local_stack(tmp_path)
+@pytest.mark.parametrize("how, flags", [(signal.SIGINT, ()), (signal.SIGTERM, ("--no-spa",))],
+                         ids=["SIGINT", "SIGTERM-no-spa"])
+def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, how: signal.Signals,
+                                                              flags: tuple[str, ...]) -> None:
+    proc, info = start_local_stack(tmp_path, *flags)
     local: dict[str, Any] = info["local"]
     try:
         settings = json.loads((tmp_path / "local.settings.json").read_text())["Values"]
@@ -104,7 +106,8 @@ def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, ho
         assert json.loads((tmp_path / "config.json").read_text())["apiUrl"] == local["host"] + "/api/me"
         listing = subprocess.run([sys.executable, "-m", "devstack", "--state", info["state"], "info"], cwd=ROOT,
                                  capture_output=True, text=True, timeout=60, check=True).stdout
-        assert f"SPA                    {local['spa']}" in listing.splitlines()
+        assert (f"SPA                    {local['spa']}" in listing.splitlines()) == (not flags)
+        assert (local["spa"] is None) == bool(flags)  # --no-spa: config.json (asserted above) for `npm run dev`
         browser_like = requests.Session()  # an idle TLS keep-alive to Entra, as a browser keeps after sign-in
         browser_like.get(info["endpoints"]["openid_configuration"], verify=info["ca_cert"], timeout=10)
     finally:
@@ -113,7 +116,7 @@ def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, ho
     err = (tmp_path / "up.err.log").read_text()
     assert code == 0
     assert "Traceback" not in err and " ERROR " not in err and "Cancel" not in err
-    for url in (local["host"], local["spa"], local["azurite"]["blob"]):  # the host, the SPA and Azurite are gone
+    for url in filter(None, (local["host"], local["spa"], local["azurite"]["blob"])):  # all of them are gone
         port = int(url.rstrip("/").rsplit(":", 1)[1])
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, url
