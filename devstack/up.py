@@ -156,7 +156,7 @@ class Up:
             if not line.startswith(b'{"ready"'):
                 code = await proc.wait()
                 _say(f"the Functions host did not start (exit code {code}); everything is stopped")
-                return code or 1
+                return code if code > 0 else 1  # killed by a signal (negative) or 0: still a failure
             ready = json.loads(line)["ready"]
             self._announce(info, ready)
             while chunk := await proc.stdout.readline():
@@ -164,7 +164,7 @@ class Up:
                 sys.stdout.flush()
             code = await proc.wait()
             _say(f"the Functions host stopped (exit code {code}); everything is stopped")
-            return code or 1
+            return code if code > 0 else 1  # killed by a signal (negative) or 0: still a failure
         finally:
             if proc.returncode is None:
                 proc.terminate()

@@ -4,6 +4,7 @@ SIGINT or SIGTERM, and no traceback when a pipe reader goes away (``info --json 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -127,7 +128,6 @@ def test_make_run_serves_alice_from_azurite_and_stops_quietly(tmp_path: Path, ho
 def test_children_do_not_outlive_a_killed_make_run(tmp_path: Path) -> None:
     """SIGKILL (or the OOM killer) gives ``up`` no chance to stop Azurite and the host, which run in sessions
     of their own: the kernel ends them (PR_SET_PDEATHSIG)."""
-    import os
     import select
     proc, _ = start_local_stack(tmp_path)
     children = [int(pid) for f in Path(f"/proc/{proc.pid}/task").glob("*/children") for pid in f.read_text().split()]
@@ -143,3 +143,16 @@ def test_children_do_not_outlive_a_killed_make_run(tmp_path: Path) -> None:
     finally:
         for fd in exits:
             os.close(fd)
+
+
+def test_a_host_that_dies_stops_make_run(tmp_path: Path) -> None:
+    """Nothing left serving without an app behind it: the host's end stops the emulators and Azurite too."""
+    proc, info = start_local_stack(tmp_path, "--no-spa")
+    children = [int(pid) for f in Path(f"/proc/{proc.pid}/task").glob("*/children") for pid in f.read_text().split()]
+    host = next(pid for pid in children if b"host" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    os.kill(host, signal.SIGKILL)
+    assert proc.wait(timeout=30) == 1
+    err = (tmp_path / "up.err.log").read_text()
+    assert "the Functions host stopped (exit code -9); everything is stopped" in err and "Traceback" not in err
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(info["local"]["azurite"]["blob"].rsplit(":", 1)[1]))) != 0
