@@ -26,7 +26,8 @@ def claim(host: str, port: int, what: str, move: str) -> socket.socket:
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, errno.EACCES):
             raise PortInUse(port, what, move) from None
-        raise
+        raise ValueError(f"cannot listen on {host} port {port} ({what}): {e.strerror}; is --host an address "
+                         "of this machine?") from None
 
 
 def is_free(host: str, port: int) -> bool:

@@ -104,10 +104,10 @@ def prepare_local_settings(path: Path, info: dict[str, Any], *, storage: str, po
     fresh["Values"].update(blob_cache_settings(storage))
     if cors:
         fresh["Host"]["CORS"] = ",".join(dict.fromkeys(fresh["Host"]["CORS"].split(",") + [cors]))
-    if not path.exists():
+    current = read_existing(path)
+    if current is None:
         _write(path, fresh)
         return ["created"]
-    current = json.loads(path.read_text())
     values = current.setdefault("Values", {})
     changed = []
     for key, value in fresh["Values"].items():
@@ -130,6 +130,27 @@ def prepare_local_settings(path: Path, info: dict[str, Any], *, storage: str, po
     if changed:
         _write(path, current)
     return changed
+
+
+def read_existing(path: Path) -> dict[str, Any] | None:
+    """The file's settings, None if there is none; ValueError, worded for the user, if it cannot be used (``up``
+    checks this before it starts anything: a file it cannot read would otherwise fail after the banner)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read ({e}): fix it, or delete it to have it written again") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON (line {getattr(e, 'lineno', '?')}): fix it, or delete it to "
+                         "have it written again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("Values", {}), dict) or \
+            not isinstance(data.get("Host", {}), dict):
+        raise ValueError(f"{path} must be an object with \"Values\" and \"Host\" objects: fix it, or delete it "
+                         "to have it written again")
+    return data
 
 
 def _write(path: Path, settings: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from . import azurite as azurite_mod
 from . import spa, stack
 from .children import die_with_parent
 from .ports import PortInUse, claim, is_free
-from .settings_file import prepare_local_settings
+from .settings_file import prepare_local_settings, read_existing
 from .state import PROJECT_ROOT, state_dir, write_runtime
 
 DEFAULT_HOST_PORT = 7071
@@ -73,7 +73,7 @@ class Up:
             except PortInUse as e:
                 _say(f"{e}\n  (`make run ARGS=\"--flag value\"` passes flags to `python -m devstack up`)")
                 return 1
-            except (RuntimeError, ValueError) as e:
+            except (RuntimeError, ValueError, OSError) as e:  # Azurite, --name, --host, an unusable settings file
                 _say(str(e))
                 return 1
             assert self.built is not None
@@ -89,6 +89,8 @@ class Up:
         """Bind the emulators' and the SPA's sockets, check the host's port, then start Azurite: all before
         the banner, so a clash is reported alone."""
         args = self.args
+        if self.with_host:
+            read_existing(self.settings)  # ValueError naming the file, before anything starts
         self.built = stack.build(self.state, host=args.host, names=self.names, cloud=args.cloud,
                                  ports={} if args.port is None else {n: args.port for n in stack.DEFAULT_PORTS})
         if self.with_spa:

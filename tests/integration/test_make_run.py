@@ -156,3 +156,11 @@ def test_a_host_that_dies_stops_make_run(tmp_path: Path) -> None:
     assert "the Functions host stopped (exit code -9); everything is stopped" in err and "Traceback" not in err
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(info["local"]["azurite"]["blob"].rsplit(":", 1)[1]))) != 0
+
+
+def test_an_unusable_settings_file_is_named_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "local.settings.json").write_text('{"Values": {"AzureWebJobsStorage": "UseDevelopmentStorage=true",}')
+    result = up(tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "local.settings.json is not valid JSON (line 1): fix it, or delete it" in result.stderr
+    assert "Traceback" not in result.stderr
