@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import unicodedata
-import uuid
 from typing import Mapping
 
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
@@ -24,7 +24,17 @@ def trace_id_from(headers: Mapping[str, str]) -> str:
         value = headers.get(name)
         if value and _SAFE.fullmatch(value):
             return value
-    return str(uuid.uuid4())
+    return new_trace_id()
+
+
+def new_trace_id() -> str:
+    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` writes it at a quarter of its instructions (its
+    ``UUID`` object goes through an int and back; this is on every request without a client id)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class tracing:  # noqa: N801 - used as a function: ``with logctx.tracing(trace_id) as trace_id:``

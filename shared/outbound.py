@@ -138,18 +138,23 @@ class OutboundSession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         """Every timeout (connect, read) is capped by the request's deadline (``deadline.py``); a spent
         budget is a ``requests.Timeout`` before anything is sent."""
-        self._last.status, self._last.retry_after = None, None
+        self._last.answer = None
         timeout = kwargs.get("timeout") or self.default_timeout
-        if deadline.spent():
-            raise requests.Timeout("the request's time budget is spent")
-        kwargs["timeout"] = tuple(deadline.bounded(t) for t in timeout) if isinstance(timeout, tuple) \
-            else deadline.bounded(float(timeout))
-        shared = self._shared.get(str(url)) if method == "GET" and not args and not kwargs.get("params") else None
+        left = deadline.remaining()
+        if left is not None:
+            if left <= deadline.EPSILON:
+                raise requests.Timeout("the request's time budget is spent")
+            kwargs["timeout"] = (min(timeout[0], left), min(timeout[1], left)) if isinstance(timeout, tuple) \
+                else min(float(timeout), left)
+        else:
+            kwargs["timeout"] = timeout
+        shared = self._shared.get(str(url)) if self._shared and method == "GET" and not args \
+            and not kwargs.get("params") else None
         response = super().request(method, url, *args, **kwargs) if shared is None \
             else self._shared_get(shared, str(url), kwargs)
-        self._last.status = response.status_code
-        self._last.retry_after = parse_retry_after(response.headers.get("Retry-After")) \
-            if response.status_code == 429 or response.status_code >= 500 else None
+        status = response.status_code
+        self._last.answer = (status, parse_retry_after(response.headers.get("Retry-After"))
+                             if status == 429 or status >= 500 else None)
         return response
 
     def share(self, url: str, seconds: float = SHARE_SECONDS) -> None:
@@ -179,11 +184,13 @@ class OutboundSession(requests.Session):
         """The ``Retry-After`` of this thread's last call, if it failed with 429/5xx: never another upstream's
         (Graph's 3600 s for one user must not become Entra's answer to another); per-caller memory is
         ``shared/throttle.py``'s."""
-        return getattr(self._last, "retry_after", None)
+        answer = getattr(self._last, "answer", None)
+        return answer[1] if answer else None
 
     def forget(self) -> None:
         """Drop this thread's last answer: a worker thread serves many requests, none may see another's."""
-        self._last.status, self._last.retry_after = None, None
+        self._last.answer = None  # (status, retry_after) of this thread's last call
 
     def last_status(self) -> int | None:
-        return getattr(self._last, "status", None)
+        answer = getattr(self._last, "answer", None)
+        return answer[0] if answer else None
