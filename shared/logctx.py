@@ -21,8 +21,8 @@ HEADERS = ("x-ms-client-request-id", "client-request-id", "x-correlation-id")
 
 def trace_id_from(headers: Mapping[str, str]) -> str:
     for name in HEADERS:
-        value = headers.get(name)
-        if value and _SAFE.fullmatch(value):
+        # ``in`` first: azure.functions' headers are a Mapping whose ``get`` of a missing name raises and catches
+        if name in headers and (value := headers[name]) and _SAFE.fullmatch(value):
             return value
     return new_trace_id()
 
