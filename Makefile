@@ -31,9 +31,10 @@ services: $(NODE_STAMP) $(SPA_STAMP)
 
 setup: $(STAMP) services
 
-# Debian packages the benchmarks need (a real load generator).
+# Debian packages the benchmarks need: a real load generator, and callgrind for instruction counts.
 tools:
-	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && command -v valgrind >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk valgrind; }
 
 # func start with Azurite, the emulators and the SPA; flags for `python -m devstack up`: make run ARGS="--host-port 7072"
 run: setup
@@ -51,6 +52,7 @@ bench: setup tools
 	$(PY) bench/cache_memory.py --default-caps
 	$(PY) bench/middletier.py
 	$(PY) bench/inprocess.py
+	$(PY) bench/cold_start.py --runs 5
 
 # Reliability over time (issue 18): 10 minutes of mixed traffic on two instances under scheduled faults.
 soak: setup

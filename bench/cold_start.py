@@ -169,9 +169,14 @@ def main() -> int:
         stop(ds_proc)
     results = summarize(runs, args.latency_ms)
     results["code"] = str(args.code.resolve())
+    results["import"] = import_ratio(args.code.resolve(), 9)
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    elif args.code.resolve() == ROOT:  # this checkout's figures: bench/results/cold_start.json
+        from bench.common import machine, record
+        command = f"make bench  (.venv/bin/python bench/cold_start.py --runs {args.runs})"
+        print(f"-> {record('cold_start', {'command': command, 'machine': machine(), **results})}")
     return 0
 
 

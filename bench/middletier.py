@@ -121,6 +121,11 @@ def run(name: str, url: str, script: str | None, results: dict[str, Any]) -> dic
 
 
 def import_seconds(code: str) -> float:
+    """Median of 5 fresh interpreters. The app's bytecode is compiled first, as the libraries' is (pip compiled
+    it): with PYTHONDONTWRITEBYTECODE set, an edited module would otherwise be compiled again on every import."""
+    import compileall
+    for package in ("shared", "MiddleTierApi"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
     samples = []
     for _ in range(5):
         out = subprocess.run([sys.executable, "-c", f"import time; t = time.perf_counter(); {code}; "
@@ -221,35 +226,10 @@ def main() -> int:
     return report(results)
 
 
-def validation_bench() -> dict[str, float]:
-    """Tokens validated per second vs raw RSA-2048 verifies per second, in-process."""
-    import base64
-    import timeit
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    from shared.config import load_settings
-    from shared.signing_keys import SigningKeys
-    from shared.validation import TokenValidator, validate
-    from tests.fakes import INSTANCE, KEY, TENANT, FakeIdP, env, token
-    settings = load_settings(env()).azure_ad
-    keys = SigningKeys(INSTANCE + TENANT + "/v2.0/.well-known/openid-configuration", FakeIdP(KEY))  # type: ignore
-    t = token()
-    validate(t, keys, settings)
-    n = 5000
-    full = timeit.timeit(lambda: validate(t, keys, settings), number=n) / n
-    memo = TokenValidator(keys, settings)
-    memo.validate(t)
-    warm_t = timeit.timeit(lambda: memo.validate(t), number=n) / n
-    h, p, s = t.split(".")
-    sig = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-    pub = KEY.public_key()
-    raw = timeit.timeit(lambda: pub.verify(sig, f"{h}.{p}".encode(), padding.PKCS1v15(), hashes.SHA256()),
-                        number=n) / n
-    return {"raw_rsa_verify_per_s": round(1 / raw), "first_sight_validations_per_s": round(1 / full),
-            "repeat_validations_per_s": round(1 / warm_t), "first_sight_ratio": round(raw / full, 2),
-            "repeat_ratio": round(raw / warm_t, 2)}
+def validation_bench() -> dict[str, Any]:
+    """First-sight and repeat validation against a raw RSA-2048 verify, in-process (bench/validation.py)."""
+    from bench.validation import measure
+    return measure()
 
 
 def report(results: dict[str, Any]) -> int:
@@ -259,6 +239,8 @@ def report(results: dict[str, Any]) -> int:
         ours = results[f"ours_warm_n{n}"]
         targets[f"warm_n{n}_p50_vs_floor"] = {"value": round(ours["p50_ms"] / floor["p50_ms"], 3), "target": "<= 1.15"}
         targets[f"warm_n{n}_rps_vs_floor"] = {"value": round(ours["rps"] / floor["rps"], 3), "target": ">= 0.85"}
+        # reported beside the p50, no bar: a p99 of a 6-second run is a handful of requests
+        results[f"warm_n{n}_p99_vs_floor"] = round(ours["p99_ms"] / floor["p99_ms"], 3)
     targets["warm_vs_naive_50ms"] = {
         "value": round(results["ours_warm_n100_entra_50ms"]["rps"] / results["naive_entra_50ms"]["rps"], 2),
         "target": ">= 5"}
