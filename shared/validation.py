@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 import unicodedata
@@ -82,7 +83,7 @@ def _base64url(part: str) -> bytes:
             or (rest and _ALPHABET.find(part[-1]) & _SPARE_BITS[rest]):
         raise MalformedToken("The token is malformed.")
     try:  # strict: any character outside the alphabet (whitespace included) is refused, not skipped
-        return binascii.a2b_base64(part.encode("ascii").translate(_TO_STANDARD) + b"=" * (-rest % 4), strict_mode=True)
+        return binascii.a2b_base64(part.encode().translate(_TO_STANDARD) + b"=" * (-rest % 4), strict_mode=True)
     except binascii.Error:
         raise MalformedToken("The token is malformed.") from None
 
@@ -98,7 +99,7 @@ _JSON = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_co
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = _JSON.decode(raw.decode("utf-8"))
+        value = _JSON.decode(raw.decode())  # UTF-8
     except _DuplicateMember:  # two members of one name: parsers disagree on which one counts
         raise MalformedToken("The token is malformed: a JSON member is duplicated.") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -133,7 +134,7 @@ def _parts(token: str) -> Parsed:
                                 or not -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE):
             raise MalformedToken(f"The token's {name} claim is not a number.", claim=name)
     # the segments matched the base64url alphabet, so the token is ASCII
-    return Parsed(header, payload, token[:len(parts[0]) + len(parts[1]) + 1].encode("ascii"), signature, payload_json)
+    return Parsed(header, payload, token[:len(parts[0]) + len(parts[1]) + 1].encode(), signature, payload_json)
 
 
 def _issuers(keys: SigningKeys, tid: str, iss: str) -> tuple[str, str | None]:
@@ -207,17 +208,24 @@ def _check_registered_claims(claims: dict[str, Any], settings: AzureAdSettings, 
 
 def validate(token: str, keys: SigningKeys, settings: AzureAdSettings) -> Caller:
     """The caller named by ``token`` once every check passed; an ``InvalidToken`` naming the first that failed."""
-    return _validate(_parts(token), keys, settings)
+    return _validate(_parts(token), keys, settings, token_hash(token))
 
 
-def _validate(parsed: Parsed, keys: SigningKeys, settings: AzureAdSettings, token_hash: str = "") -> Caller:
+def token_hash(token: str) -> str:
+    """SHA-256 of the token, hex: the key of its cache partition (never the token itself outside the process)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _validate(parsed: Parsed, keys: SigningKeys, settings: AzureAdSettings, digest: str) -> Caller:
     header, claims = parsed.header, parsed.payload
     if header.get("alg") not in ALGORITHMS:
         raise AlgorithmNotAccepted("The token's signing algorithm is not accepted.")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 256:
         raise UnknownSigningKey("The token has no usable key identifier.")
-    key = keys.get(kid, refetch=False) or keys.get(kid, refetch=_could_be_valid(kid, claims, settings))
+    key = keys.get(kid, refetch=False)
+    if key is None:  # unknown: refetched only for a token that could be valid (signing_keys.py)
+        key = keys.get(kid, refetch=_could_be_valid(kid, claims, settings))
     if key is None:
         raise UnknownSigningKey("The token was not signed by a key of this tenant.")
     _verify_signature(key.key, parsed)
@@ -246,7 +254,7 @@ def _validate(parsed: Parsed, keys: SigningKeys, settings: AzureAdSettings, toke
         raise InvalidIssuer("The token's issuer does not match its version.")
     if key.issuer and key.issuer.replace("{tenantid}", tid) not in valid_issuers:
         raise InvalidIssuer("The token's signing key belongs to another issuer.")
-    caller = _caller(claims, tid, token_hash)
+    caller = _caller(claims, tid, digest)
     if not caller.oid:
         raise InvalidSubject("The token has no subject object id.")
     return caller
@@ -277,9 +285,8 @@ class TokenValidator:
         skew = settings.clock_skew_seconds
         self._max_entries = max_entries  # and, given max_bytes, the bytes its entries hold (shared.memory)
         self._memo: TLRUCache[str, _Validated] = TLRUCache(
-            maxsize=max_bytes or max_entries, ttu=lambda _k, v, _now: v.expires + skew, timer=clock,
-            getsizeof=(lambda v: v.size) if max_bytes else None)
-        self._sized = bool(max_bytes)
+            maxsize=max_bytes or sys.maxsize, ttu=lambda _k, v, _now: v.expires + skew, timer=clock,
+            getsizeof=lambda v: v.size)
         self._lock = threading.Lock()
 
     def validate(self, token: str) -> Caller:
@@ -290,10 +297,9 @@ class TokenValidator:
             if hit.not_before - skew <= now <= hit.expires + skew and self.keys.published(hit.kid):
                 return hit.caller
         parsed = _parts(token)
-        caller = _validate(parsed, self.keys, self.settings, hashlib.sha256(token.encode()).hexdigest())
+        caller = _validate(parsed, self.keys, self.settings, token_hash(token))
         nbf = caller.claims.get("nbf", caller.claims["iat"])  # a number: _parts refuses any other NumericDate
-        size = (VALIDATOR_OVERHEAD + held_bytes(token) + json_held_bytes(parsed.payload_json, caller.claims)
-                if self._sized else 0)
+        size = VALIDATOR_OVERHEAD + held_bytes(token) + json_held_bytes(parsed.payload_json, caller.claims)
         entry = _Validated(caller, parsed.header["kid"], float(nbf), float(caller.claims["exp"]), size)
         with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
             self._memo[token] = entry
@@ -338,10 +344,10 @@ def _scopes(scp: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _caller(claims: dict[str, Any], tid: str, token_hash: str = "") -> Caller:
+def _caller(claims: dict[str, Any], tid: str, digest: str) -> Caller:
     scp, roles, oid = claims.get("scp"), claims.get("roles"), claims.get("oid")
     return Caller(oid=oid if isinstance(oid, str) else "", tid=tid,
                   client_id=str(claims.get("azp") or claims.get("appid") or ""),
                   scopes=_scopes(scp) if isinstance(scp, str) else frozenset(),
                   roles=frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
-                  is_app=_is_app_only(claims), claims=claims, token_hash=token_hash)
+                  is_app=_is_app_only(claims), claims=claims, token_hash=digest)

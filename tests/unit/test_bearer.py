@@ -15,7 +15,10 @@ def test_bearer_accepts_one_token(value: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["Basic dXNlcjpw", "Bearer", "Bearer ", "Bearer a b", "Bearer a, Bearer b",
-                                   "Bearer a\x00b", "Bearer ä", "Token abc", "Bearer " + "a" * 17000])
+                                   "Bearer a\x00b", "Bearer ä", "Token abc", "Bearer " + "a" * 17000,
+                                   # token68 (RFC 7235 §2.1): only spaces after the scheme, "=" only at the end
+                                   "Bearer\tabc", "Bearer \tabc", "BearerXabc", "Bearerabc", "Bearer abc=X",
+                                   "Bearer =abc", "Bearer ===", "Bearer a=b", "Bëarer abc", "Bearer abc,"])
 def test_bearer_refuses_everything_else(value: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         bearer_token(value)

@@ -669,3 +669,113 @@ def test_duplicate_members_signed_by_the_real_key_are_refused(keys: SigningKeys)
         clean_head = json.dumps(json.loads(head))
         signing_input = f"{b64(clean_head)}.{b64(single)}"
         assert validate(signing_input + "." + b64(alg.sign(signing_input.encode(), KEY)), keys, SETTINGS).oid
+
+
+# --- one parse: every segment's spelling is checked, not skipped (strict base64url) ----------------------
+def _signature_with(mark: str) -> str:
+    """A good token whose signature segment (base64url of random bytes) contains ``mark``."""
+    for i in range(200):
+        good = token(jti=f"spelling-{i}")
+        if mark in good.rsplit(".", 1)[1]:
+            return good
+    raise AssertionError(f"no signature with {mark!r} in 200 tokens")
+
+
+def _in_signature(old: str, new: str) -> Callable[[str], str]:
+    return lambda t: t.rsplit(".", 1)[0] + "." + t.rsplit(".", 1)[1].replace(old, new)
+
+
+@pytest.mark.parametrize("needs,respell", [
+    ("", lambda t: t[:-10] + "é" + t[-9:]),  # not ASCII
+    ("-", _in_signature("-", "+")),           # base64's alphabet, not base64url's
+    ("_", _in_signature("_", "/")),
+    ("", lambda t: t[:-40] + "!!!!" + t[-40:]),  # skipped by a lenient decoder: the same signature bytes
+    ("", lambda t: t[:-40] + "\n\n\n\n" + t[-40:]),
+    ("", lambda t: t[:-40] + "====" + t[-40:]),
+], ids=["non-ascii", "plus", "slash", "punctuation", "whitespace", "inner-padding"])
+def test_a_segment_spelled_outside_base64url_is_malformed_even_if_it_decodes(
+        keys: SigningKeys, needs: str, respell: Callable[[str], str]) -> None:
+    good = _signature_with(needs) if needs else token()
+    bad = respell(good)
+    assert bad != good and validate(good, keys, SETTINGS).oid == "user-1"
+    with pytest.raises(MalformedToken) as err:
+        validate(bad, keys, SETTINGS)
+    assert err.value.detail == "The token is malformed."
+
+
+# --- the registered claims at their boundaries (pyjwt's comparisons, NumericDates truncated) --------------
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> int:
+    now = int(time.time())
+    monkeypatch.setattr(validation.time, "time", lambda: float(now))
+    return now
+
+
+def test_iat_and_nbf_at_now_plus_skew_are_valid_one_second_later_not(keys: SigningKeys, frozen_now: int) -> None:
+    edge = frozen_now + SKEW
+    assert validate(signed(iat=edge, nbf=frozen_now), keys, SETTINGS).oid
+    assert validate(signed(iat=frozen_now, nbf=edge), keys, SETTINGS).oid
+    assert validate(signed(iat=edge + 0.9, nbf=frozen_now), keys, SETTINGS).oid  # truncated, as pyjwt does
+    for late in (signed(iat=edge + 1, nbf=frozen_now), signed(iat=frozen_now, nbf=edge + 1)):
+        with pytest.raises(ImmatureToken):
+            validate(late, keys, SETTINGS)
+
+
+def test_exp_at_now_minus_skew_has_expired_one_second_later_not(keys: SigningKeys, frozen_now: int) -> None:
+    edge = frozen_now - SKEW
+    with pytest.raises(ExpiredToken):
+        validate(signed(iat=edge - 60, nbf=edge - 60, exp=edge), keys, SETTINGS)
+    assert validate(signed(iat=edge - 60, nbf=edge - 60, exp=edge + 1), keys, SETTINGS).oid
+
+
+@pytest.mark.parametrize("aud", ["", []])
+def test_an_empty_audience_is_a_missing_one(keys: SigningKeys, aud: Any) -> None:
+    with pytest.raises(MissingClaim) as err:
+        validate(signed(aud=aud), keys, SETTINGS)
+    assert err.value.claim == "aud" and err.value.detail == "The token is invalid: it lacks the required aud claim."
+
+
+@pytest.mark.parametrize("aud", [5, {"api://x": 1}, [CLIENT, 5], True])
+def test_an_audience_neither_a_string_nor_a_list_of_strings_is_not_ours(keys: SigningKeys, aud: Any) -> None:
+    with pytest.raises(InvalidAudience) as err:
+        validate(signed(aud=aud), keys, SETTINGS)
+    assert err.value.detail == "The token was not issued for this API."
+
+
+def test_a_known_kid_is_looked_up_without_judging_a_refetch(keys: SigningKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    judged = []
+    real = validation._could_be_valid
+    monkeypatch.setattr(validation, "_could_be_valid", lambda *a: judged.append(a) or real(*a))
+    assert validate(token(), keys, SETTINGS).oid and judged == []
+    with pytest.raises(UnknownSigningKey):
+        validate(token(headers={"kid": "unknown"}), keys, SETTINGS)
+    assert len(judged) == 1
+
+
+def test_the_memo_sizes_a_token_with_wide_characters_by_walking_its_claims(keys: SigningKeys) -> None:
+    validator = TokenValidator(keys, SETTINGS, max_bytes=10 ** 9)
+    wide = token(name="Zoë 張")
+    caller = validator.validate(wide)
+    assert validator._memo.currsize == VALIDATOR_OVERHEAD + held_bytes(wide) + held_bytes(caller.claims)
+
+
+def test_the_function_and_the_memo_give_the_same_caller_with_the_partition_key(keys: SigningKeys) -> None:
+    good = token()
+    caller = validate(good, keys, SETTINGS)
+    assert caller.token_hash == hashlib.sha256(good.encode()).hexdigest() == validation.token_hash(good)
+    assert TokenValidator(keys, SETTINGS).validate(good) == caller
+
+
+@pytest.mark.parametrize("scp", ["access_as_user\tUser.Read", "access_as_user\x00", "a\x7fb", "User.Read\u00a0x"])
+def test_a_scope_list_with_a_control_or_other_whitespace_is_malformed(keys: SigningKeys, scp: str) -> None:
+    with pytest.raises(MalformedToken) as err:
+        validate(token(scp=scp), keys, SETTINGS)
+    assert err.value.detail == "The token's scp claim is malformed."
+
+
+def test_a_key_of_another_type_never_verifies(keys: SigningKeys) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    parsed = validation._parts(token())
+    with pytest.raises(InvalidSignature) as err:
+        validation._verify_signature(ec.generate_private_key(ec.SECP256R1()).public_key(), parsed)
+    assert err.value.detail == "The token's signature is invalid."
