@@ -75,8 +75,7 @@ def run(req: func.HttpRequest, handler: Handler, where: str = "function") -> fun
     """The one place errors become HTTP. The correlation id ties the answer to its log lines."""
     with logctx.tracing(logctx.trace_id_from(req.headers)) as trace_id:
         response = _run(req, handler, trace_id, where)
-    response.headers.update(SECURITY_HEADERS)
-    response.headers["x-ms-client-request-id"] = trace_id
+    response.headers.update({**SECURITY_HEADERS, "x-ms-client-request-id": trace_id})
     return response
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import deadline, downstream, telemetry
 from .authorization import Requirement, check
@@ -63,21 +64,29 @@ class Call:
                 return downstream.request(ctx.session, target, access, method=method, path=path, body=body,
                                           correlation_id=self.trace_id)
 
-        # Nested in functions.py's deadline it changes nothing; a body run elsewhere still gets one.
-        with deadline.within(ctx.settings.request_budget_seconds):
-            ctx.session.forget()
-            try:
-                return send(acquire())
-            except downstream.DownstreamChallenge as challenge:
-                log.info("downstream %s sent a claims challenge (%s); re-acquiring with the claims once", api,
-                         "the app's token" if as_app else f"oid={caller.oid}")
-                access = acquire(challenge.claims)
-            try:
-                return send(access)
-            except downstream.DownstreamChallenge as again:
-                if as_app:
-                    raise UpstreamError(api, f"The downstream API {api} challenged the app's token.", 502) from None
-                ad = ctx.settings.azure_ad
-                raise ClaimsChallenge(f"The downstream API {api} requires the user to sign in again.",
-                                      claims=again.claims, client_id=ad.client_id,
-                                      authorization_uri=f"{ad.authority}/oauth2/v2.0/authorize") from None
+        if deadline.remaining() is None:  # a body run outside functions.py's deadline still gets one
+            with deadline.within(ctx.settings.request_budget_seconds):
+                return self._with_claims_retry(api, as_app, acquire, send)
+        return self._with_claims_retry(api, as_app, acquire, send)
+
+    def _with_claims_retry(self, api: str, as_app: bool, acquire: Callable[..., str],
+                           send: Callable[[str], downstream.DownstreamResponse]) -> downstream.DownstreamResponse:
+        """``send(acquire())``; a CAE claims challenge gets one new token with the claims, a second one is the
+        user's to answer (401 with the challenge) or, for the app's own token, the downstream's failure (502)."""
+        ctx, caller = self.ctx, self.caller
+        ctx.session.forget()
+        try:
+            return send(acquire())
+        except downstream.DownstreamChallenge as challenge:
+            log.info("downstream %s sent a claims challenge (%s); re-acquiring with the claims once", api,
+                     "the app's token" if as_app else f"oid={caller.oid}")
+            access = acquire(challenge.claims)
+        try:
+            return send(access)
+        except downstream.DownstreamChallenge as again:
+            if as_app:
+                raise UpstreamError(api, f"The downstream API {api} challenged the app's token.", 502) from None
+            ad = ctx.settings.azure_ad
+            raise ClaimsChallenge(f"The downstream API {api} requires the user to sign in again.",
+                                  claims=again.claims, client_id=ad.client_id,
+                                  authorization_uri=f"{ad.authority}/oauth2/v2.0/authorize") from None
