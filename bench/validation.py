@@ -92,8 +92,8 @@ def stages(token: str, keys: Any, settings: Any, validator: Any) -> dict[str, fl
         return {}
     parsed = v._parts(token)
     key = keys.get(parsed.header["kid"])
-    caller = v._validate(parsed, keys, settings)
-    checks = _best(lambda: v._validate(parsed, keys, settings), N)
+    caller = v._validate(parsed, keys, settings, "")
+    checks = _best(lambda: v._validate(parsed, keys, settings, ""), N)
     verify = _best(lambda: v._verify_signature(key.key, parsed), N)
     return {k: round(t * 1e6, 2) for k, t in {
         "sha256_of_token": _best(lambda: hashlib.sha256(token.encode()).hexdigest(), N),

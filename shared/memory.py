@@ -36,6 +36,8 @@ def _block(n: int) -> int:
 def held_bytes(value: Any) -> int:
     """Bytes held by a JSON-like value (dicts, lists, tuples, strings, numbers), as allocated: each
     container and each string counted once, strings shared far beyond this value not at all."""
+    if type(value) is str:  # a token: no walk (one string is counted once by itself)
+        return 0 if _refcount(value) > SHARED_REFS else _block(_getsizeof(value))
     seen: set[int] = set()
 
     def leaf(obj: Any) -> int:

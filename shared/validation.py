@@ -60,9 +60,10 @@ class _DuplicateMember(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len(pairs) != len({k for k, _ in pairs}):
+    members = dict(pairs)
+    if len(members) != len(pairs):  # a name given twice: the dict kept one of them
         raise _DuplicateMember("duplicate member")
-    return dict(pairs)
+    return members
 
 
 # NumericDate (RFC 7519 §2): a JSON number. Bounded so that arithmetic on it can never overflow.
