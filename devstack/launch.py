@@ -139,8 +139,9 @@ class HostFactory:
     """Start function hosts wired to a devstack, with setting overrides per host; each in a new
     folder of ``folders`` (pytest's tmp_path_factory, say)."""
 
-    def __init__(self, folders: Any):
+    def __init__(self, folders: Any, app: Path = ROOT):
         self._folders = folders
+        self.app = app  # the function app's folder: the v1 app (the checkout) or samples/v2app
         self._procs: list[subprocess.Popen[str]] = []
 
     def __call__(self, info: dict[str, Any], credential: str = "keyvault-certificate", cors: str | None = None,
@@ -156,7 +157,7 @@ class HostFactory:
         path = folder / "local.settings.json"
         path.write_text(json.dumps(settings))
         # A devstack under public names (production host names): the host resolves them to it.
-        proc, ready = start_host(folder, path, info["state"], env=environment(info))
+        proc, ready = start_host(folder, path, info["state"], env=environment(info), app=self.app)
         self._procs.append(proc)
         ready["proc"] = proc
         return ready

@@ -46,15 +46,53 @@ def private_devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     stop(proc)
 
 
+# --- the function app under test: the v1 app (the checkout's function.json folders) and the v2 sample -------
+APPS = {"v1": launch.ROOT, "v2": launch.ROOT / "samples" / "v2app"}
+# Modules whose every test runs against both programming models (the others: v1, the project's shape).
+BOTH_MODELS = frozenset({"test_middletier_api", "test_authorization"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "app_model" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_MODELS:
+        metafunc.parametrize("app_model", sorted(APPS), indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def app_model(request: pytest.FixtureRequest) -> str:
+    """"v1" or "v2": which app ``host_factory`` and ``function_host`` start (a module's tests run per model)."""
+    return str(getattr(request, "param", "v1"))
+
+
 @pytest.fixture(scope="session")
-def host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
+def _session_host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
     factory = HostFactory(tmp_path_factory)
     yield factory
     factory.close()
 
 
+@pytest.fixture(scope="module")
+def host_factory(tmp_path_factory: pytest.TempPathFactory, _session_host_factory: HostFactory,
+                 app_model: str) -> Iterator[HostFactory]:
+    """v1: the session's factory (its hosts live to the end); v2: the module's (its hosts stop with it)."""
+    if app_model == "v1":
+        yield _session_host_factory
+        return
+    factory = HostFactory(tmp_path_factory, app=APPS[app_model])
+    yield factory
+    factory.close()
+
+
 @pytest.fixture(scope="session")
-def function_host(devstack: dict[str, Any], host_factory: HostFactory) -> dict[str, Any]:
+def _session_function_host(devstack: dict[str, Any], _session_host_factory: HostFactory) -> dict[str, Any]:
+    return _session_host_factory(devstack)
+
+
+@pytest.fixture(scope="module")
+def function_host(request: pytest.FixtureRequest, devstack: dict[str, Any], host_factory: HostFactory,
+                  app_model: str) -> dict[str, Any]:
+    """The v1 app's host is shared by the whole session; the v2 sample's by the module."""
+    if app_model == "v1":
+        return request.getfixturevalue("_session_function_host")  # type: ignore[no-any-return]
     return host_factory(devstack)
 
 

@@ -1,4 +1,5 @@
-"""A local Azure Functions host for Python v1-model apps, standing in for `func start`.
+"""A local Azure Functions host for Python apps (v1 model; v2, ``function_app.py``: indexing.py), standing in for
+`func start`.
 
 It reads what `func start` reads (``host.json``, every ``*/function.json``, ``local.settings.json``:
 ``Values`` into the environment before the app is imported, ``Host.LocalHttpPort``, ``Host.CORS``,
@@ -32,6 +33,7 @@ from urllib.parse import quote, unquote_to_bytes
 import azure.functions as func
 from azure.functions.http import HttpRequest as WorkerHttpRequest
 
+from .indexing import IndexedFunction, IndexingError, index_app, script_file_name
 from .routes import FunctionInError, HttpTrigger, Route, RouteCreationError, check_conflicts, http_trigger
 from .worker_telemetry import TraceContext, WorkerTelemetry, invocation_trace_context
 
@@ -51,6 +53,7 @@ class Entry:
     call: Callable[..., Any]
     wants_context: bool
     is_async: bool
+    trigger_param: str = "req"  # the HTTP trigger binding's name: the parameter the request is passed as
 
 
 @dataclass
@@ -67,6 +70,8 @@ class Function:
     module: str
     entry_point: str
     entry: Entry | None = None
+    worker_indexed: bool = False  # v2: each worker process indexes the script file itself (the worker's
+    #                               "worker_indexed" metadata property), then finds the function by name
 
 
 def import_entry(name: str, module: str, entry_point: str, directory: Path) -> Entry:
@@ -74,6 +79,20 @@ def import_entry(name: str, module: str, entry_point: str, directory: Path) -> E
     call = getattr(importlib.import_module(module), entry_point)
     return Entry(name, directory, call, "context" in inspect.signature(call).parameters,
                  inspect.iscoroutinefunction(call))
+
+
+def indexed_entry(function: IndexedFunction) -> Entry:
+    """A v2 function's FunctionInfo: the user function the FunctionApp recorded, bound by its trigger's name."""
+    return Entry(function.name, function.directory, function.call, function.wants_context,
+                 inspect.iscoroutinefunction(function.call), function.trigger_param or "req")
+
+
+def index_entries(app_dir: Path) -> dict[str, Entry]:
+    """A worker process's own indexing of a v2 app (FunctionLoadRequest with "worker_indexed"): its entries
+    by function name. IndexingError as in the host's."""
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    return {f.name: indexed_entry(f) for f in index_app(app_dir, os.environ) or []}
 
 
 @dataclass
@@ -112,6 +131,11 @@ class HostConfigurationError(Exception):
     """host.json the host refuses: it does not start (HostJsonFileConfigurationSource)."""
 
 
+class WorkerIndexingError(HostConfigurationError):
+    """A v2 app the worker fails to index (devstack/host/indexing.py): the real host runs with no function;
+    this one does not start."""
+
+
 def read_host_json(app_dir: Path) -> dict[str, Any]:
     """host.json as HostJsonFileConfigurationSource.LoadHostConfig/InitializeHostConfig check it. Stricter
     on purpose: a missing host.json is refused (`func start` needs one; the host would write a default),
@@ -145,19 +169,32 @@ def read_host_json(app_dir: Path) -> dict[str, Any]:
 
 def load_functions(app_dir: Path, import_app: bool = True) -> tuple[str, list[Function]]:
     """The HTTP functions as the host loads them: one it refuses is logged "in error" and not served;
-    RouteCreationError or HostConfigurationError stop the host's start. ``import_app=False``: metadata
-    only, for a host whose worker processes import the app (devstack/host/workers.py)."""
+    RouteCreationError, HostConfigurationError or WorkerIndexingError stop the host's start. ``import_app=False``:
+    metadata only, for a host whose worker processes import the app (devstack/host/workers.py); a v2 app is
+    imported for its metadata all the same (the real host asks a worker for it), and each worker indexes it again.
+
+    Which model (FunctionMetadataProvider): the worker indexes when the app has its script file
+    (``function_app.py`` or ``PYTHON_SCRIPT_FILE_NAME``) with at least one function; then the ``*/function.json``
+    folders are not read ("Detected mixed function app"); otherwise the host reads them (v1)."""
     host = read_host_json(app_dir)
     prefix = ((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api") or ""
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
+    try:
+        indexed = index_app(app_dir, os.environ)
+    except IndexingError as e:
+        raise WorkerIndexingError(str(e)) from e
+    candidates = _v1_functions(app_dir) if indexed is None else _v2_functions(app_dir, indexed)
     functions: list[Function] = []
     loaded: dict[str, HttpTrigger] = {}
-    for fj in sorted(app_dir.glob("*/function.json")):  # the host: the file system's order
-        name = fj.parent.name
+    for name, spec, meta in candidates:
         try:
-            spec = json.loads(fj.read_text())
+            if isinstance(spec, Exception):
+                raise spec
             trigger = http_trigger(name, spec)
+            if trigger is None and meta.worker_indexed:  # the worker indexed it; this host cannot run it
+                kinds = [str(b.get("type")) for b in spec["bindings"] if str(b.get("type", "")).endswith("Trigger")]
+                raise FunctionInError(f"this local host runs HTTP-triggered functions only, not {kinds[0]}.")
             if trigger is not None:
                 check_conflicts(trigger, loaded)
         except (FunctionInError, ValueError) as e:
@@ -169,14 +206,53 @@ def load_functions(app_dir: Path, import_app: bool = True) -> tuple[str, list[Fu
         if any(os.environ.get(f"AzureWebJobs{sep}{name}{sep}Disabled", "").lower() in ("true", "1") for sep in "._"):
             continue  # disabled with the app setting (function.json's "disabled" is ignored since v2)
         matcher = Route(name, str(prefix), trigger.route)
-        script = spec.get("scriptFile", "__init__.py")
-        module_name = name if script == "__init__.py" else f"{name}.{Path(script).stem}"
-        entry_point = spec.get("entryPoint", "main")
-        entry = import_entry(name, module_name, entry_point, fj.parent) if import_app else None
         methods = ANY_METHOD if trigger.methods is None else frozenset(m.upper() for m in trigger.methods)
-        functions.append(Function(name, trigger.route, matcher, methods, trigger.auth_level, fj.parent, module_name,
-                                  entry_point, entry))
+        entry = (meta.entry or import_entry(name, meta.module, meta.entry_point, meta.directory)) if import_app \
+            else None
+        functions.append(Function(name, trigger.route, matcher, methods, trigger.auth_level, meta.directory,
+                                  meta.module, meta.entry_point, entry, meta.worker_indexed))
     return str(prefix), functions
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """Where a function's code is: its module and entry point (v1), or the worker's entry (v2)."""
+
+    directory: Path
+    module: str
+    entry_point: str
+    entry: Entry | None = None
+    worker_indexed: bool = False
+
+
+def _v1_functions(app_dir: Path) -> list[tuple[str, dict[str, Any] | Exception, _Meta]]:
+    """HostFunctionMetadataProvider: every ``*/function.json``, in the file system's order."""
+    out: list[tuple[str, dict[str, Any] | Exception, _Meta]] = []
+    for fj in sorted(app_dir.glob("*/function.json")):
+        name = fj.parent.name
+        try:
+            spec: dict[str, Any] | Exception = json.loads(fj.read_text())
+        except ValueError as e:
+            spec = e
+        script = spec.get("scriptFile", "__init__.py") if isinstance(spec, dict) else "__init__.py"
+        module_name = name if script == "__init__.py" else f"{name}.{Path(script).stem}"
+        entry_point = spec.get("entryPoint", "main") if isinstance(spec, dict) else "main"
+        out.append((name, spec, _Meta(fj.parent, module_name, entry_point)))
+    return out
+
+
+def _v2_functions(app_dir: Path, indexed: list[IndexedFunction]) -> list[tuple[str, dict[str, Any] | Exception,
+                                                                                _Meta]]:
+    """WorkerFunctionMetadataProvider: the worker's functions, in its order; ``function.json`` folders ignored."""
+    legacy = sorted(fj.parent.name for fj in app_dir.glob("*/function.json"))
+    if legacy:  # ValidateFunctionAppFormat; Core Tools' wording (the host logs it a minute after start)
+        log.warning("Detected mixed function app. Some functions may not be indexed - %s Refer to the documentation "
+                    "to filter warning - https://docs.microsoft.com/en-us/azure/azure-functions/configure-monitoring"
+                    "?tabs=v2", ", ".join(legacy))
+    module = Path(script_file_name(os.environ)).stem
+    log.info("Indexed function app and found %d functions", len(indexed))  # the worker's line (index_functions)
+    return [(f.name, {"bindings": f.bindings}, _Meta(app_dir, module, f.name, indexed_entry(f), True))
+            for f in indexed]
 
 
 def ensure_keys(path: Path) -> dict[str, str]:
@@ -202,7 +278,7 @@ class FunctionRunner:
         self.telemetry = telemetry or WorkerTelemetry()  # the worker's OpenTelemetry set-up, once per process
 
     async def run(self, fn: Entry, request: func.HttpRequest, trace_context: TraceContext) -> Response:
-        args: dict[str, Any] = {"req": request}
+        args: dict[str, Any] = {fn.trigger_param: request}
         if fn.wants_context:
             args["context"] = Context(fn.name, fn.directory, trace_context)
         try:
@@ -544,7 +620,13 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
 
     workers = WorkerPool(app_dir, functions, count, stop_application) if count > 1 else None
     app = FunctionsHost(functions, settings, keys, telemetry=telemetry, workers=workers)
-    sock = bind(host, settings.port if port is None else port)
+    wanted = settings.port if port is None else port
+    try:
+        sock = bind(host, wanted)
+    except OSError as e:  # `func start`'s words (StartHostAction): which port, and how to move it; no traceback
+        print(f"Port {wanted} is unavailable ({e.strerror}). Close the process using that port, or specify another "
+              "port using --port (or Host.LocalHttpPort in local.settings.json).", file=sys.stderr, flush=True)
+        return 1  # no worker has started yet: they start with the server
     url = f"http://{host}:{sock.getsockname()[1]}"
 
     class Server(uvicorn.Server):

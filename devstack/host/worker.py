@@ -2,7 +2,8 @@
 
 As azure-functions-python-worker's ``Dispatcher``: at its init it sets up OpenTelemetry (WorkerTelemetry),
 then each FunctionLoadRequest imports the function's module in this process (its own module globals, so
-its own in-process caches), then invocations run in its own thread pool (PYTHON_THREADPOOL_THREAD_COUNT,
+its own in-process caches; a v2 app: it indexes ``function_app.py`` itself, as the worker does for a load
+request marked "worker_indexed"), then invocations run in its own thread pool (PYTHON_THREADPOOL_THREAD_COUNT,
 which the host's ApplyWorkerConcurrencyLimits set to 1000 when unset). It reads the app settings from its
 environment, inherited from the host (DefaultWorkerProcessFactory). It talks to the host over the socket
 ``--fd`` (devstack/host/workers.py's frames) and exits when the host's end closes.
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .funchost import Entry, FunctionRunner, import_entry, log_level, read_host_json, worker_request
+from .funchost import Entry, FunctionRunner, import_entry, index_entries, log_level, read_host_json, worker_request
 from .worker_telemetry import TraceContext, WorkerTelemetry
 from .workers import decode_request, encode_response, frame, read_frame
 
@@ -36,7 +37,10 @@ async def serve(sock: socket.socket) -> None:
     runner = FunctionRunner(telemetry=WorkerTelemetry())  # the worker's init request, before the loads
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
-    entries: dict[str, Entry] = {f["name"]: import_entry(f["name"], f["module"], f["entry_point"], Path(f["directory"]))
+    # v2 (FunctionLoadRequest with "worker_indexed"): this process indexes the script file itself, once
+    indexed = index_entries(app_dir) if any(f.get("worker_indexed") for f in load["functions"]) else {}
+    entries: dict[str, Entry] = {f["name"]: indexed[f["name"]] if f.get("worker_indexed") else
+                                 import_entry(f["name"], f["module"], f["entry_point"], Path(f["directory"]))
                                  for f in load["functions"]}
     writer.write(frame({"t": "ready", "pid": os.getpid()}))
     tasks: set[asyncio.Task[Any]] = set()

@@ -175,7 +175,8 @@ class WorkerPool(Dispatcher):
         self.app_dir, self.count, self.stop_application = app_dir, count, stop_application
         self.load = {"t": "load", "app": str(app_dir),
                      "functions": [{"name": f.name, "module": f.module, "entry_point": f.entry_point,
-                                    "directory": str(f.directory)} for f in functions]}
+                                    "directory": str(f.directory), "worker_indexed": f.worker_indexed}
+                                   for f in functions]}
         self.ready: list[WorkerChannel] = []
         self.balancer = RoundRobin()
         self.errors: deque[float] = deque()
