@@ -115,13 +115,24 @@ class Context:
 
 
 def read_local_settings(path: Path | None) -> HostSettings:
+    """local.settings.json's ``Values`` and ``Host`` section; a file the host can't use is a
+    ``HostConfigurationError`` naming it (the start stops with that line, no traceback)."""
     if path is None or not path.is_file():
         return HostSettings()
-    data = json.loads(path.read_text())
-    host = data.get("Host") or {}
+    try:
+        data = json.loads(path.read_text())
+        host = data.get("Host") or {}
+        values = data.get("Values") or {}
+        port = host.get("LocalHttpPort", 7071)
+        if isinstance(port, bool) or not isinstance(port, (int, str)) or not str(port).isdigit() \
+                or not 0 <= int(port) <= 65535 or not isinstance(values, dict):
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        raise HostConfigurationError(f"Unable to use the local settings file '{path}': it must be a JSON object "
+                                     "whose Values is an object and Host.LocalHttpPort a port number.") from None
     cors = tuple(o.strip() for o in str(host.get("CORS", "")).split(",") if o.strip())
-    values = {str(k): str(v) for k, v in (data.get("Values") or {}).items()}
-    return HostSettings(int(host.get("LocalHttpPort", 7071)), cors, bool(host.get("CORSCredentials", False)), values)
+    values = {str(k): str(v) for k, v in values.items()}
+    return HostSettings(int(port), cors, bool(host.get("CORSCredentials", False)), values)
 
 
 ANY_METHOD = frozenset(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
@@ -591,7 +602,11 @@ def serve_app(app_dir: Path, settings_path: Path | None, state: Path, *, host: s
     from ..resolve import install_from_env
     from ..serving import bind, config
     install_from_env()  # DEVSTACK_RESOLVE (not a setting): real host names -> the devstack, before any connection
-    settings = read_local_settings(settings_path or app_dir / "local.settings.json")
+    try:
+        settings = read_local_settings(settings_path or app_dir / "local.settings.json")
+    except HostConfigurationError as e:
+        print(e, file=sys.stderr, flush=True)
+        return 1
     os.environ.update(managed_identity_environment(devstack_state))
     os.environ.update(settings.values)
     from .workers import WorkerPool, WorkerProviderError, WorkerStartError, process_count

@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from devstack.host.funchost import ANY_METHOD, FunctionsHost, HostSettings, load_functions
+from devstack.host.funchost import (ANY_METHOD, FunctionsHost, HostConfigurationError, HostSettings, load_functions,
+                                   read_local_settings)
 from devstack.host.routes import Route, RouteCreationError
 
 from devstack.launch import ROOT
@@ -339,3 +340,23 @@ def test_an_empty_route_prefix_leaves_the_route_alone(app: Any, caplog: pytest.L
 ])
 def test_route_matching(route: str, path: str, values: dict[str, str] | None) -> None:
     assert Route("F", "api", route).match(path) == values
+
+
+# --- local.settings.json the host can't use: one line naming it, never a traceback ---------------------------
+@pytest.mark.parametrize("text", ['{"Host": {"LocalHttpPort": "abc"}}', '{"Host": {"LocalHttpPort": 70000}}',
+                                  '{"Host": {"LocalHttpPort": true}}', '{"Host": {"LocalHttpPort": [7071]}}',
+                                  '{"Host": {"LocalHttpPort": -1}}', '{"Values": ["a"]}', '{"Host": 5}',
+                                  '[1, 2]', '{"Values": {', ''])
+def test_local_settings_the_host_cannot_use_are_named(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text(text)
+    with pytest.raises(HostConfigurationError) as err:
+        read_local_settings(path)
+    assert str(path) in str(err.value) and "LocalHttpPort" in str(err.value)
+
+
+def test_local_settings_port_may_be_written_as_a_string(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text('{"Host": {"LocalHttpPort": "7072", "CORS": "https://a, https://b"}, "Values": {"X": 1}}')
+    settings = read_local_settings(path)
+    assert settings.port == 7072 and settings.cors == ("https://a", "https://b") and settings.values == {"X": "1"}
