@@ -146,10 +146,10 @@ def serve_caller(validator: validation.TokenValidator, layers: TokenCache, cache
 
 def default_caps() -> dict[str, Any]:
     """Run 3: the default caps filled with realistic callers; RSS growth vs the byte budget."""
-    # Signature checks are not what this measures: the validator's own memo path runs, on claims
-    # the way pyjwt returns them (json.loads of the payload).
-    validation.validate = lambda token, keys, settings: validation._caller(  # type: ignore[assignment]
-        json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==")), TENANT)
+    # Signature checks are not what this measures: the validator's own memo path runs, on the claims
+    # the token's one parse returns.
+    validation._validate = lambda parsed, keys, settings, digest: validation._caller(  # type: ignore[assignment]
+        parsed.payload, TENANT, digest)
     tc = TokenCacheSettings()
     budget = tc.l1_max_bytes
     cache = PartitionedTokenCache()
