@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -333,7 +332,8 @@ def main() -> int:
         cpu = run_child(cpu_spec, "cpu", BATCH, BATCHES, folder / "cpu.json")
         grind = []
         for i in range(2):
-            spec = write_spec(folder, f"grind{i}", spec_for(info, admin, WARM_UP["ours_cold"] + PRIMER + GRIND_REQUESTS))
+            fresh = WARM_UP["ours_cold"] + PRIMER + GRIND_REQUESTS
+            spec = write_spec(folder, f"grind{i}", spec_for(info, admin, fresh))
             print(f"instructions, run {i + 1}/2: callgrind, {GRIND_REQUESTS} requests per case ...", flush=True)
             grind.append(measure_instructions(spec, GRIND_REQUESTS, folder / f"grind{i}"))
             print(f"   {grind[-1]['ir_per_request']}  ({grind[-1]['seconds']} s)", flush=True)
