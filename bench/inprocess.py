@@ -98,7 +98,7 @@ class Workload:
         self._worker_request = worker_request
         self.entries: dict[str, Callable[[Any], Any]] = {"floor": BenchFloor.main, "ours": MiddleTierApi.main}
         self.warm_token: str = spec["warm_token"]
-        self.warm_digest = self.warm_token  # the memo is keyed by the token itself
+        self.warm_key = self.warm_token  # the memo is keyed by the token itself
         self._fresh: list[str] = list(spec["fresh_tokens"])
 
     def request(self, route: str, token: str) -> Any:
@@ -138,7 +138,7 @@ class Workload:
             reqs = [200] * n
             return lambda: [noop(r) for r in reqs]
         if case == "harness_evict":  # what ours_first_sight adds to each request: drop the memo entry (and put
-            memo, key = self._memo(), self.warm_digest  # it back, which ours_first_sight's request does itself)
+            memo, key = self._memo(), self.warm_key  # it back, which ours_first_sight's request does itself)
 
             def evict() -> list[int]:
                 out = []
@@ -155,7 +155,7 @@ class Workload:
         else:
             main, reqs = self.entries["ours"], [self.request("/api/me", self.warm_token) for _ in range(n)]
         if case == "ours_first_sight":
-            memo, key = self._memo(), self.warm_digest
+            memo, key = self._memo(), self.warm_key
 
             def first_sight() -> list[int]:
                 out = []
@@ -169,7 +169,7 @@ class Workload:
     def warm_up(self) -> None:
         for case, n in WARM_UP.items():
             check(case, self.batch(case, n)())
-        if self.warm_digest not in self._memo():
+        if self.warm_key not in self._memo():
             raise SystemExit("the warm token is not in the validator's memo after its warm-up")
 
 

@@ -18,7 +18,8 @@ PARTITION_OVERHEAD = 1280
 # Each further scope set remembered in ``hot`` (a dict slot, a tuple, a float, the scopes tuple).
 HOT_ENTRY = 256
 # A TokenValidator memo entry besides its claims: the Caller and _Validated objects, their
-# frozensets, the SHA-256 hex key and the TLRUCache bookkeeping. Measured: ~1.1 KB; rounded up.
+# frozensets, the token's SHA-256 hex (in the Caller) and the TLRUCache bookkeeping; the token itself, the key,
+# is counted apart (held_bytes). Measured: ~1.1 KB; rounded up.
 VALIDATOR_OVERHEAD = 1280
 
 _getsizeof = sys.getsizeof

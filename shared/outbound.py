@@ -55,10 +55,14 @@ def tls_context(ca_location: str) -> ssl.SSLContext:
     with _tls_lock:
         if (context := _tls_contexts.get(ca_location)) is None:
             context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-            if os.path.isdir(ca_location):
-                context.load_verify_locations(capath=ca_location)
-            else:
-                context.load_verify_locations(cafile=ca_location)
+            try:
+                if os.path.isdir(ca_location):
+                    context.load_verify_locations(capath=ca_location)
+                else:
+                    context.load_verify_locations(cafile=ca_location)
+            except (ssl.SSLError, OSError) as err:  # as requests says it: an SSLError, which callers map (502/503)
+                raise requests.exceptions.SSLError(f"the CA bundle {ca_location} could not be loaded "
+                                                   f"({type(err).__name__})") from None
             _tls_contexts[ca_location] = context
         return context
 
@@ -72,7 +76,7 @@ class SharedTlsContext(HTTPAdapter):
     def _bundle(url: str, verify: Any, cert: Any) -> str | None:
         if cert or not verify or not url.lower().startswith("https"):
             return None
-        return verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH
+        return os.fspath(verify) if isinstance(verify, (str, os.PathLike)) else DEFAULT_CA_BUNDLE_PATH
 
     def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
@@ -94,6 +98,23 @@ def with_shared_tls(adapter: type[HTTPAdapter]) -> type[HTTPAdapter]:
     return type(f"SharedTls{adapter.__name__}", (SharedTlsContext, adapter), {})
 
 
+def _within_deadline(timeout: Any) -> Any:
+    """``timeout`` (seconds, or (connect, read)) capped by what is left of the request's deadline; a spent
+    budget is a ``requests.Timeout`` before anything is sent."""
+    left = deadline.remaining()
+    if left is None:
+        return timeout
+    if left <= deadline.EPSILON:
+        raise requests.Timeout("the request's time budget is spent")
+    return (min(timeout[0], left), min(timeout[1], left)) if isinstance(timeout, tuple) else min(float(timeout), left)
+
+
+def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """The session's ``auth``: changes nothing. Its presence keeps requests from looking in ``~/.netrc``, whose Basic
+    credentials for a host would replace the call's own ``Authorization`` (a proxy keeps ``trust_env`` on)."""
+    return request
+
+
 def environment_once(verify: Any = True) -> tuple[bool, Any]:
     """``(trust_env, verify)`` for a session that reads the environment once, not per call.
 
@@ -102,7 +123,7 @@ def environment_once(verify: Any = True) -> tuple[bool, Any]:
     (bench/inprocess.py). A function app's settings are its environment, fixed for the process's life. With no
     proxy configured, the session stops trusting the environment and keeps the CA bundle it names, the one requests
     would pick; with a proxy, requests' own per-call handling stays (NO_PROXY's matching is requests'). ``~/.netrc``
-    is never read then: its Basic credentials would replace a call's Authorization header."""
+    is never read (``_no_netrc``): its Basic credentials would replace a call's Authorization header."""
     if any(scheme != "no" for scheme in urllib.request.getproxies()):
         return True, verify
     return False, os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or verify
@@ -134,20 +155,13 @@ class OutboundSession(requests.Session):
         self.mount("https://", adapter)
         self.mount("http://", adapter)
         self.trust_env, self.verify = environment_once(self.verify)
+        self.auth = _no_netrc  # requests reads ~/.netrc (with trust_env) only for a session without auth
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         """Every timeout (connect, read) is capped by the request's deadline (``deadline.py``); a spent
         budget is a ``requests.Timeout`` before anything is sent."""
         self._last.answer = None
-        timeout = kwargs.get("timeout") or self.default_timeout
-        left = deadline.remaining()
-        if left is not None:
-            if left <= deadline.EPSILON:
-                raise requests.Timeout("the request's time budget is spent")
-            kwargs["timeout"] = (min(timeout[0], left), min(timeout[1], left)) if isinstance(timeout, tuple) \
-                else min(float(timeout), left)
-        else:
-            kwargs["timeout"] = timeout
+        kwargs["timeout"] = _within_deadline(kwargs.get("timeout") or self.default_timeout)
         shared = self._shared.get(str(url)) if self._shared and method == "GET" and not args \
             and not kwargs.get("params") else None
         response = super().request(method, url, *args, **kwargs) if shared is None \
@@ -166,13 +180,14 @@ class OutboundSession(requests.Session):
 
     def _shared_get(self, shared: _Shared, url: str, kwargs: dict[str, Any]) -> requests.Response:
         timeout = kwargs["timeout"]
-        wait = sum(timeout) if isinstance(timeout, tuple) else timeout
+        wait = deadline.bounded(sum(timeout) if isinstance(timeout, tuple) else timeout)
         if not shared.lock.acquire(timeout=max(0.0, wait)):
             raise requests.Timeout("another request's fetch of the same document did not finish in time")
         try:
             if shared.response is not None and time.monotonic() - shared.at < shared.seconds:
                 return copy.copy(shared.response)
-            response = super().request("GET", url, **kwargs)
+            # the first asker failed: this one asks itself, with what is left of its deadline after the wait
+            response = super().request("GET", url, **{**kwargs, "timeout": _within_deadline(timeout)})
             if response.status_code == 200:
                 _ = response.content  # read now: copies are served from it
                 shared.response, shared.at = response, time.monotonic()

@@ -49,11 +49,9 @@ PREFETCH_GRACE_SECONDS = 1.0
 @dataclasses.dataclass
 class Prefetch:
     """The first request's background load of the credential and the MSAL app (``Tokens.prefetch``)."""
-    owner: int                      # the thread of the request that started it: the one to inherit its failure
     until: float                    # its deadline (time.monotonic), the starting request's
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     service: str = "keyvault"       # what it waits on now (for a 504 if it outlives a request's deadline)
-    error: BaseException | None = None
 
 
 class Reply(NamedTuple):
@@ -114,12 +112,14 @@ class Tokens:
         Called once, by the first request (``context.app_context``), never at import. The thread runs in a copy of the
         request's context (its trace id) under the same deadline, ``budget_seconds`` from now, so it ends when the
         request would have: every wait in it is bounded (``deadline.py``). Its outcome reaches requests through
-        ``_app``, which waits for it (bounded): a failure is remembered for the backoff exactly as a load in the
-        request's own thread (``_ensure_credential``), and the request that started it raises that same error; a
-        failure nobody asks for is still logged (its type and status: never its text)."""
+        ``_app``, which waits for it (bounded) and then goes on as behind a load in another request's thread: a
+        failure the backoff remembers (an ``ApiError``, ``_ensure_credential``) is every request's answer, the
+        starting one's included; any other (the request's lack of time, ``BudgetSpent``; a bug) is not handed to
+        anyone (a thread pool's next request on that thread is another caller's): a request that needs the
+        credential then loads it itself. Every failure is logged (its type and status: never its text)."""
         if self._prefetch is not None or self._credential is not None:
             return
-        job = self._prefetch = Prefetch(threading.get_ident(), time.monotonic() + max(0.0, budget_seconds))
+        job = self._prefetch = Prefetch(time.monotonic() + max(0.0, budget_seconds))
         thread = threading.Thread(target=contextvars.copy_context().run, args=(self._prefetch_work, job),
                                   name="middletier-prefetch", daemon=True)
         thread.start()
@@ -132,21 +132,17 @@ class Tokens:
                         self._ensure_credential()
                 else:
                     self._build_app(self.settings.tenant_id, job)
-        except BaseException as err:  # noqa: BLE001 - handed to the request that started it (``_join_prefetch``)
-            job.error = err
+        except BaseException as err:  # noqa: BLE001 - a thread's last word: logged; requests meet the outcome itself
             status = getattr(err, "status", None)
             log.log(logging.INFO if isinstance(err, ApiError) else logging.ERROR,
                     "the cold-start load of the app's credential failed: %s%s", type(err).__name__,
                     f" ({status})" if status else "")
         finally:
             job.done.set()
-        if job.error is None:
-            self._prefetch = None  # nothing to hand on
 
     def _join_prefetch(self) -> None:
         """Wait for the cold-start prefetch, if one runs: no longer than this request's deadline (and the grace for
-        the prefetch's last step). The request that started it raises its failure, once; other requests go on as
-        they would have behind a load in another request's thread (a remembered failure, or their own attempt)."""
+        the prefetch's last step). Then go on as behind a load in another request's thread (``prefetch``)."""
         job = self._prefetch
         if job is None:
             return
@@ -155,12 +151,6 @@ class Tokens:
             limit = max(0.0, job.until - time.monotonic()) if left is None else left
             if not job.done.wait(limit + PREFETCH_GRACE_SECONDS):
                 raise deadline.BudgetSpent(job.service)
-        if job.error is not None and time.monotonic() <= job.until + PREFETCH_GRACE_SECONDS:
-            if job.owner != threading.get_ident():
-                return  # kept for the request that started it, until its deadline
-            error, job.error = job.error, None
-            self._prefetch = None
-            raise error
         self._prefetch = None  # done with: later requests skip it
 
     def _app(self, tenant: str) -> tuple[msal.ConfidentialClientApplication, int]:

@@ -265,8 +265,8 @@ def _validate(parsed: Parsed, keys: SigningKeys, settings: AzureAdSettings, dige
 class _Validated:
     caller: Caller
     kid: str
-    not_before: float
-    expires: float
+    not_before: int  # whole seconds, as the full path compares them
+    expires: int
     size: int  # bytes held, when the memo has a byte budget
 
 
@@ -295,13 +295,14 @@ class TokenValidator:
             hit = self._memo.get(token)
         if hit is not None:
             now, skew = self._clock(), self.settings.clock_skew_seconds
-            if hit.not_before - skew <= now <= hit.expires + skew and self.keys.published(hit.kid):
+            # the full path's window (whole seconds, as pyjwt truncates): int(nbf) - skew <= now < int(exp) + skew
+            if hit.not_before - skew <= now < hit.expires + skew and self.keys.published(hit.kid):
                 return hit.caller
         parsed = _parts(token)
         caller = _validate(parsed, self.keys, self.settings, token_hash(token))
         nbf = caller.claims.get("nbf", caller.claims["iat"])  # a number: _parts refuses any other NumericDate
         size = VALIDATOR_OVERHEAD + held_bytes(token) + json_held_bytes(parsed.payload_json, caller.claims)
-        entry = _Validated(caller, parsed.header["kid"], float(nbf), float(caller.claims["exp"]), size)
+        entry = _Validated(caller, parsed.header["kid"], int(nbf), int(caller.claims["exp"]), size)
         with self._lock, contextlib.suppress(ValueError):  # ValueError: larger than the whole budget
             self._memo[token] = entry
             while len(self._memo) > self._max_entries:

@@ -30,10 +30,14 @@ class Upstream(requests.adapters.BaseAdapter):
     def __init__(self, status: int = 200) -> None:
         super().__init__()
         self.status, self.sent, self.gate = status, 0, threading.Event()
+        self.timeouts: list[Any] = []
+        self.entered = threading.Event()
         self.gate.set()
 
     def send(self, request: Any, **kwargs: Any) -> requests.Response:
         self.sent += 1
+        self.timeouts.append(kwargs.get("timeout"))
+        self.entered.set()
         self.gate.wait(10)
         response = requests.Response()
         response.status_code, response._content = self.status, b'{"issuer": "x", "jwks_uri": "y"}'
@@ -183,3 +187,71 @@ def test_a_netrc_entry_never_replaces_a_calls_authorization(monkeypatch: pytest.
     trusting = requests.Session()
     assert trusting.prepare_request(request).headers["Authorization"].startswith("Basic ")  # what requests does
     assert OutboundSession().prepare_request(request).headers["Authorization"] == "Bearer t"
+
+
+# --- a shared GET's waiters keep their own deadline -------------------------------------------------------------
+def test_a_waiter_for_a_shared_document_waits_no_longer_than_its_deadline() -> None:
+    upstream = Upstream()
+    upstream.gate.clear()  # the first asker's GET hangs
+    session = _session(upstream)
+    first = threading.Thread(target=lambda: _outcome_of(lambda: session.get(DOC, timeout=(5, 5))))
+    first.start()
+    assert upstream.entered.wait(5)
+    started = time.monotonic()
+    with deadline.within(1.0), pytest.raises(requests.Timeout):
+        session.get(DOC, timeout=(5, 5))
+    assert time.monotonic() - started < 1.6  # its deadline, not connect + read capped (2 s)
+    upstream.gate.set()
+    first.join(5)
+
+
+def test_after_a_failed_shared_get_a_waiter_asks_with_what_is_left_of_its_deadline() -> None:
+    upstream = Upstream(status=500)
+    upstream.gate.clear()
+    session = _session(upstream)
+    first = threading.Thread(target=lambda: _outcome_of(lambda: session.get(DOC, timeout=(5, 5))))
+    first.start()
+    assert upstream.entered.wait(5)
+    threading.Timer(0.5, upstream.gate.set).start()  # the first asker's 500 comes after half a second
+    with deadline.within(2.0):
+        assert session.get(DOC, timeout=(5, 5)).status_code == 500  # a failure is not shared: it asks itself
+    first.join(5)
+    assert upstream.sent == 2 and max(upstream.timeouts[1]) < 1.6  # 2 s less the wait, not 2 s
+
+
+def _outcome_of(call: Any) -> Any:
+    try:
+        return call()
+    except Exception as err:  # noqa: BLE001 - the thread's outcome, not asserted
+        return err
+
+
+def test_with_a_proxy_a_netrc_entry_still_never_replaces_a_calls_authorization(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_proxy_settings(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine graph.example login user password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    session = OutboundSession()
+    assert session.trust_env is True
+    request = requests.Request("GET", "https://graph.example/v1.0/me", headers={"Authorization": "Bearer t"})
+    assert session.prepare_request(request).headers["Authorization"] == "Bearer t"
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_is_requests_ssl_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bundle.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    with pytest.raises(requests.exceptions.SSLError, match="could not be loaded") as err:
+        outbound.tls_context(str(bad))
+    assert isinstance(err.value, requests.RequestException)  # what every caller maps to 502/503
+    with pytest.raises(requests.exceptions.SSLError):
+        outbound.tls_context(str(tmp_path / "missing.pem"))
+
+
+def test_a_path_like_verify_names_its_bundle_not_certifis(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    assert outbound.SharedTlsContext._bundle("https://x", bundle, None) == str(bundle)
+    assert outbound.SharedTlsContext._bundle("https://x", True, None) == outbound.DEFAULT_CA_BUNDLE_PATH
+    assert outbound.SharedTlsContext._bundle("https://x", False, None) is None

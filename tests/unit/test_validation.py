@@ -348,7 +348,10 @@ WINDOWS: dict[str, Window] = {
                                            lambda t: t + 99 - SKEW, False),
     "inside-the-skew-after-exp": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW - 1,
                                         True),
-    "at-exp-plus-skew": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW, True),
+    # exp + skew: the full path's exp <= now - skew has expired it; the memo agrees
+    "at-exp-plus-skew": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW, False),
+    "fractional-exp-just-past-its-second": Window(lambda t: {"exp": t + 3600.9}, lambda t: t + 3600 + SKEW - 1,
+                                                  lambda t: t + 3600 + SKEW + 0.5, False),
     "past-exp-plus-skew": Window(lambda t: {}, lambda t: t + 3600 + SKEW - 1, lambda t: t + 3600 + SKEW + 1, False),
 }
 
