@@ -14,7 +14,7 @@ import re
 import unicodedata
 from typing import Mapping
 
-_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
+_trace: contextvars.ContextVar[tracing | None] = contextvars.ContextVar("trace_id", default=None)
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEADERS = ("x-ms-client-request-id", "client-request-id", "x-correlation-id")
 
@@ -38,18 +38,26 @@ def new_trace_id() -> str:
 
 
 class tracing:  # noqa: N801 - used as a function: ``with logctx.tracing(trace_id) as trace_id:``
-    """Log lines written inside the block carry ``trace_id`` (a class: ``@contextmanager`` costs twice as much)."""
-    __slots__ = ("_trace_id", "_token")
+    """Log lines written inside the block carry ``trace_id`` (a class: ``@contextmanager`` costs twice as much).
+    The instance itself is the request's identity (``current_request``)."""
+    __slots__ = ("trace_id", "_token")
 
     def __init__(self, trace_id: str) -> None:
-        self._trace_id = trace_id
+        self.trace_id = trace_id
 
     def __enter__(self) -> str:
-        self._token = _trace.set(self._trace_id)
-        return self._trace_id
+        self._token = _trace.set(self)
+        return self.trace_id
 
     def __exit__(self, *exc: object) -> None:
         _trace.reset(self._token)
+
+
+def current_request() -> object | None:
+    """An object that is this request's alone (its ``tracing`` scope), None outside a request: it tells two requests
+    apart where a thread doesn't (the worker's pool runs many requests, one after another, on each thread), and
+    unlike a trace id, which a client may send twice."""
+    return _trace.get()
 
 
 def printable(text: str) -> str:
@@ -86,8 +94,8 @@ class TraceFilter(logging.Filter):
             record.args = tuple(_printable_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _printable_arg(v) for k, v in record.args.items()}
-        if trace := _trace.get():
-            record.msg = f"[trace={trace}] {record.msg}"
+        if (scope := _trace.get()) is not None:
+            record.msg = f"[trace={scope.trace_id}] {record.msg}"
         record._traced = True  # type: ignore[attr-defined]
         return True
 

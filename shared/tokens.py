@@ -20,7 +20,7 @@ import requests
 from msal.exceptions import MsalServiceError
 
 from .config import AzureAdSettings, Settings, TokenCacheSettings, default
-from . import aadsts, deadline
+from . import aadsts, deadline, logctx
 from .aadsts import Kind
 from .errors import (AccessDenied, ApiError, AuthenticationError, ClaimsChallenge, CredentialError,
                      TenantNotProvisioned, UpstreamError)
@@ -49,9 +49,11 @@ PREFETCH_GRACE_SECONDS = 1.0
 @dataclasses.dataclass
 class Prefetch:
     """The first request's background load of the credential and the MSAL app (``Tokens.prefetch``)."""
+    owner: object | None            # the request that started it (logctx.current_request): the one to get its failure
     until: float                    # its deadline (time.monotonic), the starting request's
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     service: str = "keyvault"       # what it waits on now (for a 504 if it outlives a request's deadline)
+    error: BaseException | None = None
 
 
 class Reply(NamedTuple):
@@ -112,14 +114,13 @@ class Tokens:
         Called once, by the first request (``context.app_context``), never at import. The thread runs in a copy of the
         request's context (its trace id) under the same deadline, ``budget_seconds`` from now, so it ends when the
         request would have: every wait in it is bounded (``deadline.py``). Its outcome reaches requests through
-        ``_app``, which waits for it (bounded) and then goes on as behind a load in another request's thread: a
-        failure the backoff remembers (an ``ApiError``, ``_ensure_credential``) is every request's answer, the
-        starting one's included; any other (the request's lack of time, ``BudgetSpent``; a bug) is not handed to
-        anyone (a thread pool's next request on that thread is another caller's): a request that needs the
-        credential then loads it itself. Every failure is logged (its type and status: never its text)."""
+        ``_app``, which waits for it (bounded): the request that started it (``logctx.current_request``, never a
+        thread: the worker's pool runs the next request on it) raises its failure, once, as if it had loaded in
+        its own thread; others go on as behind another request's load (a failure the backoff remembers, or their own
+        attempt). Every failure is logged (its type and status: never its text)."""
         if self._prefetch is not None or self._credential is not None:
             return
-        job = self._prefetch = Prefetch(time.monotonic() + max(0.0, budget_seconds))
+        job = self._prefetch = Prefetch(logctx.current_request(), time.monotonic() + max(0.0, budget_seconds))
         thread = threading.Thread(target=contextvars.copy_context().run, args=(self._prefetch_work, job),
                                   name="middletier-prefetch", daemon=True)
         thread.start()
@@ -132,7 +133,8 @@ class Tokens:
                         self._ensure_credential()
                 else:
                     self._build_app(self.settings.tenant_id, job)
-        except BaseException as err:  # noqa: BLE001 - a thread's last word: logged; requests meet the outcome itself
+        except BaseException as err:  # noqa: BLE001 - for the request that started it (``_join_prefetch``)
+            job.error = err
             status = getattr(err, "status", None)
             log.log(logging.INFO if isinstance(err, ApiError) else logging.ERROR,
                     "the cold-start load of the app's credential failed: %s%s", type(err).__name__,
@@ -142,7 +144,7 @@ class Tokens:
 
     def _join_prefetch(self) -> None:
         """Wait for the cold-start prefetch, if one runs: no longer than this request's deadline (and the grace for
-        the prefetch's last step). Then go on as behind a load in another request's thread (``prefetch``)."""
+        the prefetch's last step). The request that started it raises its failure (``prefetch``)."""
         job = self._prefetch
         if job is None:
             return
@@ -152,6 +154,9 @@ class Tokens:
             if not job.done.wait(limit + PREFETCH_GRACE_SECONDS):
                 raise deadline.BudgetSpent(job.service)
         self._prefetch = None  # done with: later requests skip it
+        if job.error is not None and job.owner is not None and job.owner is logctx.current_request():
+            error, job.error = job.error, None
+            raise error
 
     def _app(self, tenant: str) -> tuple[msal.ConfidentialClientApplication, int]:
         if (app := self._apps.get(tenant)) is not None:

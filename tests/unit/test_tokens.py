@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from shared import deadline
+from shared import deadline, logctx
 from shared import tokens as acquisition
 from shared.tokens import Reply, Tokens, _is_invalid_client
 from shared.config import load_settings
@@ -435,3 +435,31 @@ def test_prefetch_starts_once_and_not_after_a_credential_is_loaded(no_entra: lis
     acquirer._app(TENANT)
     acquirer.prefetch(5.0)
     assert acquirer._prefetch is None and len(loader.calls) == 1
+
+
+def test_the_request_that_started_a_failed_prefetch_gets_its_error_and_no_other_request_does(
+        no_entra: list[dict[str, Any]]) -> None:
+    loader = Loader(deadline.BudgetSpent("keyvault"))
+    with logctx.tracing("req-1"):  # the first request: it starts the prefetch, which runs out of its time
+        acquirer = _prefetching(loader)
+        with pytest.raises(deadline.BudgetSpent) as raised:
+            acquirer._app(TENANT)
+    assert len(loader.calls) == 1 and raised.value.extra["upstream"] == "keyvault"  # its own failure, not a retry
+    loader.outcome = deadline.BudgetSpent("identity")
+    with logctx.tracing("req-1"):  # the next request on this thread, even with the same client request id
+        with pytest.raises(deadline.BudgetSpent) as again:
+            acquirer._app(TENANT)
+    assert len(loader.calls) == 2 and again.value.extra["upstream"] == "identity"  # its own attempt
+    assert acquirer._failed is None
+
+
+def test_a_prefetch_failure_is_not_kept_for_its_request_once_another_request_has_joined(
+        no_entra: list[dict[str, Any]]) -> None:
+    loader = Loader(deadline.BudgetSpent("keyvault"))
+    with logctx.tracing("req-1"):
+        acquirer = _prefetching(loader)
+    assert acquirer._prefetch is not None and acquirer._prefetch.done.wait(5)
+    loader.outcome = None
+    with logctx.tracing("req-2"):
+        assert isinstance(acquirer._app(TENANT)[0], FakeMsalApp)
+    assert len(loader.calls) == 2 and acquirer._prefetch is None
