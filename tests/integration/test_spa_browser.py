@@ -78,14 +78,7 @@ def test_make_run_spa_signs_alice_in_without_editing_a_file(tmp_path: Path, brow
     proc, info = start_local_stack(tmp_path)
     try:
         context = browser.new_context(ignore_https_errors=True, viewport=VIEWPORT)  # the devstack's local CA
-        page = context.new_page()
-        page.goto(info["local"]["spa"])
-        page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
-        page.click("#signin")
-        _sign_in(page, info["users"]["alice"])
-        page.wait_for_selector("#displayName", timeout=30_000)
-        assert page.text_content("#displayName") == "Alice Example"
-        assert page.text_content("#id") == info["users"]["alice"]["oid"]
+        page = _alice_signed_in(context, info["local"]["spa"], info["users"]["alice"])
         screenshot(page, "spa-alice-profile.png")
         context.close()
     finally:
@@ -99,8 +92,21 @@ def _setup(devstack: dict[str, Any], admin: Admin, host_factory: Any, origin: st
     (site / "config.json").write_text(json.dumps({
         "clientId": devstack["apps"]["spa-client"]["client_id"], "authority": devstack["authority"],
         "knownAuthorities": [devstack["instance"].split("//")[1]], "scope": "api://middletier/access_as_user",
-        "apiUrl": host["url"].replace("127.0.0.1", "127.0.0.1") + "/api/me"}))
+        "apiUrl": host["url"] + "/api/me"}))
     return host
+
+
+def _alice_signed_in(context: Any, url: str, alice: dict[str, Any]) -> Any:
+    """The SPA at ``url``, after alice signed in through it: her profile is shown (asserted)."""
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
+    page.click("#signin")
+    _sign_in(page, alice)
+    page.wait_for_selector("#displayName", timeout=30_000)
+    assert page.text_content("#displayName") == "Alice Example"
+    assert page.text_content("#id") == alice["oid"]
+    return page
 
 
 def _sign_in(page: Any, user: dict[str, Any], otp: bool = False) -> None:
@@ -120,14 +126,7 @@ def test_spa_signs_in_and_shows_the_profile(devstack: dict[str, Any], admin: Adm
     origin, site = spa_server
     _setup(devstack, admin, host_factory, origin, site)
     context = browser.new_context(ignore_https_errors=True)  # the devstack's local CA
-    page = context.new_page()
-    page.goto(origin + "/")
-    page.wait_for_selector("#signin:not([hidden])", timeout=30_000)
-    page.click("#signin")
-    _sign_in(page, devstack["users"]["alice"])
-    page.wait_for_selector("#displayName", timeout=30_000)
-    assert page.text_content("#displayName") == "Alice Example"
-    assert page.text_content("#id") == devstack["users"]["alice"]["oid"]
+    page = _alice_signed_in(context, origin + "/", devstack["users"]["alice"])
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "spa-alice-profile-fixtures.png"))
     assert (ARTIFACTS / "spa-alice-profile-fixtures.png").stat().st_size > 1000

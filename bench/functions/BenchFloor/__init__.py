@@ -9,9 +9,10 @@ import os
 import azure.functions as func
 import requests
 
+from shared.outbound import environment_once
+
 _session = requests.Session()
-_session.trust_env = False
-_session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+_session.trust_env, _session.verify = environment_once(_session.verify)  # the app's rule (shared/outbound.py)
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
